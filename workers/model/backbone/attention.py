@@ -1,0 +1,81 @@
+"""Fused-QKV grouped-query attention with per-head q/k RMSNorm and partial RoPE (MODEL_SPEC §2.2).
+
+Two paths give the same output: the fast one uses `scaled_dot_product_attention` (its kernels keep the
+softmax in fp32); the explicit one materialises fp32 softmax probabilities so the caller can read how much
+attention each key receives (`key_importance`, used by SPRINT prefix pruning).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import BackboneConfig
+from .norm import RMSNorm
+from .rope import apply_partial_rope
+
+KVCache = tuple[torch.Tensor, torch.Tensor]
+
+
+def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """[B, kv_heads, L, D] → [B, kv_heads·groups, L, D]; query head h reads kv head h // groups."""
+    if groups == 1:
+        return x
+    b, kv, length, d = x.shape
+    return x[:, :, None].expand(b, kv, groups, length, d).reshape(b, kv * groups, length, d)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: BackboneConfig):
+        super().__init__()
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        self.scale = 1.0 / math.sqrt(cfg.head_dim)
+        self.query_key_value = nn.Linear(cfg.hidden_size, cfg.qkv_width, bias=cfg.use_qkv_bias)
+        if cfg.use_qk_norm:
+            self.query_layernorm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
+            self.key_layernorm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
+        else:
+            self.query_layernorm = self.key_layernorm = None
+        self.dense = nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=cfg.use_bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        past: KVCache | None,
+        want_importance: bool,
+    ) -> tuple[torch.Tensor, KVCache, torch.Tensor | None]:
+        """x [B, Lq, hidden]; mask additive [B|1, 1, Lq, Lk] in x's dtype or None.
+
+        Returns (output, (k, v) over past+current keys, per-key attention mass [B, Lk] or None)."""
+        b, length, _ = x.shape
+        qkv = self.query_key_value(x).view(b, length, self.heads + 2 * self.kv_heads, self.head_dim)
+        q, k, v = qkv.split([self.heads, self.kv_heads, self.kv_heads], dim=2)
+        if self.query_layernorm is not None:
+            q, k = self.query_layernorm(q), self.key_layernorm(k)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, L, D]
+        q, k = apply_partial_rope(q, cos, sin), apply_partial_rope(k, cos, sin)
+        if past is not None:
+            k = torch.cat((past[0], k), dim=2)
+            v = torch.cat((past[1], v), dim=2)
+        groups = self.heads // self.kv_heads
+        kr, vr = repeat_kv(k, groups), repeat_kv(v, groups)
+        importance = None
+        if want_importance:
+            scores = torch.matmul(q, kr.transpose(2, 3)) * self.scale
+            if mask is not None:
+                scores = scores + mask
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+            importance = probs.mean(dim=(1, 2))  # mass each key receives, averaged over heads and queries
+            out = torch.matmul(probs.to(vr.dtype), vr)
+        else:
+            out = F.scaled_dot_product_attention(q, kr, vr, attn_mask=mask, scale=self.scale)
+        out = out.transpose(1, 2).reshape(b, length, self.heads * self.head_dim)
+        return self.dense(out), (k, v), importance
