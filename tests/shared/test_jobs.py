@@ -1,0 +1,82 @@
+import pytest
+
+from shared.jobs import (
+    EditParams,
+    InvalidArgument,
+    JobKind,
+    TextToImageParams,
+    UnderstandParams,
+    validate_params,
+    validate_priority,
+)
+
+
+def invalid_field(kind, params, **kw):
+    with pytest.raises(InvalidArgument) as info:
+        validate_params(kind, params, max_prompt_chars=kw.get("max_prompt_chars", 100))
+    return info.value.field
+
+
+def test_text_to_image_defaults_mirror_the_reference():
+    p = validate_params(JobKind.TEXT_TO_IMAGE, {"prompt": "a red fox"}, max_prompt_chars=100)
+    assert isinstance(p, TextToImageParams)
+    assert (p.width, p.height, p.steps, p.cfg_scale, p.block_length) == (1024, 1024, 8, 2.0, 32)
+    assert (p.mode, p.thinking_steps, p.thinking_gen_length) == ("normal", 32, 4096)
+    assert (p.decoder, p.decoder_steps, p.resolution_multiplier, p.seed) == ("turbo", 8, 2, None)
+    assert p.sprint.enabled is False and p.sprint.remasking == "low_confidence"
+
+
+def test_normal_decoder_defaults_to_50_steps_unless_given():
+    assert validate_params("TEXT_TO_IMAGE", {"prompt": "x", "decoder": "normal"}, max_prompt_chars=9).decoder_steps == 50
+    p = validate_params("EDIT", {"instruction": "x", "decoder": "normal", "decoder_steps": 20}, max_prompt_chars=9)
+    assert isinstance(p, EditParams) and p.decoder_steps == 20
+
+
+def test_understand_and_edit_defaults():
+    u = validate_params("UNDERSTAND", {"question": "what is this?"}, max_prompt_chars=100)
+    assert isinstance(u, UnderstandParams)
+    assert (u.gen_length, u.steps, u.block_length, u.threshold) == (2048, 32, 32, 0.95)
+    e = validate_params("EDIT", {"instruction": "make it blue"}, max_prompt_chars=100)
+    assert (e.steps, e.block_length, e.cfg_text_scale, e.cfg_image_scale) == (8, 32, 4.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"prompt": "x", "width": 1000}, "width"),
+        ({"prompt": "x", "height": 4096}, "height"),
+        ({"prompt": "x", "width": 64}, "width"),
+        ({"prompt": "x", "steps": 0}, "steps"),
+        ({"prompt": "x", "steps": 64}, "steps"),  # more steps than block tokens
+        ({"prompt": "x", "mode": "dreaming"}, "mode"),
+        ({"prompt": "x", "decoder": "fast"}, "decoder"),
+        ({"prompt": "x", "sprint": {"keep_ratio": 1.5}}, "sprint.keep_ratio"),
+        ({"prompt": "x", "sprint": {"remasking": "random"}}, "sprint.remasking"),
+        ({"prompt": "x", "resolution_multiplier": 4, "width": 1056}, "width"),
+        ({"prompt": "x", "colour": "red"}, "colour"),
+        ({"prompt": "   "}, "prompt"),
+        ({"prompt": "x" * 101}, "prompt"),
+        ({}, "prompt"),
+    ],
+)
+def test_bad_text_to_image_params_name_the_field(params, field):
+    assert invalid_field("TEXT_TO_IMAGE", params) == field
+
+
+def test_width_message_says_what_is_wrong():
+    with pytest.raises(InvalidArgument, match="multiple of 32"):
+        validate_params("TEXT_TO_IMAGE", {"prompt": "x", "width": 1000}, max_prompt_chars=10)
+
+
+def test_unknown_kind_and_kind_specific_fields():
+    assert invalid_field("VIDEO", {"prompt": "x"}) == "kind"
+    assert invalid_field("UNDERSTAND", {"question": "q", "gen_length": 0}) == "gen_length"
+    assert invalid_field("EDIT", {"instruction": "x", "mode": "thinking"}) == "mode"  # no thinking for edits
+    assert invalid_field("EDIT", {"instruction": "x", "cfg_image_scale": -1}) == "cfg_image_scale"
+
+
+def test_priority_bounds():
+    assert validate_priority(9) == 9
+    with pytest.raises(InvalidArgument) as info:
+        validate_priority(10)
+    assert info.value.field == "priority"
