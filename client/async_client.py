@@ -1,0 +1,126 @@
+"""asyncio SDK: ``AsyncLladaClient``, the same methods as ``LladaClient`` as coroutines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from client import requests as build
+from client.connection import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SERVER, auth_metadata, channel_options, credentials
+from client.errors import LladaError, from_rpc_error
+from client.jobs import is_terminal, parse_kind, parse_state
+from client.results import download_outputs
+from client.sync_client import WATCH_RECONNECT_DELAY_S, WATCH_RECONNECTS, JobPage
+from shared.proto.llada.serve.v1 import jobs_pb2 as pb
+from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
+
+
+class AsyncLladaClient:
+    """Use as ``async with AsyncLladaClient(server, api_key) as llada: ...``."""
+
+    def __init__(self, server: str = DEFAULT_SERVER, api_key: str | None = None, *, tls: bool = False,
+                 root_certificates=None, timeout: float | None = 30.0,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+        options = channel_options(max_message_bytes)
+        if tls or root_certificates is not None:
+            self._channel = grpc.aio.secure_channel(server, credentials(root_certificates), options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(server, options=options)
+        self._stub = pb_grpc.JobServiceStub(self._channel)
+        self._metadata = auth_metadata(api_key)
+        self._timeout = timeout
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> "AsyncLladaClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def _call(self, method, request):
+        try:
+            return await method(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    async def submit(self, request: pb.SubmitJobRequest) -> pb.Job:
+        return await self._call(self._stub.SubmitJob, request)
+
+    async def submit_text_to_image(self, prompt: str, *, request_id: str | None = None, priority: int = 0,
+                                   **params) -> pb.Job:
+        return await self.submit(build.text_to_image_request(prompt, request_id=request_id,
+                                                             priority=priority, **params))
+
+    async def submit_understand(self, image, question: str, *, request_id: str | None = None,
+                                priority: int = 0, **params) -> pb.Job:
+        # Reading a local file is quick next to the upload; not worth a thread hop.
+        return await self.submit(build.understand_request(image, question, request_id=request_id,
+                                                          priority=priority, **params))
+
+    async def submit_edit(self, image, instruction: str, *, request_id: str | None = None, priority: int = 0,
+                          **params) -> pb.Job:
+        return await self.submit(build.edit_request(image, instruction, request_id=request_id,
+                                                    priority=priority, **params))
+
+    async def get(self, job_id: str) -> pb.Job:
+        return await self._call(self._stub.GetJob, pb.GetJobRequest(job_id=job_id))
+
+    async def list(self, *, state: str | None = None, kind: str | None = None, page_size: int = 0,
+                   page_token: str = "") -> JobPage:
+        request = pb.ListJobsRequest(page_size=page_size, page_token=page_token,
+                                     state=parse_state(state) if state else 0,
+                                     kind=parse_kind(kind) if kind else 0)
+        response = await self._call(self._stub.ListJobs, request)
+        return JobPage(list(response.jobs), response.next_page_token)
+
+    async def watch(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[pb.Job]:
+        """Snapshots until (and including) a terminal one; re-opens a broken stream."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failures = 0
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                call = self._stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=self._metadata,
+                                           timeout=remaining)
+                async for job in call:
+                    failures = 0
+                    yield job
+                    if is_terminal(job):
+                        call.cancel()
+                        return
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise from_rpc_error(err) from None
+            failures += 1
+            if failures > WATCH_RECONNECTS:
+                raise LladaError("UNAVAILABLE", f"watch of job {job_id} kept breaking")
+            await asyncio.sleep(WATCH_RECONNECT_DELAY_S)
+
+    async def wait(self, job_id: str, *, progress: Callable[[pb.Job], Awaitable[None] | None] | None = None,
+                   timeout: float | None = None) -> pb.Job:
+        """Until terminal; ``progress`` (a function or a coroutine function) sees every snapshot."""
+        async for job in self.watch(job_id, timeout=timeout):
+            if progress is not None:
+                result = progress(job)
+                if asyncio.iscoroutine(result):
+                    await result
+            if is_terminal(job):
+                return job
+        raise LladaError("UNKNOWN", f"watch of job {job_id} ended without a terminal state")
+
+    async def cancel(self, job_id: str) -> pb.Job:
+        return await self._call(self._stub.CancelJob, pb.CancelJobRequest(job_id=job_id))
+
+    async def delete(self, job_id: str) -> None:
+        await self._call(self._stub.DeleteJob, pb.DeleteJobRequest(job_id=job_id))
+
+    async def download(self, job: pb.Job | str, dest) -> list:
+        if isinstance(job, str):
+            job = await self.get(job)
+        # urllib blocks: keep the event loop free.
+        return await asyncio.to_thread(download_outputs, job, dest)
