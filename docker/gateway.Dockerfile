@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1
+# The gateway image: no torch. It also runs the migrations, the admin command and the reaper, which
+# import only `shared` (build from the repository root: docker build -f docker/gateway.Dockerfile .).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+# Dependencies first: this layer is rebuilt only when the requirement list changes.
+COPY docker/requirements-gateway.txt /tmp/requirements-gateway.txt
+RUN pip install -r /tmp/requirements-gateway.txt
+
+COPY pyproject.toml ./
+COPY shared ./shared
+COPY services ./services
+COPY workers ./workers
+COPY client ./client
+# --no-deps: pyproject's dependencies include torch, which this image must never contain.
+RUN pip install --no-deps -e . \
+    && python -c "import importlib.util, sys; sys.exit('torch leaked into the gateway image' if importlib.util.find_spec('torch') else 0)"
+
+COPY --chmod=0755 docker/grpc_healthcheck.py /usr/local/bin/llada-grpc-healthcheck
+
+RUN useradd --system --uid 10001 --gid 0 --no-create-home --shell /usr/sbin/nologin llada
+USER 10001
+
+ENV LLADA_GRPC_LISTEN=0.0.0.0:50051 \
+    LLADA_METRICS_PORT=9464
+EXPOSE 50051 9464
+
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "/usr/local/bin/llada-grpc-healthcheck", "127.0.0.1:50051"]
+
+CMD ["python", "-m", "services.gateway"]
