@@ -1,0 +1,29 @@
+"""`python -m shared.db upgrade [--url URL]`: migrate the jobs database (default: LLADA_DATABASE_URL)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from shared.db.migrate import current_revision, upgrade
+from shared.settings import get_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared.db", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("upgrade", "apply all migrations"), ("current", "print the applied revision")):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--url", help="database URL (default: LLADA_DATABASE_URL or the embedded SQLite file)")
+    args = parser.parse_args(argv)
+    url = args.url or get_settings().database_url
+    if args.command == "upgrade":
+        upgrade(url)
+        print(f"database at revision {current_revision(url)}")
+    else:
+        print(current_revision(url) or "(empty)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Alembic environment: the URL comes from the caller (shared.db.migrate.upgrade), not an ini file."""
+
+from __future__ import annotations
+
+import os
+
+from alembic import context
+
+from shared.db.engine import make_engine
+from shared.db.models import Base
+
+config = context.config
+url = config.attributes.get("database_url") or os.environ.get("LLADA_DATABASE_URL")
+if not url:
+    raise RuntimeError("no database URL: call shared.db.upgrade(url) or set LLADA_DATABASE_URL")
+
+engine = make_engine(url)
+try:
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=Base.metadata,
+            # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+finally:
+    engine.dispose()

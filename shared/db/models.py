@@ -1,0 +1,88 @@
+"""SQLAlchemy 2 models: `jobs` (the source of truth for every job) and `api_keys`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db.types import UTCDateTime, utcnow
+from shared.jobs import JobKind, JobState, Stage
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # Idempotent submit: one job per (tenant, client request id). NULL request ids never collide.
+        UniqueConstraint("tenant", "request_id", name="uq_jobs_tenant_request_id"),
+        # ListJobs: a tenant's jobs newest first (keyset pagination on created_at, id).
+        Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
+        # Queue position / backlog / reaper scans.
+        Index("ix_jobs_state_priority_created", "state", "priority", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=_new_id)
+    tenant: Mapped[str] = mapped_column(String(128))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    input_keys: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The JobState name; kept as a plain string so that adding a state needs no enum migration.
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
+    stage: Mapped[str | None] = mapped_column(String(16))
+    progress_step: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None]
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_field: Mapped[str | None] = mapped_column(String(128))
+    output_keys: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    output_text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    @property
+    def job_state(self) -> JobState:
+        return JobState(self.state)
+
+    @property
+    def job_kind(self) -> JobKind:
+        return JobKind(self.kind)
+
+    @property
+    def job_stage(self) -> Stage | None:
+        return Stage(self.stage) if self.stage else None
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, tenant={self.tenant!r}, kind={self.kind}, state={self.state})"
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    # SHA-256 hex of the key. Keys are 256-bit random tokens, so a fast hash is safe (no dictionary
+    # to guess from) and lets a lookup go straight to the unique index.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters of the key, to tell keys apart in listings without revealing them.
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]

@@ -1,0 +1,560 @@
+"""Every read and write of jobs and API keys, as functions taking a SQLAlchemy `Session`.
+
+Mutating functions commit before they return (each is one unit of work) and leave the returned
+`Job` readable, since sessions come from `session_factory` with `expire_on_commit=False`.
+State changes are conditional UPDATEs (`… WHERE state IN (legal sources)`), so they are atomic on
+Postgres and SQLite alike: of two racing writers exactly one wins, and the loser sees the new state.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.db.models import ApiKey, Job
+from shared.db.types import utcnow
+from shared.jobs import InvalidArgument, JobKind, JobState, Stage, parse_kind, parse_state
+from shared.states import ACTIVE_STATES, TERMINAL_STATES, IllegalTransition, check_transition, sources_of
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+API_KEY_PREFIX = "llada_"
+
+# Error codes written by the service itself (workers add their own).
+WORKER_LOST = "WORKER_LOST"
+
+
+class JobNotFound(LookupError):
+    def __init__(self, job_id: str):
+        super().__init__(f"job {job_id} not found")
+        self.job_id = job_id
+
+
+class FailedPrecondition(Exception):
+    """The job exists but is in a state that does not allow the operation."""
+
+
+# ---------------------------------------------------------------- submit and read
+
+
+def submit_job(
+    s: Session,
+    *,
+    tenant: str,
+    request_id: str | None,
+    kind: JobKind | str,
+    params: dict[str, Any],
+    input_keys: dict[str, str],
+    priority: int = 0,
+    job_id: str | None = None,
+) -> tuple[Job, bool]:
+    """Create a QUEUED job, or return the tenant's existing job with the same `request_id`.
+
+    Returns `(job, created)`. An empty `request_id` means "no idempotency". `job_id` lets the caller
+    choose the id (e.g. to name input objects before the row exists); by default a uuid4.
+    """
+    kind = parse_kind(kind)
+    request_id = request_id or None
+    if request_id is not None:
+        existing = _by_request_id(s, tenant, request_id)
+        if existing is not None:
+            return existing, False
+    job = Job(
+        tenant=tenant,
+        request_id=request_id,
+        kind=kind.value,
+        params=params,
+        input_keys=input_keys,
+        priority=priority,
+        state=JobState.QUEUED.value,
+    )
+    if job_id is not None:
+        job.id = job_id
+    s.add(job)
+    try:
+        s.commit()
+    except IntegrityError:
+        # A concurrent submit with the same request id won the unique constraint.
+        s.rollback()
+        existing = _by_request_id(s, tenant, request_id) if request_id is not None else None
+        if existing is None:
+            raise
+        return existing, False
+    return job, True
+
+
+def _by_request_id(s: Session, tenant: str, request_id: str) -> Job | None:
+    return s.scalars(select(Job).where(Job.tenant == tenant, Job.request_id == request_id)).one_or_none()
+
+
+def get_job(s: Session, tenant: str, job_id: str) -> Job | None:
+    """The tenant's job, or None (also when it belongs to another tenant)."""
+    return s.scalars(
+        select(Job).where(Job.id == job_id, Job.tenant == tenant).execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def load_job(s: Session, job_id: str) -> Job:
+    """Any tenant's job, fresh from the database (for workers and the reaper)."""
+    job = s.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def list_jobs(
+    s: Session,
+    tenant: str,
+    *,
+    state: JobState | str | None = None,
+    kind: JobKind | str | None = None,
+    page_size: int = 0,
+    page_token: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """The tenant's jobs, newest first. `next_page_token` is None on the last page; 0 = default size."""
+    if page_size < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    page_size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    query = select(Job).where(Job.tenant == tenant)
+    if state is not None:
+        query = query.where(Job.state == parse_state(state).value)
+    if kind is not None:
+        query = query.where(Job.kind == parse_kind(kind).value)
+    if page_token:
+        created_at, last_id = _decode_page_token(page_token)
+        query = query.where(or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < last_id)))
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(page_size + 1)
+    jobs = list(s.scalars(query))
+    if len(jobs) <= page_size:
+        return jobs, None
+    jobs = jobs[:page_size]
+    return jobs, _encode_page_token(jobs[-1])
+
+
+def _encode_page_token(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_page_token(token: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        created, job_id = json.loads(raw)
+        created_at = datetime.fromisoformat(created)
+        if created_at.tzinfo is None or not isinstance(job_id, str):
+            raise ValueError
+        return created_at, job_id
+    except (ValueError, TypeError):
+        raise InvalidArgument("page_token", "is not a token returned by ListJobs") from None
+
+
+def _ahead_of(job: Job):
+    """Queued jobs that run before `job`: higher priority first, then older, then smaller id."""
+    return or_(
+        Job.priority > job.priority,
+        and_(Job.priority == job.priority, Job.created_at < job.created_at),
+        and_(Job.priority == job.priority, Job.created_at == job.created_at, Job.id < job.id),
+    )
+
+
+def queue_position(s: Session, job: Job) -> int:
+    """1-based place in line among all QUEUED jobs (all tenants); 0 when the job is not queued."""
+    if job.state != JobState.QUEUED.value:
+        return 0
+    ahead = s.scalar(select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED.value, _ahead_of(job)))
+    return int(ahead or 0) + 1
+
+
+def count_queued(s: Session, tenant: str | None = None) -> int:
+    query = select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED.value)
+    if tenant is not None:
+        query = query.where(Job.tenant == tenant)
+    return int(s.scalar(query) or 0)
+
+
+def count_backlog(s: Session) -> int:
+    """Queued plus running jobs: what the autoscaler sizes the workers by (ARCHITECTURE §5)."""
+    states = [JobState.QUEUED.value, *(st.value for st in ACTIVE_STATES)]
+    return int(s.scalar(select(func.count()).select_from(Job).where(Job.state.in_(states))) or 0)
+
+
+def queued_before(s: Session, cutoff: datetime, *, limit: int = 1000) -> list[tuple[str, int]]:
+    """(id, priority) of jobs QUEUED since before `cutoff`: their broker message may be lost, re-send."""
+    rows = s.execute(
+        select(Job.id, Job.priority)
+        .where(Job.state == JobState.QUEUED.value, Job.created_at < cutoff)
+        .order_by(Job.priority.desc(), Job.created_at)
+        .limit(limit)
+    )
+    return [(row.id, row.priority) for row in rows]
+
+
+# ---------------------------------------------------------------- state changes
+
+
+def _transition(
+    s: Session,
+    job_id: str,
+    new: JobState,
+    values: dict[str, Any],
+    *,
+    allowed_from: Iterable[JobState] | None = None,
+    extra_where: Iterable = (),
+) -> Job:
+    """Atomically move `job_id` to `new` from one of `allowed_from` (default: every legal source).
+
+    Raises JobNotFound, or IllegalTransition from the state the job is actually in.
+    """
+    sources = sources_of(new) if allowed_from is None else frozenset(allowed_from) & sources_of(new)
+    result = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_([st.value for st in sources]), *extra_where)
+        .values(state=new.value, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        s.rollback()
+        job = load_job(s, job_id)
+        check_transition(job.state, new)  # raises when the state itself forbids it
+        raise IllegalTransition(JobState(job.state), new)  # legal in general, not for this caller
+    s.commit()
+    return load_job(s, job_id)
+
+
+def request_cancel(s: Session, tenant: str, job_id: str) -> Job:
+    """QUEUED → CANCELLED at once; RUNNING → CANCELLING (the worker stops at its next check).
+
+    Cancelling a job that is already cancelling or finished changes nothing and returns it.
+    """
+    for _ in range(3):  # the job may change state under us (e.g. get claimed); re-read and retry
+        job = get_job(s, tenant, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        state = JobState(job.state)
+        if state in TERMINAL_STATES or state is JobState.CANCELLING:
+            return job
+        now = utcnow()
+        if state is JobState.QUEUED:
+            new, values = JobState.CANCELLED, {"cancel_requested": True, "finished_at": now}
+        else:
+            new, values = JobState.CANCELLING, {"cancel_requested": True}
+        try:
+            return _transition(s, job_id, new, values, allowed_from=[state])
+        except IllegalTransition:
+            continue
+    raise FailedPrecondition(f"job {job_id} keeps changing state; try again")
+
+
+def delete_job(s: Session, tenant: str, job_id: str) -> Job:
+    """Remove a finished job's row and return it (the caller deletes its objects).
+
+    Jobs still queued or running are refused: cancel them first, so no worker writes for a deleted job.
+    """
+    job = get_job(s, tenant, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    if JobState(job.state) not in TERMINAL_STATES:
+        raise FailedPrecondition(f"job {job_id} is {job.state}; cancel it before deleting")
+    s.delete(job)
+    s.commit()
+    return job
+
+
+def claim_job(
+    s: Session, job_id: str, worker_id: str, *, heartbeat_timeout_s: float, max_attempts: int | None = None
+) -> Job | None:
+    """Take a job for `worker_id`: QUEUED → RUNNING, attempts + 1, fresh heartbeat.
+
+    A job RUNNING with a stale heartbeat (its worker died and the broker re-delivered) is taken
+    over the same way. Returns None for a duplicate delivery: the job is finished, running with a
+    fresh heartbeat, being claimed by someone else right now, or deleted. With `max_attempts`, a stale job
+    that has used them all is failed instead (dead letter) and None returned.
+    """
+    now = utcnow()
+    stale = now - timedelta(seconds=heartbeat_timeout_s)
+    claimable = or_(
+        Job.state == JobState.QUEUED.value,
+        and_(Job.state == JobState.RUNNING.value, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)),
+    )
+    if s.get_bind().dialect.name == "postgresql":
+        # Lock the row, skipping it if another claimer holds it: that claimer wins.
+        locked = s.scalar(select(Job.id).where(Job.id == job_id, claimable).with_for_update(skip_locked=True))
+        if locked is None:
+            s.rollback()
+            return _settle_unclaimable(s, job_id, stale)
+    job = s.get(Job, job_id, populate_existing=True)
+    if job is None:
+        s.rollback()
+        return None
+    if max_attempts is not None and job.state == JobState.RUNNING.value and job.attempts >= max_attempts:
+        s.rollback()
+        _dead_letter(s, job_id, stale, job.attempts)
+        return None
+    # The conditional UPDATE is the atomic step on SQLite (and a no-op guard on Postgres, row locked).
+    result = s.execute(
+        update(Job)
+        .where(Job.id == job_id, claimable)
+        .values(
+            state=JobState.RUNNING.value,
+            attempts=Job.attempts + 1,
+            worker_id=worker_id,
+            heartbeat_at=now,
+            started_at=now,
+            stage=None,
+            progress_step=0,
+            progress_total=0,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        s.rollback()
+        return _settle_unclaimable(s, job_id, stale)
+    s.commit()
+    return load_job(s, job_id)
+
+
+def _settle_unclaimable(s: Session, job_id: str, stale: datetime) -> None:
+    """A job we could not claim: if a cancel is pending and its worker is gone, finish the cancel."""
+    s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.CANCELLING.value, Job.heartbeat_at < stale)
+        .values(state=JobState.CANCELLED.value, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    s.commit()
+    return None
+
+
+def _dead_letter(s: Session, job_id: str, stale: datetime, attempts: int) -> bool:
+    result = s.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.state == JobState.RUNNING.value,
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale),
+        )
+        .values(
+            state=JobState.FAILED.value,
+            finished_at=utcnow(),
+            error_code=WORKER_LOST,
+            error_message=f"the worker stopped responding on each of {attempts} attempts; giving up",
+        )
+        .execution_options(synchronize_session=False)
+    )
+    s.commit()
+    return result.rowcount == 1
+
+
+def heartbeat(s: Session, job_id: str, worker_id: str) -> bool:
+    """Refresh the job's heartbeat. False: this worker no longer owns the job (reaped or finished)."""
+    result = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.state.in_([st.value for st in ACTIVE_STATES]))
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    s.commit()
+    return result.rowcount == 1
+
+
+def record_progress(s: Session, job_id: str, stage: Stage | str, step: int, total: int) -> bool:
+    """Store the running job's stage and step / total (also counts as a heartbeat)."""
+    result = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_([st.value for st in ACTIVE_STATES]))
+        .values(stage=Stage(stage).value, progress_step=step, progress_total=total, heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    s.commit()
+    return result.rowcount == 1
+
+
+def is_cancel_requested(s: Session, job_id: str) -> bool:
+    """True once a cancel was requested — or the job is no longer this run's to finish."""
+    row = s.execute(select(Job.cancel_requested, Job.state).where(Job.id == job_id)).one_or_none()
+    s.commit()  # end the read transaction so the next poll sees new writes
+    if row is None:
+        return True
+    return bool(row.cancel_requested) or JobState(row.state) not in ACTIVE_STATES
+
+
+def finish_job(
+    s: Session,
+    job_id: str,
+    *,
+    output_keys: dict[str, str],
+    output_text: str | None = None,
+    timings: dict[str, float] | None = None,
+    worker_id: str | None = None,
+) -> Job:
+    """RUNNING/CANCELLING → SUCCEEDED. Write the outputs to the object store first (ARCHITECTURE §3).
+
+    With `worker_id`, only that worker's run may finish the job (a reaped run raises IllegalTransition).
+    """
+    values: dict[str, Any] = {"output_keys": output_keys, "output_text": output_text, "finished_at": utcnow()}
+    if timings is not None:
+        values["timings"] = timings
+    return _transition(s, job_id, JobState.SUCCEEDED, values, extra_where=_owned_by(worker_id))
+
+
+def fail_job(
+    s: Session,
+    job_id: str,
+    *,
+    code: str,
+    message: str,
+    field: str | None = None,
+    timings: dict[str, float] | None = None,
+    worker_id: str | None = None,
+) -> Job:
+    """QUEUED/RUNNING/CANCELLING → FAILED with an error code, message and optional request field."""
+    values: dict[str, Any] = {"error_code": code, "error_message": message, "error_field": field, "finished_at": utcnow()}
+    if timings is not None:
+        values["timings"] = timings
+    return _transition(s, job_id, JobState.FAILED, values, extra_where=_owned_by(worker_id))
+
+
+def mark_cancelled(s: Session, job_id: str, *, worker_id: str | None = None) -> Job:
+    """QUEUED/RUNNING/CANCELLING → CANCELLED (a worker acknowledging a cancel request)."""
+    return _transition(
+        s, job_id, JobState.CANCELLED, {"cancel_requested": True, "finished_at": utcnow()}, extra_where=_owned_by(worker_id)
+    )
+
+
+def _owned_by(worker_id: str | None) -> tuple:
+    return () if worker_id is None else (Job.worker_id == worker_id,)
+
+
+def reap_stale(s: Session, *, heartbeat_timeout_s: float, max_attempts: int) -> tuple[list[str], list[str]]:
+    """Deal with running jobs whose heartbeat is older than `heartbeat_timeout_s`.
+
+    Returns `(requeued_ids, dead_ids)`: requeued jobs are QUEUED again (re-send them to the broker);
+    dead ones were finished here — FAILED after `max_attempts` attempts (dead letter), or CANCELLED
+    when a cancel was pending.
+    """
+    stale = utcnow() - timedelta(seconds=heartbeat_timeout_s)
+    is_stale = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)
+    candidates = s.execute(
+        select(Job.id, Job.state, Job.attempts).where(Job.state.in_([st.value for st in ACTIVE_STATES]), is_stale)
+    ).all()
+    s.commit()
+    requeued: list[str] = []
+    dead: list[str] = []
+    for job_id, state, attempts in candidates:
+        if state == JobState.CANCELLING.value:
+            result = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == state, is_stale)
+                .values(state=JobState.CANCELLED.value, finished_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            s.commit()
+            if result.rowcount == 1:
+                dead.append(job_id)
+        elif attempts >= max_attempts:
+            if _dead_letter(s, job_id, stale, attempts):
+                dead.append(job_id)
+        else:
+            # Conditional on the same staleness, so a heartbeat that lands meanwhile keeps the job.
+            result = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.RUNNING.value, is_stale)
+                .values(
+                    state=JobState.QUEUED.value,
+                    worker_id=None,
+                    heartbeat_at=None,
+                    stage=None,
+                    progress_step=0,
+                    progress_total=0,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            s.commit()
+            if result.rowcount == 1:
+                requeued.append(job_id)
+    return requeued, dead
+
+
+def expire_results(s: Session, *, older_than: datetime, limit: int = 1000) -> list[Job]:
+    """Finished jobs whose `finished_at` is before `older_than` become EXPIRED.
+
+    Returns them with their output keys as they were, so the caller can delete the objects
+    (`inputs/<id>/`, `results/<id>/`); the rows keep their metadata but no outputs.
+    """
+    finished = [st.value for st in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
+    jobs = list(
+        s.scalars(
+            select(Job).where(Job.state.in_(finished), Job.finished_at < older_than).order_by(Job.finished_at).limit(limit)
+        )
+    )
+    for job in jobs:
+        s.expunge(job)  # keep the pre-expiry snapshot for the caller
+    s.commit()
+    expired = []
+    for job in jobs:
+        result = s.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.state == job.state)
+            .values(state=JobState.EXPIRED.value, output_keys={}, output_text=None)
+            .execution_options(synchronize_session=False)
+        )
+        s.commit()
+        if result.rowcount == 1:
+            expired.append(job)
+    return expired
+
+
+# ---------------------------------------------------------------- API keys
+
+
+def _hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def create_api_key(s: Session, tenant: str) -> str:
+    """A new random API key for `tenant`. Only its hash is stored: show the plaintext once."""
+    if not tenant or not tenant.strip():
+        raise InvalidArgument("tenant", "must not be empty")
+    plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    register_api_key(s, tenant, plaintext)
+    return plaintext
+
+
+def register_api_key(s: Session, tenant: str, plaintext: str) -> None:
+    """Store a given key (the embedded mode's `default_api_key`); a key already stored is kept."""
+    if len(plaintext) < 16:
+        raise InvalidArgument("api_key", "must be at least 16 characters long")
+    key_hash = _hash_key(plaintext)
+    if s.scalar(select(ApiKey.id).where(ApiKey.key_hash == key_hash)) is not None:
+        s.commit()
+        return
+    s.add(ApiKey(tenant=tenant, key_hash=key_hash, key_prefix=plaintext[:12]))
+    try:
+        s.commit()
+    except IntegrityError:  # registered concurrently by another process
+        s.rollback()
+
+
+def tenant_for_api_key(s: Session, plaintext: str) -> str | None:
+    """The tenant owning this key, or None for an unknown or revoked key."""
+    if not plaintext:
+        return None
+    tenant = s.scalar(select(ApiKey.tenant).where(ApiKey.key_hash == _hash_key(plaintext), ApiKey.revoked_at.is_(None)))
+    s.commit()
+    return tenant
+
+
+def revoke_api_key(s: Session, plaintext: str) -> bool:
+    result = s.execute(
+        update(ApiKey).where(ApiKey.key_hash == _hash_key(plaintext), ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+    s.commit()
+    return result.rowcount == 1

@@ -1,0 +1,53 @@
+import subprocess
+import sys
+from datetime import timedelta, timezone
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+from shared.db import Base, Job, make_engine, session_factory, upgrade
+from shared.db.types import utcnow
+
+
+def test_migrations_create_the_tables_and_match_the_models(engine, db_url):
+    upgrade(db_url)  # a second run is a no-op
+    tables = set(inspect(engine).get_table_names())
+    assert {"jobs", "api_keys", "alembic_version"} <= tables
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_timestamps_come_back_timezone_aware_utc(s):
+    created = utcnow() - timedelta(minutes=5)
+    s.add(Job(id="j1", tenant="t", kind="UNDERSTAND", created_at=created))
+    s.commit()
+    s.expire_all()
+    job = s.get(Job, "j1")
+    assert job.created_at.tzinfo is not None
+    assert job.created_at.utcoffset() == timedelta(0)
+    assert job.created_at == created.astimezone(timezone.utc)
+
+
+def test_sqlite_is_in_wal_mode(tmp_path):
+    url = f"sqlite:///{tmp_path / 'nested' / 'jobs.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with session_factory(engine)() as s:
+        assert s.connection().exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
+
+
+def test_upgrade_command_reads_the_environment(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.db", "upgrade"],
+        env={"LLADA_DATABASE_URL": url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "0001" in done.stdout
+    assert "jobs" in inspect(make_engine(url)).get_table_names()
