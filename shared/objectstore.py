@@ -1,0 +1,214 @@
+"""Object storage for job inputs and results: a local folder (embedded) or S3 / MinIO (production).
+
+Keys are deterministic — `inputs/<job_id>/<name>`, `results/<job_id>/<name>` — so a retried job
+overwrites its own outputs instead of leaving copies (ARCHITECTURE §3).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+from urllib.parse import urlparse
+
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import S3Error
+
+
+class ObjectNotFound(KeyError):
+    pass
+
+
+def input_key(job_id: str, name: str) -> str:
+    return f"inputs/{job_id}/{name}"
+
+
+def result_key(job_id: str, name: str) -> str:
+    return f"results/{job_id}/{name}"
+
+
+def job_prefixes(job_id: str) -> tuple[str, str]:
+    """Every prefix under which a job's objects live (to delete them all)."""
+    return f"inputs/{job_id}/", f"results/{job_id}/"
+
+
+def check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid object key {key!r}")
+    return key
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def delete(self, key: str) -> None: ...
+    def delete_prefix(self, prefix: str) -> int: ...
+    def exists(self, key: str) -> bool: ...
+    def presigned_get(self, key: str, expires_s: int) -> str: ...
+
+
+class LocalObjectStore:
+    """Objects as files under `root` (the embedded mode; every process on the machine shares it)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename: a reader never sees half an object, and a rewrite replaces it whole.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> int:
+        # Walk only the deepest folder the prefix names completely, not the whole store.
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return 0
+        removed = 0
+        for path in sorted(base.rglob("*"), reverse=True):  # children before their folders
+            key = path.relative_to(self.root).as_posix()
+            if path.is_file() and key.startswith(prefix):
+                path.unlink(missing_ok=True)
+                removed += 1
+            elif path.is_dir() and (key + "/").startswith(prefix) and not any(path.iterdir()):
+                path.rmdir()
+        return removed
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def presigned_get(self, key: str, expires_s: int) -> str:
+        # A local file needs no signature and cannot expire: the embedded mode's clients share the disk.
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFound(key)
+        return path.as_uri()
+
+
+class S3ObjectStore:
+    """S3 or MinIO through the minio client; the bucket is created on start if missing.
+
+    Presigned URLs are signed for `public_endpoint` (what clients outside the cluster reach): the
+    SigV4 signature covers the Host header, so a URL signed for the internal endpoint and rewritten
+    afterwards would be refused. Signing needs no request when the region is known.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        *,
+        secure: bool = False,
+        region: str = "us-east-1",
+        public_endpoint: str | None = None,
+        public_secure: bool | None = None,
+        create_bucket: bool = True,
+    ):
+        self.bucket = bucket
+        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+        self.public_client = Minio(
+            public_endpoint or endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure if public_secure is None else public_secure,
+            region=region,
+        )
+        if create_bucket:
+            self._ensure_bucket()
+
+    def _ensure_bucket(self) -> None:
+        if self.client.bucket_exists(self.bucket):
+            return
+        try:
+            self.client.make_bucket(self.bucket)
+        except S3Error as exc:  # another process created it first
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self.client.put_object(self.bucket, check_key(key), io.BytesIO(data), len(data), content_type=content_type)
+
+    def get(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(self.bucket, check_key(key))
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":
+                raise ObjectNotFound(key) from None
+            raise
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def delete(self, key: str) -> None:
+        self.client.remove_object(self.bucket, check_key(key))
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [obj.object_name for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)]
+        errors = list(self.client.remove_objects(self.bucket, (DeleteObject(k) for k in keys)))
+        if errors:
+            raise RuntimeError(f"could not delete {len(errors)} objects under {prefix!r}: {errors[0]}")
+        return len(keys)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.stat_object(self.bucket, check_key(key))
+            return True
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return False
+            raise
+
+    def presigned_get(self, key: str, expires_s: int) -> str:
+        return self.public_client.presigned_get_object(self.bucket, check_key(key), expires=timedelta(seconds=expires_s))
+
+
+def object_store_from_settings(settings) -> ObjectStore:
+    """`file://<dir>` → LocalObjectStore, `s3://<bucket>` → S3ObjectStore (endpoint and keys from settings)."""
+    url = urlparse(settings.object_store_url)
+    if url.scheme == "file":
+        return LocalObjectStore(url.netloc + url.path if url.netloc else url.path)
+    if url.scheme == "s3":
+        if not url.netloc:
+            raise ValueError("object_store_url: s3:// needs a bucket name, e.g. s3://llada")
+        return S3ObjectStore(
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+            url.netloc,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+            public_endpoint=settings.public_endpoint,
+            public_secure=settings.public_secure,
+        )
+    raise ValueError(f"object_store_url: unsupported scheme {url.scheme!r} (use file:// or s3://)")
