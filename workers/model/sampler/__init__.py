@@ -1,0 +1,17 @@
+"""Block-diffusion sampler for the LLaDA2.0-Uni backbone (MODEL_SPEC §3): baseline loop, 2-/3-way CFG,
+SPRINT, built on a stepper so that an engine can add and remove requests between denoising steps."""
+
+from workers.model.sampler.loop import generate
+from workers.model.sampler.request import GenerationRequest, GenerationResult, SprintOptions
+from workers.model.sampler.state import RequestState, start_request
+from workers.model.sampler.stepper import step
+
+__all__ = [
+    "GenerationRequest",
+    "GenerationResult",
+    "RequestState",
+    "SprintOptions",
+    "generate",
+    "start_request",
+    "step",
+]

@@ -1,0 +1,47 @@
+"""`generate`: run a batch of requests to completion on the stepper, with progress and cancellation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from workers.model.errors import Cancelled
+from workers.model.sampler.request import GenerationRequest, GenerationResult
+from workers.model.sampler.state import start_request
+from workers.model.sampler.stepper import step
+
+Progress = Callable[[str, int, int], None]
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    for parameter in model.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def generate(
+    model: torch.nn.Module,
+    requests: list[GenerationRequest],
+    *,
+    progress: Progress | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    stage: str = "denoise",
+) -> list[GenerationResult]:
+    """Generate for independent requests together; results in request order.
+
+    `progress(stage, step, total)` is called after every batched step with the steps done and planned,
+    summed over the requests (a block that ends early counts as all of its steps, so the last call is
+    (total, total)). `should_cancel()` is checked before every step; True raises `Cancelled`.
+    """
+    device = model_device(model)
+    states = [start_request(r, device) for r in requests]
+    while not all(s.done for s in states):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled(f"cancelled during {stage}")
+        step(model, states)
+        if progress is not None:
+            done = sum(s.progress()[0] for s in states)
+            total = sum(s.progress()[1] for s in states)
+            progress(stage, done, total)
+    return [s.result() for s in states]

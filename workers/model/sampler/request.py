@@ -1,0 +1,118 @@
+"""What a caller asks of the sampler (`GenerationRequest`, `SprintOptions`) and what it gets back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from workers.model.errors import ModelInputError
+
+# MODEL_SPEC §3.6 lists these confidence strategies for SPRINT's adaptive unmasking.
+REMASKING_STRATEGIES = ("low_confidence", "top_k_margin", "neg_entropy")
+
+
+@dataclass(frozen=True)
+class SprintOptions:
+    """SPRINT (MODEL_SPEC §3.6): prefix KV reuse, optional prefix pruning, adaptive unmasking.
+
+    Defaults are sglang-omni's values, which MODEL_SPEC §3.3 says are probably the HF defaults
+    [UNVERIFIED]: keep_ratio 0.7, cache_warmup_steps 2, confidence_alpha 0.5, low_confidence.
+    """
+
+    keep_ratio: float = 0.7
+    cache_warmup_steps: int = 2
+    confidence_alpha: float = 0.5
+    image_keep_ratio: float | None = None  # None: use keep_ratio for image tokens in the prefix
+    text_keep_ratio: float | None = None  # None: use keep_ratio for text tokens in the prefix
+    remasking: str = "low_confidence"
+    # k = ceil(remaining / steps_left) per step (§3.6); False keeps the baseline schedule of §3.1 step 3,
+    # which with keep ratios of 1 makes SPRINT exactly the baseline (tested).
+    adaptive_unmasking: bool = True
+
+    def validate(self) -> None:
+        for name in ("keep_ratio", "image_keep_ratio", "text_keep_ratio"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                raise ModelInputError(f"sprint.{name}", f"must be in (0, 1], got {value}")
+        if self.cache_warmup_steps < 1:
+            # The reused prefix cache is captured by a full forward, so at least one warm-up step is needed.
+            raise ModelInputError("sprint.cache_warmup_steps", f"must be >= 1, got {self.cache_warmup_steps}")
+        if not 0.0 <= self.confidence_alpha <= 1.0:
+            raise ModelInputError("sprint.confidence_alpha", f"must be in [0, 1], got {self.confidence_alpha}")
+        if self.remasking not in REMASKING_STRATEGIES:
+            raise ModelInputError("sprint.remasking", f"must be one of {REMASKING_STRATEGIES}, got {self.remasking!r}")
+
+    @property
+    def prunes(self) -> bool:
+        ratios = (self.keep_ratio, self.image_keep_ratio, self.text_keep_ratio)
+        return any(r is not None and r < 1.0 for r in ratios)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One independent block-diffusion generation (MODEL_SPEC §3.1, §3.2).
+
+    `prompts` holds 1, 2 or 3 branches of prompt ids: (cond,), (cond, uncond) for 2-way CFG with
+    `cfg_scale`, or (cond, no_text, no_image) for 3-way editing CFG with `cfg_scale` as the text scale and
+    `cfg_image_scale`. Shorter branches are left-padded with `mask_id` to the first branch's length.
+    """
+
+    prompts: Sequence[Sequence[int]]
+    gen_length: int
+    mask_id: int
+    eos_id: int
+    block_length: int = 32
+    steps: int = 32
+    threshold: float = 0.95
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    minimal_topk: int = 1
+    cfg_scale: float = 1.0
+    cfg_image_scale: float = 0.0
+    # MODEL_SPEC §3.2 / open question 3: whether HF rescales guided logits is UNVERIFIED; off (0.0) by
+    # default. When > 0: g' = rho * g * std(c)/std(g) + (1 - rho) * g with the std taken per position over the
+    # vocabulary (the newer sglang form).
+    cfg_rescale: float = 0.0
+    image_only: bool = False  # logits of ids < image_token_offset -> -inf (§3.2)
+    image_token_offset: int | None = None
+    stop_ids: tuple[int, ...] = ()  # stop like EOS (thinking phase 1 stops at <boi>, §3.3)
+    eos_early_stop: bool = False  # §3.1 step 4c
+    seed: int | None = None
+    sprint: SprintOptions | None = None
+
+    def validate(self) -> None:
+        if not 1 <= len(self.prompts) <= 3:
+            raise ModelInputError("prompts", f"expected 1, 2 or 3 branches, got {len(self.prompts)}")
+        if any(len(p) == 0 for p in self.prompts):
+            raise ModelInputError("prompts", "every branch needs at least one token")
+        if any(len(p) > len(self.prompts[0]) for p in self.prompts[1:]):
+            raise ModelInputError("prompts", "companion branches may not be longer than the conditional one")
+        for name in ("gen_length", "block_length", "steps", "minimal_topk"):
+            if getattr(self, name) < 1:
+                raise ModelInputError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.temperature < 0:
+            raise ModelInputError("temperature", f"must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ModelInputError("top_k", f"must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ModelInputError("top_p", f"must be in (0, 1], got {self.top_p}")
+        if self.cfg_image_scale < 0:
+            raise ModelInputError("cfg_image_scale", f"must be >= 0, got {self.cfg_image_scale}")
+        if self.cfg_rescale < 0 or self.cfg_rescale > 1:
+            raise ModelInputError("cfg_rescale", f"must be in [0, 1], got {self.cfg_rescale}")
+        if self.image_only and self.image_token_offset is None:
+            raise ModelInputError("image_token_offset", "required when image_only is set")
+        if self.sprint is not None:
+            self.sprint.validate()
+
+
+@dataclass
+class GenerationResult:
+    """Generated ids only (no prompt), cut after the first stop token, which is included (§3.1 step 5)."""
+
+    ids: list[int]
+    finish_reason: str  # "stop" (EOS or a stop id ended it) or "length"
+    forward_steps: int = 0  # denoising steps this request took part in
+    sprint_used: bool = False
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,250 @@
+"""Per-request decoding state of the block-diffusion loop (MODEL_SPEC §3.1, §3.2).
+
+A `RequestState` holds the sequence rows of one request in its own coordinates (the conditional prompt,
+then the masked generation area, padded to whole blocks), the block and step it is at, its random
+generator and, with SPRINT, its prefix KV cache. `advance` applies one step's logits; the batched forward
+that produces them lives in `stepper.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from workers.model.sampler import sprint as sprint_ops
+from workers.model.sampler.acceptance import select_transfer
+from workers.model.sampler.batch import RowInput, block_visibility
+from workers.model.sampler.guidance import guided_logits, restrict_to_images
+from workers.model.sampler.request import GenerationRequest, GenerationResult, SprintOptions
+from workers.model.sampler.sampling import confidence_scores, sample_tokens
+from workers.model.sampler.schedule import block_count, effective_steps, transfer_schedule
+
+log = logging.getLogger(__name__)
+
+# MODEL_SPEC §3.2 / README: SPRINT is not supported with 3-way editing CFG; the request silently runs the
+# baseline loop instead (recorded in GenerationResult.sprint_used).
+SPRINT_MAX_BRANCHES = 2
+
+
+@dataclass
+class RequestState:
+    request: GenerationRequest
+    x: torch.Tensor  # Long[R, L], own coordinates; companions left-padded with mask ids
+    positions: torch.Tensor  # Long[R, L]; 0 on pads, restarting at 0 at a row's first real token
+    pads: list[int]  # CFG left padding per row
+    unfilled: torch.Tensor  # Bool[L]: generation positions still masked (shared by all rows)
+    confidence: torch.Tensor  # Float[L]: 1 for the prompt, acceptance probability for generated tokens
+    prompt_length: int
+    steps: int
+    schedule: list[int]
+    num_blocks: int
+    first_block: int
+    generator: torch.Generator | None
+    sprint: SprintOptions | None
+    stop_ids: frozenset[int]
+    block: int = 0
+    step_in_block: int = 0
+    done: bool = False
+    stop_length: int | None = None  # generated ids up to and including the stop token, when one ended it
+    forward_steps: int = 0
+    cache: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = None  # SPRINT prefix KV per row
+    extra: dict = field(default_factory=dict)
+
+    # -- layout ---------------------------------------------------------------------------------------
+    @property
+    def block_length(self) -> int:
+        return self.request.block_length
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def window_end(self) -> int:
+        return (self.block + 1) * self.block_length
+
+    @property
+    def block_start(self) -> int:
+        return self.window_end - self.block_length
+
+    def progress(self) -> tuple[int, int]:
+        """(steps done, planned steps); a block that finishes early counts as all of its steps."""
+        total = (self.num_blocks - self.first_block) * self.steps
+        if self.done:
+            return total, total
+        return (self.block - self.first_block) * self.steps + self.step_in_block, total
+
+    # -- forward inputs -------------------------------------------------------------------------------
+    def uses_cache(self) -> bool:
+        return self.cache is not None
+
+    def row_input(self, row: int) -> RowInput:
+        end, start, pad = self.window_end, self.block_start, self.pads[row]
+        device = self.x.device
+        if not self.uses_cache():
+            return RowInput(
+                ids=self.x[row, :end],
+                positions=self.positions[row, :end],
+                visible_current=block_visibility(end, self.block_length, pad, device),
+                visible_past=torch.zeros((end, 0), dtype=torch.bool, device=device),
+                past=None,
+            )
+        # SPRINT after warm-up: only the active block is run; the prefix comes from the cache, and under the
+        # block-causal mask every real query of the block sees all of it.
+        real = torch.arange(start, end, device=device) >= pad
+        past = self.cache[row]
+        return RowInput(
+            ids=self.x[row, start:end],
+            positions=self.positions[row, start:end],
+            visible_current=real[:, None] & real[None, :],
+            visible_past=real[:, None].expand(-1, int(past[0][0].shape[-2])),
+            past=past,
+        )
+
+    # -- one step -------------------------------------------------------------------------------------
+    def advance(self, row_logits: torch.Tensor) -> None:
+        """Apply one denoising step given the rows' logits of the active block, [R, B, V]."""
+        req = self.request
+        logits = guided_logits(
+            row_logits, cfg_scale=req.cfg_scale, cfg_image_scale=req.cfg_image_scale, cfg_rescale=req.cfg_rescale
+        )
+        if req.image_only:
+            logits = restrict_to_images(logits, req.image_token_offset)
+        tokens, token_probs, probs = sample_tokens(
+            logits, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, generator=self.generator
+        )
+        start, end = self.block_start, self.window_end
+        masked = self.unfilled[start:end]
+        if self.sprint is not None:
+            count = sprint_ops.unmask_count(self.sprint, self.schedule, self.step_in_block, int(masked.sum()))
+            scores = confidence_scores(self.sprint.remasking, token_probs, probs)
+        else:
+            count = self.schedule[self.step_in_block]
+            scores = token_probs
+        chosen = select_transfer(scores, token_probs, masked, count, req.threshold)
+        block_ids = self.x[:, start:end]
+        block_ids[:, chosen] = tokens[chosen]
+        self.confidence[start:end][chosen] = token_probs[chosen]
+        self.unfilled[start:end] &= ~chosen
+        self.step_in_block += 1
+        self.forward_steps += 1
+
+        if req.eos_early_stop and self._stop_at_once():
+            return
+        if not bool(self.unfilled[start:end].any()) or self.step_in_block >= self.steps:
+            self._finish_block()
+
+    def _first_stop(self, end: int) -> int | None:
+        """Offset (from the prompt end) of the first stop token in the generated area before `end`."""
+        generated = self.x[0, self.prompt_length : end]
+        hits = torch.isin(generated, torch.tensor(sorted(self.stop_ids), device=generated.device))
+        hits &= ~self.unfilled[self.prompt_length : end]
+        found = hits.nonzero()
+        return int(found[0, 0]) if found.numel() else None
+
+    def _stop_at_once(self) -> bool:
+        """§3.1 step 4c, as the spec words it: after a step, a stop token in the generated area with every
+        position before it filled finishes at once (checked every step, not only when the stop token itself
+        was just written as `MINI` does, so a late-filled gap before it cannot defer the stop)."""
+        first = self._first_stop(self.window_end)
+        if first is None or bool(self.unfilled[self.prompt_length : self.prompt_length + first].any()):
+            return False
+        self._finish(first)
+        return True
+
+    def _finish_block(self) -> None:
+        # §3.1 step 4b: always-on stop after a block that holds a stop token in x[P:e].
+        first = self._first_stop(self.window_end)
+        if first is not None:
+            self._finish(first)
+            return
+        self.block += 1
+        self.step_in_block = 0
+        self.cache = None  # the prefix grows by the finished block: SPRINT warms up again
+        if self.block >= self.num_blocks:
+            self._finish(None)
+
+    def _finish(self, first_stop: int | None) -> None:
+        self.done = True
+        self.stop_length = None if first_stop is None else first_stop + 1
+        self.cache = None
+
+    def result(self) -> GenerationResult:
+        """§3.1 step 5: generated ids only, cut after the first stop token (included).
+
+        MODEL_SPEC §3.1 step 5 / open question 14: a first stop token in the final block's overhang
+        (beyond P + G) is clamped away: the result is then the G generated ids, finish_reason "length".
+        """
+        gen = self.request.gen_length
+        stopped = self.stop_length is not None and self.stop_length <= gen
+        n = self.stop_length if stopped else gen
+        ids = self.x[0, self.prompt_length : self.prompt_length + n].tolist()
+        return GenerationResult(
+            ids=ids,
+            finish_reason="stop" if stopped else "length",
+            forward_steps=self.forward_steps,
+            sprint_used=self.sprint is not None,
+            extra=self.extra,
+        )
+
+
+def start_request(request: GenerationRequest, device: torch.device | str = "cpu") -> RequestState:
+    """Validate a request and lay out its rows (MODEL_SPEC §3.1 steps 1-2, §3.2 padding)."""
+    request.validate()
+    device = torch.device(device)
+    branches = [list(p) for p in request.prompts]
+    if len(branches) == 2 and request.cfg_scale == 1.0:
+        # §3.2: CFG is active only when cfg_scale != 1, and then u + 1 (c - u) = c: skip the uncond row.
+        branches = branches[:1]
+    prompt_length = len(branches[0])
+    block_length = request.block_length
+    steps = effective_steps(request.steps, request.gen_length, request.minimal_topk)
+    num_blocks = block_count(prompt_length, request.gen_length, block_length)
+    total = num_blocks * block_length
+
+    x = torch.full((len(branches), total), request.mask_id, dtype=torch.long, device=device)
+    positions = torch.zeros((len(branches), total), dtype=torch.long, device=device)
+    pads = []
+    for row, ids in enumerate(branches):
+        pad = prompt_length - len(ids)
+        pads.append(pad)
+        x[row, pad:prompt_length] = torch.tensor(ids, dtype=torch.long, device=device)
+        positions[row, pad:] = torch.arange(total - pad, device=device)
+    unfilled = torch.zeros(total, dtype=torch.bool, device=device)
+    unfilled[prompt_length:] = True
+    confidence = torch.ones(total, dtype=torch.float32, device=device)
+
+    generator = None
+    if request.temperature > 0:
+        generator = torch.Generator(device=device)
+        if request.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(request.seed)
+
+    sprint = request.sprint
+    if sprint is not None and len(request.prompts) > SPRINT_MAX_BRANCHES:
+        log.info("SPRINT is not supported with 3-way CFG; running the baseline loop")
+        sprint = None
+
+    stop_ids = frozenset({request.eos_id, *request.stop_ids})
+    first_block = prompt_length // block_length  # §3.1 step 4: blocks the prompt fills are skipped
+    return RequestState(
+        request=request,
+        x=x,
+        positions=positions,
+        pads=pads,
+        unfilled=unfilled,
+        confidence=confidence,
+        prompt_length=prompt_length,
+        steps=steps,
+        schedule=transfer_schedule(block_length, steps),
+        num_blocks=num_blocks,
+        first_block=first_block,
+        generator=generator,
+        sprint=sprint,
+        stop_ids=stop_ids,
+        block=first_block,
+    )
