@@ -1,0 +1,38 @@
+"""Maps the shared layer's exceptions to gRPC status codes, naming the refused field in the message
+and in the ``llada-error-field`` trailing metadata (the SDK turns it into ``LladaError.field``)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import grpc
+
+from shared.jobs import InvalidArgument
+from shared.repository import FailedPrecondition, JobNotFound
+from shared.states import IllegalTransition
+
+ERROR_FIELD_METADATA_KEY = "llada-error-field"
+
+
+class ResourceExhausted(Exception):
+    """Backpressure: too many queued jobs."""
+
+
+async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str,
+                field: str | None = None):
+    trailers = ((ERROR_FIELD_METADATA_KEY, field),) if field else ()
+    await context.abort(code, message, trailing_metadata=trailers)
+
+
+@contextlib.asynccontextmanager
+async def rpc_errors(context: grpc.aio.ServicerContext):
+    try:
+        yield
+    except InvalidArgument as err:
+        await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{err.field}: {err.message}", err.field)
+    except JobNotFound as err:
+        await abort(context, grpc.StatusCode.NOT_FOUND, f"job {err.job_id} not found", "job_id")
+    except (FailedPrecondition, IllegalTransition) as err:
+        await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err))
+    except ResourceExhausted as err:
+        await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))

@@ -1,0 +1,97 @@
+"""Prometheus metrics: requests and latencies per method (an interceptor) and jobs by state (read from
+the database at scrape time, so every gateway replica reports the same truth)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from services.gateway.handlers import wrap_handler
+
+log = logging.getLogger(__name__)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self.requests = Counter("llada_gateway_requests", "gRPC requests by method and status code",
+                                ["method", "code"], registry=registry)
+        self.latency = Histogram("llada_gateway_request_seconds", "gRPC request latency by method "
+                                 "(streams: until the stream ends)", ["method"], registry=registry,
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 60, 600))
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        self.requests.labels(method, code).inc()
+        self.latency.labels(method).observe(seconds)
+
+
+class JobsByStateCollector:
+    """``count_by_state() -> {state: n}`` is called on every scrape."""
+
+    def __init__(self, count_by_state: Callable[[], dict[str, int]]):
+        self._count = count_by_state
+
+    def collect(self):
+        family = GaugeMetricFamily("llada_jobs", "Jobs in the database by state", labels=["state"])
+        try:
+            counts = self._count()
+        except Exception:  # a scrape must not fail because the database blinked
+            log.exception("counting jobs by state failed")
+            counts = {}
+        for state, n in sorted(counts.items()):
+            family.add_metric([state], n)
+        yield family
+
+
+def _code_name(context) -> str:
+    try:
+        code = context.code()
+    except Exception:  # older grpc.aio contexts
+        code = None
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return "UNKNOWN"
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: GatewayMetrics):
+        self._metrics = metrics
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        metrics = self._metrics
+
+        def unary(behaviour):
+            async def call(request, context):
+                start, code = time.perf_counter(), "OK"
+                try:
+                    return await behaviour(request, context)
+                except BaseException:
+                    code = _code_name(context)
+                    raise
+                finally:
+                    metrics.observe(method, code, time.perf_counter() - start)
+            return call
+
+        def streaming(behaviour):
+            async def call(request, context):
+                start, code = time.perf_counter(), "OK"
+                try:
+                    async for item in behaviour(request, context):
+                        yield item
+                except BaseException:
+                    code = _code_name(context)
+                    raise
+                finally:
+                    metrics.observe(method, code, time.perf_counter() - start)
+            return call
+
+        return wrap_handler(handler, unary=unary, streaming=streaming)

@@ -1,0 +1,111 @@
+"""Builds and runs the gateway's grpc.aio server: JobService + health + reflection, interceptors,
+message-size limits, TLS, metrics endpoint and graceful shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+from sqlalchemy import func, select
+
+from services.gateway.auth import ApiKeyAuthInterceptor
+from services.gateway.metrics import GatewayMetrics, JobsByStateCollector, MetricsInterceptor
+from services.gateway.servicer import GatewayDeps, JobServicer
+from shared import repository as repo
+from shared.db.models import Job
+from shared.proto.llada.serve.v1 import jobs_pb2 as pb
+from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
+from shared.settings import Settings
+
+log = logging.getLogger("llada.gateway")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
+# On SIGTERM running calls get this long to finish; open WatchJob streams are then cut and the
+# clients re-call (a watch resumes from the current snapshot). Kubernetes' default grace is 30 s.
+SHUTDOWN_GRACE_S = 10.0
+
+
+def tls_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    return grpc.ssl_server_credentials([(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())])
+
+
+def tenant_lookup(deps: GatewayDeps):
+    def lookup(plaintext: str) -> str | None:
+        with deps.sessions() as s:
+            return repo.tenant_for_api_key(s, plaintext)
+    return lookup
+
+
+def jobs_by_state(deps: GatewayDeps):
+    def count() -> dict[str, int]:
+        with deps.sessions() as s:
+            return {state: n for state, n in s.execute(select(Job.state, func.count()).group_by(Job.state))}
+    return count
+
+
+@dataclass
+class RunningGateway:
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    metrics: GatewayMetrics
+
+    async def stop(self, grace: float | None = SHUTDOWN_GRACE_S) -> None:
+        # Tell load balancers first, then let calls in flight finish.
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_gateway(deps: GatewayDeps, *, listen: str | None = None,
+                        registry: CollectorRegistry | None = None) -> RunningGateway:
+    """Starts serving on ``listen`` (default: settings.grpc_listen; port 0 picks a free one)."""
+    settings = deps.settings
+    metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
+    metrics.registry.register(JobsByStateCollector(jobs_by_state(deps)))
+    auth = ApiKeyAuthInterceptor(tenant_lookup(deps), default_key=settings.default_api_key,
+                                 default_tenant=settings.default_tenant)
+    limits = [("grpc.max_receive_message_length", settings.max_message_bytes),
+              ("grpc.max_send_message_length", settings.max_message_bytes)]
+    # Metrics outermost, so refused (unauthenticated) calls are counted too.
+    server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics), auth], options=limits)
+    pb_grpc.add_JobServiceServicer_to_server(JobServicer(deps), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection([SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                                         reflection.SERVICE_NAME], server)
+    address = listen or settings.grpc_listen
+    credentials = tls_credentials(settings)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    await server.start()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    log.info("gateway listening", extra={"address": address, "port": port, "tls": credentials is not None})
+    return RunningGateway(server, port, health, metrics)
+
+
+async def serve(deps: GatewayDeps) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    settings = deps.settings
+    registry = CollectorRegistry()
+    gateway = await start_gateway(deps, registry=registry)
+    if settings.metrics_port:
+        host = settings.grpc_listen.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
+        start_http_server(settings.metrics_port, addr=host, registry=registry)
+        log.info("metrics listening", extra={"port": settings.metrics_port})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_s": SHUTDOWN_GRACE_S})
+    await gateway.stop(SHUTDOWN_GRACE_S)
+    log.info("stopped")

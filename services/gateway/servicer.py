@@ -1,0 +1,303 @@
+"""JobService: the RPCs. Blocking work (database, object store, image decoding) runs in threads so the
+event loop keeps serving streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.gateway.auth import current_tenant
+from services.gateway.convert import KIND_BY_FIELD, job_to_pb, kind_from_pb, params_to_dict, state_from_pb
+from services.gateway.errors import ResourceExhausted, rpc_errors
+from services.gateway.images import CheckedImage, check_image
+from shared import repository as repo
+from shared.db.models import Job
+from shared.objectstore import ObjectNotFound, input_key, job_prefixes
+from shared.jobs import INPUT_NAMES, InvalidArgument, JobKind, validate_params, validate_priority
+from shared.proto.llada.serve.v1 import jobs_pb2 as pb
+from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
+from shared.settings import Settings
+from shared.states import TERMINAL_STATES
+
+log = logging.getLogger("llada.gateway")
+
+# WatchJob re-reads the database this often even without events: the safety net for an event lost
+# by the bus (or published by a process that has no bus), so a watch never stalls for long.
+WATCH_POLL_INTERVAL_S = 2.0
+MAX_REQUEST_ID_CHARS = 128  # the column width of jobs.request_id
+
+
+@dataclass
+class GatewayDeps:
+    """What the servicer talks to. ``enqueue(job_id, priority)`` sends the run_job task."""
+
+    settings: Settings
+    sessions: sessionmaker
+    store: object          # shared.objectstore.ObjectStore
+    events: object         # shared.events.EventBus
+    enqueue: Callable[[str, int], None]
+    watch_poll_interval_s: float = WATCH_POLL_INTERVAL_S
+
+
+class JobServicer(pb_grpc.JobServiceServicer):
+    def __init__(self, deps: GatewayDeps):
+        self.deps = deps
+        self.settings = deps.settings
+
+    # --- helpers -------------------------------------------------------------------------------------
+    async def _db(self, fn, *args, **kwargs):
+        def run():
+            with self.deps.sessions() as s:
+                return fn(s, *args, **kwargs)
+        return await asyncio.to_thread(run)
+
+    def _presign(self, key: str) -> str:
+        try:
+            return self.deps.store.presigned_get(key, self.settings.presign_expiry_s)
+        except ObjectNotFound:  # listed by the job but gone from the store: show the key without a URL
+            log.warning("output object missing", extra={"key": key})
+            return ""
+
+    def _snapshot_sync(self, s: Session, job: Job, *, presign: bool = True) -> pb.Job:
+        return job_to_pb(job, queue_position=repo.queue_position(s, job),
+                         presign=self._presign if presign else None,
+                         presign_expiry_s=self.settings.presign_expiry_s)
+
+    def _get_sync(self, s: Session, tenant: str, job_id: str, *, presign: bool = True) -> tuple[pb.Job, bool]:
+        job = repo.get_job(s, tenant, job_id)
+        if job is None:
+            raise repo.JobNotFound(job_id)
+        terminal = job.state in {st.value for st in TERMINAL_STATES}
+        return self._snapshot_sync(s, job, presign=presign), terminal
+
+    async def _publish(self, job_id: str, event: dict) -> None:
+        try:
+            result = self.deps.events.publish(job_id, event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # watchers fall back to re-reading the database
+            log.warning("event publish failed", extra={"job_id": job_id, "event": event}, exc_info=True)
+
+    @staticmethod
+    def _job_id(job_id: str) -> str:
+        if not job_id:
+            raise InvalidArgument("job_id", "is required")
+        return job_id
+
+    # --- SubmitJob -----------------------------------------------------------------------------------
+    async def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.Job:
+        tenant = current_tenant()
+        async with rpc_errors(context):
+            member = request.WhichOneof("params")
+            if member is None:
+                raise InvalidArgument("params", "unknown or missing job kind: set one of "
+                                      + ", ".join(KIND_BY_FIELD))
+            kind = KIND_BY_FIELD[member]
+            priority = validate_priority(request.priority)
+            request_id = request.request_id or None
+            if request_id is not None and len(request_id) > MAX_REQUEST_ID_CHARS:
+                raise InvalidArgument("request_id", f"is longer than {MAX_REQUEST_ID_CHARS} characters")
+            message = getattr(request, member)
+            try:
+                params = validate_params(kind, params_to_dict(message),
+                                         max_prompt_chars=self.settings.max_prompt_chars)
+            except InvalidArgument as err:
+                raise InvalidArgument(f"{member}.{err.field}", err.message) from None
+            images: dict[str, CheckedImage] = {}
+            for name in INPUT_NAMES[kind]:
+                images[name] = await asyncio.to_thread(
+                    check_image, getattr(message, name), field=f"{member}.{name}",
+                    max_bytes=self.settings.max_image_bytes)
+
+            if request_id is not None:
+                existing = await self._db(self._existing_snapshot, tenant, request_id)
+                if existing is not None:
+                    return existing
+            await self._db(self._check_capacity, tenant)
+
+            job_id = str(uuid.uuid4())
+            input_keys = await self._store_inputs(job_id, images)
+            try:
+                job, created, snapshot = await self._db(
+                    self._insert, tenant=tenant, request_id=request_id, kind=kind,
+                    params=params.model_dump(mode="json"), input_keys=input_keys, priority=priority,
+                    job_id=job_id)
+            except BaseException:
+                await self._remove_objects(list(input_keys.values()))
+                raise
+            if not created:  # a concurrent submit with the same request_id won
+                await self._remove_objects(list(input_keys.values()))
+                return snapshot
+            log.info("job submitted", extra={"job_id": job.id, "tenant": tenant, "kind": kind.value,
+                                             "priority": priority})
+            try:
+                await asyncio.to_thread(self.deps.enqueue, job.id, job.priority)
+            except Exception:
+                # The row is committed and QUEUED: the reaper re-sends queued jobs whose message was lost.
+                log.exception("enqueue failed; the reaper will re-send", extra={"job_id": job.id})
+            return snapshot
+
+    def _existing_snapshot(self, s: Session, tenant: str, request_id: str) -> pb.Job | None:
+        # Answered before anything is stored or counted: a retried submit must not hit backpressure.
+        job = s.scalars(select(Job).where(Job.tenant == tenant, Job.request_id == request_id)).one_or_none()
+        return None if job is None else self._snapshot_sync(s, job)
+
+    def _check_capacity(self, s: Session, tenant: str) -> None:
+        # Checked before the insert, not atomically with it: concurrent submits may overshoot the
+        # bound by a few jobs, which a backlog limit tolerates.
+        if repo.count_queued(s, tenant) >= self.settings.max_queued_per_tenant:
+            raise ResourceExhausted(f"too many queued jobs for this tenant "
+                                    f"(limit {self.settings.max_queued_per_tenant}); retry later")
+        if repo.count_queued(s) >= self.settings.max_queued_total:
+            raise ResourceExhausted(f"the service queue is full (limit {self.settings.max_queued_total}); "
+                                    "retry later")
+
+    def _insert(self, s: Session, **kwargs):
+        job, created = repo.submit_job(s, **kwargs)
+        return job, created, self._snapshot_sync(s, job)
+
+    async def _store_inputs(self, job_id: str, images: dict[str, CheckedImage]) -> dict[str, str]:
+        keys: dict[str, str] = {}
+        try:
+            for name, image in images.items():
+                key = input_key(job_id, f"{name}.{image.extension}")
+                await asyncio.to_thread(self.deps.store.put, key, image.data, image.content_type)
+                keys[name] = key
+        except BaseException:
+            await self._remove_objects(list(keys.values()))
+            raise
+        return keys
+
+    async def _remove_objects(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                await asyncio.to_thread(self.deps.store.delete, key)
+            except Exception:
+                log.warning("could not remove object", extra={"key": key}, exc_info=True)
+
+    # --- reads ---------------------------------------------------------------------------------------
+    async def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:
+        tenant = current_tenant()
+        async with rpc_errors(context):
+            snapshot, _ = await self._db(self._get_sync, tenant, self._job_id(request.job_id))
+            return snapshot
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:
+        tenant = current_tenant()
+        async with rpc_errors(context):
+            try:
+                state = state_from_pb(request.state)
+            except ValueError:
+                raise InvalidArgument("state", f"unknown job state {request.state}") from None
+            try:
+                kind = kind_from_pb(request.kind)
+            except ValueError:
+                raise InvalidArgument("kind", f"unknown job kind {request.kind}") from None
+
+            def page(s: Session) -> pb.ListJobsResponse:
+                jobs, token = repo.list_jobs(s, tenant, state=state, kind=kind, page_size=request.page_size,
+                                             page_token=request.page_token or None)
+                return pb.ListJobsResponse(jobs=[self._snapshot_sync(s, j) for j in jobs],
+                                           next_page_token=token or "")
+            return await self._db(page)
+
+    async def WatchJob(self, request: pb.WatchJobRequest, context):
+        tenant = current_tenant()
+        async with rpc_errors(context):
+            job_id = self._job_id(request.job_id)
+            wake = asyncio.Event()
+            pump = asyncio.create_task(self._pump_events(job_id, wake))
+            try:
+                last = None
+                while True:
+                    wake.clear()  # before the read: an event arriving during it wakes the next wait
+                    snapshot, terminal = await self._db(self._get_sync, tenant, job_id)
+                    # URLs are re-signed on every read; compare snapshots without them.
+                    fingerprint = _without_urls(snapshot)
+                    if fingerprint != last:
+                        last = fingerprint
+                        yield snapshot
+                    if terminal:
+                        return
+                    try:
+                        await asyncio.wait_for(wake.wait(), timeout=self.deps.watch_poll_interval_s)
+                    except TimeoutError:
+                        pass
+            finally:
+                pump.cancel()
+
+    async def _pump_events(self, job_id: str, wake: asyncio.Event) -> None:
+        subscription = self.deps.events.subscribe(job_id)
+        try:
+            async for _event in subscription:
+                # Events only say "something changed": the database stays the source of truth.
+                wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("event subscription failed; watch keeps polling", extra={"job_id": job_id},
+                        exc_info=True)
+        finally:
+            close = getattr(subscription, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    # --- changes -------------------------------------------------------------------------------------
+    async def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.Job:
+        tenant = current_tenant()
+        async with rpc_errors(context):
+            job_id = self._job_id(request.job_id)
+
+            def cancel(s: Session) -> pb.Job:
+                return self._snapshot_sync(s, repo.request_cancel(s, tenant, job_id))
+            snapshot = await self._db(cancel)
+            state = pb.JobState.Name(snapshot.state).removeprefix("JOB_STATE_")
+            # Workers listen for this to stop between steps; watchers re-read on it.
+            await self._publish(job_id, {"type": "cancel", "state": state})
+            log.info("cancel requested", extra={"job_id": job_id, "tenant": tenant, "state": state})
+            return snapshot
+
+    async def DeleteJob(self, request: pb.DeleteJobRequest, context) -> pb.DeleteJobResponse:
+        tenant = current_tenant()
+        async with rpc_errors(context):
+            job_id = self._job_id(request.job_id)
+
+            def load(s: Session) -> Job:
+                job = repo.get_job(s, tenant, job_id)
+                if job is None:
+                    raise repo.JobNotFound(job_id)
+                if job.state not in {st.value for st in TERMINAL_STATES}:
+                    raise repo.FailedPrecondition(f"job {job_id} is {job.state}; cancel it before deleting")
+                return job
+            job = await self._db(load)
+            # Objects first: a failure here leaves the job visible (and deletable again), never a
+            # row-less orphan in the bucket.
+            keys = [*(job.input_keys or {}).values(), *(job.output_keys or {}).values()]
+            await self._remove_objects([str(k) for k in keys])
+            for prefix in job_prefixes(job_id):
+                await asyncio.to_thread(self.deps.store.delete_prefix, prefix)
+            await self._db(repo.delete_job, tenant, job_id)
+            await self._publish(job_id, {"type": "deleted"})
+            log.info("job deleted", extra={"job_id": job_id, "tenant": tenant})
+            return pb.DeleteJobResponse(job_id=job_id)
+
+
+def _without_urls(job: pb.Job) -> bytes:
+    copy = pb.Job()
+    copy.CopyFrom(job)
+    for obj in copy.outputs.objects:
+        obj.ClearField("url")
+        obj.ClearField("url_expires_at")
+    return copy.SerializeToString(deterministic=True)
+
+

@@ -1,0 +1,31 @@
+"""Builds the gateway's dependencies from Settings: database, object store, event bus, queue producer."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import make_url
+
+from services.gateway.servicer import GatewayDeps
+from shared.db import make_engine, normalize_url, session_factory, upgrade
+from shared.settings import Settings
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(normalize_url(url)).get_backend_name() == "sqlite"
+
+
+def deps_from_settings(settings: Settings) -> GatewayDeps:
+    # Imported here: the bus and the queue connect to their backends, which only the running service needs.
+    from shared.events import event_bus_from_settings
+    from shared.objectstore import object_store_from_settings
+    from shared.queue import enqueue_run_job
+
+    if is_sqlite(settings.database_url):
+        # Embedded mode has no migration job: bring the local database up to date (a no-op when it is).
+        upgrade(settings.database_url)
+    sessions = session_factory(make_engine(settings.database_url))
+
+    def enqueue(job_id: str, priority: int) -> None:
+        enqueue_run_job(job_id, priority=priority, settings=settings)
+
+    return GatewayDeps(settings=settings, sessions=sessions, store=object_store_from_settings(settings),
+                       events=event_bus_from_settings(settings), enqueue=enqueue)
