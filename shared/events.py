@@ -1,0 +1,236 @@
+"""Job progress events between processes: workers publish, the gateway's WatchJob streams subscribe.
+
+Events are JSON-serialisable dicts and best-effort (Postgres stays the truth; a watcher that misses
+one re-reads the job). Two backends: Redis pub/sub (production) and an embedded one that needs no
+server — a SQLite file every process on the machine shares, polled by subscribers.
+
+    async with bus.subscribe(job_id) as events:   # subscribed from here on
+        snapshot = read_job_from_db()             # so nothing between read and stream is lost
+        async for event in events: ...
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlparse
+
+import redis
+import redis.asyncio as aioredis
+
+
+class Subscription(abc.ABC):
+    """Events of one job, in publish order. Subscribed once awaited, entered or first iterated."""
+
+    def __init__(self) -> None:
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> "Subscription":
+        if not self._started:
+            self._started = True
+            await self._start()
+        return self
+
+    def __await__(self):
+        return self.start().__await__()
+
+    async def __aenter__(self) -> "Subscription":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> "Subscription":
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        await self.start()
+        if self._closed:
+            raise StopAsyncIteration
+        return await self._next()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._started:
+                await self._close()
+
+    @abc.abstractmethod
+    async def _start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _next(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    async def _close(self) -> None: ...
+
+
+@runtime_checkable
+class EventBus(Protocol):
+    def publish(self, job_id: str, event: dict[str, Any]) -> None: ...
+    def subscribe(self, job_id: str) -> Subscription: ...
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- Redis
+
+
+class RedisEventBus:
+    """Redis pub/sub, one channel per job: `<prefix><job_id>`."""
+
+    def __init__(self, url: str, *, prefix: str = "llada:events:"):
+        self.url = url
+        self.prefix = prefix
+        self._client = redis.Redis.from_url(url)
+
+    def channel(self, job_id: str) -> str:
+        return self.prefix + job_id
+
+    def publish(self, job_id: str, event: dict[str, Any]) -> None:
+        self._client.publish(self.channel(job_id), json.dumps(event))
+
+    def subscribe(self, job_id: str) -> Subscription:
+        return _RedisSubscription(self.url, self.channel(job_id))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class _RedisSubscription(Subscription):
+    def __init__(self, url: str, channel: str):
+        super().__init__()
+        self._url = url
+        self._channel = channel
+
+    async def _start(self) -> None:
+        # One connection per subscription, created on the subscriber's own event loop.
+        self._client = aioredis.Redis.from_url(self._url)
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        await self._pubsub.subscribe(self._channel)
+
+    async def _next(self) -> dict[str, Any]:
+        while True:
+            message = await self._pubsub.get_message(timeout=None)
+            if message is not None and message["type"] == "message":
+                return json.loads(message["data"])
+
+    async def _close(self) -> None:
+        await self._pubsub.aclose()
+        await self._client.aclose()
+
+
+# ---------------------------------------------------------------- embedded (SQLite file)
+
+# How often an embedded subscriber looks for new events: the latency of progress updates.
+EMBEDDED_POLL_INTERVAL_S = 0.05
+# Events older than this are pruned; watchers read the job itself after a gap anyway.
+EMBEDDED_KEEP_S = 3600.0
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids never reused after pruning
+    job_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_events_job_id ON events (job_id, id);
+"""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+class EmbeddedEventBus:
+    """Cross-process events without a server: rows in a SQLite file, subscribers poll by id."""
+
+    def __init__(self, path: str | Path, *, poll_interval_s: float = EMBEDDED_POLL_INTERVAL_S, keep_s: float = EMBEDDED_KEEP_S):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.poll_interval_s = poll_interval_s
+        self.keep_s = keep_s
+        self._local = threading.local()
+        self._published = 0
+        conn = _connect(self.path)
+        conn.executescript(_SCHEMA)
+        conn.close()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _connect(self.path)
+        return conn
+
+    def publish(self, job_id: str, event: dict[str, Any]) -> None:
+        conn = self._conn()
+        now = time.time()
+        conn.execute("INSERT INTO events (job_id, payload, created_at) VALUES (?, ?, ?)", (job_id, json.dumps(event), now))
+        self._published += 1
+        if self._published % 500 == 1:
+            conn.execute("DELETE FROM events WHERE created_at < ?", (now - self.keep_s,))
+
+    def subscribe(self, job_id: str) -> Subscription:
+        return _EmbeddedSubscription(self, job_id)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class _EmbeddedSubscription(Subscription):
+    def __init__(self, bus: EmbeddedEventBus, job_id: str):
+        super().__init__()
+        self._bus = bus
+        self._job_id = job_id
+        self._pending: deque[dict[str, Any]] = deque()
+
+    async def _start(self) -> None:
+        self._conn = await asyncio.to_thread(_connect, self._bus.path)
+        self._last_id = await asyncio.to_thread(self._max_id)
+
+    def _max_id(self) -> int:
+        return self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+
+    def _fetch(self) -> list[tuple[int, str]]:
+        return self._conn.execute(
+            "SELECT id, payload FROM events WHERE job_id = ? AND id > ? ORDER BY id", (self._job_id, self._last_id)
+        ).fetchall()
+
+    async def _next(self) -> dict[str, Any]:
+        while not self._pending:
+            rows = await asyncio.to_thread(self._fetch)
+            for row_id, payload in rows:
+                self._last_id = row_id
+                self._pending.append(json.loads(payload))
+            if not self._pending:
+                await asyncio.sleep(self._bus.poll_interval_s)
+        return self._pending.popleft()
+
+    async def _close(self) -> None:
+        self._conn.close()
+
+
+def event_bus_from_settings(settings) -> EventBus:
+    """`redis://…` / `rediss://…` → RedisEventBus; `embedded://<path>` → EmbeddedEventBus."""
+    url = settings.event_bus_url
+    scheme = urlparse(url).scheme
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisEventBus(url, prefix=settings.event_channel_prefix)
+    if scheme == "embedded":
+        path = url[len("embedded://"):]
+        if not path:
+            raise ValueError("event_bus_url: embedded:// needs a file path, e.g. embedded:///var/lib/llada/events.db")
+        return EmbeddedEventBus(path)
+    raise ValueError(f"event_bus_url: unsupported scheme {scheme!r} (use redis:// or embedded://)")
