@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import uuid
 from collections.abc import Callable
@@ -81,9 +80,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
 
     async def _publish(self, job_id: str, event: dict) -> None:
         try:
-            result = self.deps.events.publish(job_id, event)
-            if inspect.isawaitable(result):
-                await result
+            await asyncio.to_thread(self.deps.events.publish, job_id, event)
         except Exception:  # watchers fall back to re-reading the database
             log.warning("event publish failed", extra={"job_id": job_id, "event": event}, exc_info=True)
 
@@ -215,7 +212,9 @@ class JobServicer(pb_grpc.JobServiceServicer):
         async with rpc_errors(context):
             job_id = self._job_id(request.job_id)
             wake = asyncio.Event()
-            pump = asyncio.create_task(self._pump_events(job_id, wake))
+            # Subscribed before the first read, so no change between that read and the stream is missed.
+            subscription = await self._subscribe(job_id)
+            pump = asyncio.create_task(self._pump_events(job_id, subscription, wake)) if subscription else None
             try:
                 last = None
                 while True:
@@ -233,10 +232,22 @@ class JobServicer(pb_grpc.JobServiceServicer):
                     except TimeoutError:
                         pass
             finally:
-                pump.cancel()
+                if pump is not None:
+                    pump.cancel()
+                if subscription is not None:
+                    with contextlib.suppress(Exception):
+                        await subscription.aclose()
 
-    async def _pump_events(self, job_id: str, wake: asyncio.Event) -> None:
-        subscription = self.deps.events.subscribe(job_id)
+    async def _subscribe(self, job_id: str):
+        try:
+            return await self.deps.events.subscribe(job_id).start()
+        except Exception:
+            log.warning("event subscription failed; watch polls the database", extra={"job_id": job_id},
+                        exc_info=True)
+            return None
+
+    @staticmethod
+    async def _pump_events(job_id: str, subscription, wake: asyncio.Event) -> None:
         try:
             async for _event in subscription:
                 # Events only say "something changed": the database stays the source of truth.
@@ -244,13 +255,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.warning("event subscription failed; watch keeps polling", extra={"job_id": job_id},
+            log.warning("event subscription broke; watch keeps polling", extra={"job_id": job_id},
                         exc_info=True)
-        finally:
-            close = getattr(subscription, "aclose", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await close()
 
     # --- changes -------------------------------------------------------------------------------------
     async def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.Job:

@@ -1,0 +1,125 @@
+"""A real gateway on loopback, in this process: SQLite + local object store + the embedded event bus.
+
+The only double is the queue producer (no Celery worker exists in these tests): QueueProducerDouble
+records what the gateway would have sent. Tests drive job states through the repository, as a
+worker would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+
+from services.gateway.server import start_gateway
+from services.gateway.servicer import GatewayDeps
+from shared import repository as repo
+from shared.db import make_engine, session_factory, upgrade
+from shared.db.models import Job
+from shared.events import EmbeddedEventBus
+from shared.objectstore import LocalObjectStore
+from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
+from shared.settings import Settings
+
+
+@dataclass
+class QueueProducerDouble:
+    """Stands in for shared.queue.enqueue_run_job: records (job_id, priority) instead of sending."""
+
+    sent: list[tuple[str, int]] = field(default_factory=list)
+
+    def __call__(self, job_id: str, priority: int) -> None:
+        self.sent.append((job_id, priority))
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread, for the grpc.aio server under synchronous tests."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@dataclass
+class GatewayHarness:
+    address: str
+    settings: Settings
+    sessions: object
+    store: LocalObjectStore
+    events: EmbeddedEventBus
+    queue: QueueProducerDouble
+    gateway: object
+    channel: grpc.Channel
+    stub: pb_grpc.JobServiceStub
+
+    def key(self, tenant: str) -> tuple[tuple[str, str], ...]:
+        with self.sessions() as s:
+            return (("x-api-key", repo.create_api_key(s, tenant)),)
+
+    def job_count(self) -> int:
+        with self.sessions() as s:
+            return s.query(Job).count()
+
+    def objects(self) -> list[str]:
+        root = self.store.root
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    def db(self, fn, *args, **kwargs):
+        with self.sessions() as s:
+            return fn(s, *args, **kwargs)
+
+
+def _make_harness(tmp_path, loop: LoopThread, **overrides) -> GatewayHarness:
+    settings = Settings(data_dir=tmp_path, metrics_port=0, **overrides)
+    upgrade(settings.database_url)
+    sessions = session_factory(make_engine(settings.database_url))
+    store = LocalObjectStore(tmp_path / "objects")
+    events = EmbeddedEventBus(tmp_path / "events.db", poll_interval_s=0.02)
+    queue = QueueProducerDouble()
+    deps = GatewayDeps(settings=settings, sessions=sessions, store=store, events=events, enqueue=queue,
+                       watch_poll_interval_s=0.25)
+    gateway = loop.run(start_gateway(deps, listen="127.0.0.1:0"))
+    address = f"127.0.0.1:{gateway.port}"
+    channel = grpc.insecure_channel(address)
+    return GatewayHarness(address, settings, sessions, store, events, queue, gateway, channel,
+                          pb_grpc.JobServiceStub(channel))
+
+
+@pytest.fixture(scope="module")
+def loop_thread():
+    loop = LoopThread()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def make_gateway(tmp_path_factory, loop_thread):
+    """Starts gateways with settings overrides; all stopped at the end of the module."""
+    started: list[GatewayHarness] = []
+
+    def make(**overrides) -> GatewayHarness:
+        harness = _make_harness(tmp_path_factory.mktemp("gateway"), loop_thread, **overrides)
+        started.append(harness)
+        return harness
+
+    yield make
+    for harness in started:
+        harness.channel.close()
+        loop_thread.run(harness.gateway.stop(0))
+
+
+@pytest.fixture(scope="module")
+def gw(make_gateway) -> GatewayHarness:
+    return make_gateway(max_prompt_chars=500, max_image_bytes=200_000)
