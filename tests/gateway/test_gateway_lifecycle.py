@@ -1,0 +1,165 @@
+"""WatchJob until a terminal state (states driven through the repository, as a worker would), resuming
+a watch, the database re-read safety net, cancel of queued and running jobs, failures, and delete."""
+
+import asyncio
+import threading
+import urllib.request
+
+import grpc
+import pytest
+
+from images_for_tests import png
+from shared import repository as repo
+from shared.objectstore import result_key
+from shared.proto.llada.serve.v1 import jobs_pb2 as pb
+
+WORKER = "worker-test-1"
+TIMEOUT = 10
+
+
+class Watcher:
+    """Collects a WatchJob stream in a thread; ``first`` is set once the first snapshot arrived."""
+
+    def __init__(self, gw, md, job_id):
+        self.snapshots: list[pb.Job] = []
+        self.first = threading.Event()
+        self.call = gw.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=md, timeout=TIMEOUT)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.first.wait(TIMEOUT), "no first snapshot"
+
+    def _run(self):
+        for job in self.call:
+            self.snapshots.append(job)
+            self.first.set()
+
+    def wait_for(self, predicate):
+        for _ in range(TIMEOUT * 50):
+            if self.snapshots and predicate(self.snapshots[-1]):
+                return self.snapshots[-1]
+            threading.Event().wait(0.02)
+        raise AssertionError(f"not seen; last: {self.snapshots[-1] if self.snapshots else None}")
+
+    def finish(self) -> list[pb.Job]:
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive(), "watch did not end"
+        return self.snapshots
+
+
+def submit(gw, md, **kw):
+    return gw.stub.SubmitJob(pb.SubmitJobRequest(text_to_image=pb.TextToImageParams(prompt="fox", **kw)), metadata=md)
+
+
+def test_watch_streams_snapshots_in_order_until_succeeded(gw):
+    md = gw.key("w-order")
+    job = submit(gw, md, width=256, height=256, mode=pb.GENERATION_MODE_THINKING)
+    watch = Watcher(gw, md, job.id)
+    assert watch.snapshots[0].state == pb.JOB_STATE_QUEUED
+
+    assert gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60) is not None
+    gw.events.publish(job.id, {"type": "state", "state": "RUNNING"})
+    watch.wait_for(lambda j: j.state == pb.JOB_STATE_RUNNING)
+    for step in range(1, 5):
+        gw.db(repo.record_progress, job.id, "denoise", step, 4)
+        gw.events.publish(job.id, {"type": "progress", "stage": "denoise", "step": step, "total": 4})
+        watch.wait_for(lambda j, step=step: j.progress.step == step)
+    image = png(32, 32)
+    gw.store.put(result_key(job.id, "image.png"), image, "image/png")
+    gw.db(repo.finish_job, job.id, output_keys={"image": result_key(job.id, "image.png")},
+          output_text="a fox, in snow", timings={"tokenize": 0.1, "denoise": 1.5, "decode": 0.7})
+    gw.events.publish(job.id, {"type": "state", "state": "SUCCEEDED"})
+    snapshots = watch.finish()
+
+    states = [s.state for s in snapshots]
+    assert states == sorted(states)  # QUEUED < RUNNING < SUCCEEDED: never backwards
+    assert states[0] == pb.JOB_STATE_QUEUED and states[-1] == pb.JOB_STATE_SUCCEEDED
+    steps = [s.progress.step for s in snapshots if s.state == pb.JOB_STATE_RUNNING and s.stage == pb.STAGE_DENOISE]
+    assert steps == [1, 2, 3, 4]
+    final = snapshots[-1]
+    assert final.attempts == 1 and final.queue_position == 0
+    assert final.stage_seconds["denoise"] == pytest.approx(1.5)
+    assert final.outputs.thinking_text == "a fox, in snow"  # thinking pass of a text-to-image job
+    (obj,) = final.outputs.objects
+    assert obj.name == "image" and obj.object_key == f"results/{job.id}/image.png"
+    with urllib.request.urlopen(obj.url) as response:
+        assert response.read() == image
+    assert final.finished_at.seconds >= final.started_at.seconds >= final.created_at.seconds > 0
+
+
+def test_watch_resumes_from_the_current_snapshot(gw):
+    md = gw.key("w-resume")
+    job = submit(gw, md)
+    first = gw.stub.WatchJob(pb.WatchJobRequest(job_id=job.id), metadata=md, timeout=TIMEOUT)
+    assert next(first).state == pb.JOB_STATE_QUEUED
+    first.cancel()  # the client goes away
+    gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    gw.db(repo.record_progress, job.id, "decode", 3, 8)
+    again = gw.stub.WatchJob(pb.WatchJobRequest(job_id=job.id), metadata=md, timeout=TIMEOUT)
+    current = next(again)
+    assert (current.state, current.stage, current.progress.step, current.progress.total) == \
+        (pb.JOB_STATE_RUNNING, pb.STAGE_DECODE, 3, 8)
+    again.cancel()
+    gw.db(repo.fail_job, job.id, code="MODEL_ERROR", message="out of memory", field="text_to_image.width")
+    # A terminal job's watch answers its final snapshot and ends.
+    (only,) = list(gw.stub.WatchJob(pb.WatchJobRequest(job_id=job.id), metadata=md, timeout=TIMEOUT))
+    assert only.state == pb.JOB_STATE_FAILED
+    assert (only.error.code, only.error.message, only.error.field) == \
+        ("MODEL_ERROR", "out of memory", "text_to_image.width")
+
+
+def test_watch_sees_changes_that_were_never_published(gw):
+    md = gw.key("w-safety-net")
+    job = submit(gw, md)
+    watch = Watcher(gw, md, job.id)
+    gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60)  # no event: the periodic re-read finds it
+    watch.wait_for(lambda j: j.state == pb.JOB_STATE_RUNNING)
+    gw.db(repo.mark_cancelled, job.id)
+    assert watch.finish()[-1].state == pb.JOB_STATE_CANCELLED
+
+
+def test_cancel_of_a_queued_job_is_immediate_and_it_never_runs(gw):
+    md = gw.key("c-queued")
+    job = submit(gw, md)
+    cancelled = gw.stub.CancelJob(pb.CancelJobRequest(job_id=job.id), metadata=md)
+    assert cancelled.state == pb.JOB_STATE_CANCELLED and cancelled.cancel_requested
+    assert gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60) is None  # the late message is a no-op
+    assert gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md).state == pb.JOB_STATE_CANCELLED
+
+
+def test_cancel_of_a_running_job_goes_to_cancelling_and_is_published(gw, loop_thread):
+    md = gw.key("c-running")
+    job = submit(gw, md)
+    gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    subscribed = threading.Event()
+
+    async def first_event():
+        async with gw.events.subscribe(job.id) as events:
+            subscribed.set()
+            return await asyncio.wait_for(events.__anext__(), TIMEOUT)
+
+    pending = asyncio.run_coroutine_threadsafe(first_event(), loop_thread.loop)
+    assert subscribed.wait(TIMEOUT)
+    answer = gw.stub.CancelJob(pb.CancelJobRequest(job_id=job.id), metadata=md)
+    assert answer.state == pb.JOB_STATE_CANCELLING
+    assert pending.result(TIMEOUT) == {"type": "cancel", "state": "CANCELLING"}
+    assert gw.db(repo.is_cancel_requested, job.id)  # what the worker polls between steps
+    gw.db(repo.mark_cancelled, job.id, worker_id=WORKER)
+    assert gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md).state == pb.JOB_STATE_CANCELLED
+
+
+def test_delete_removes_the_row_and_every_object(gw):
+    md = gw.key("d-objects")
+    job = gw.stub.SubmitJob(pb.SubmitJobRequest(edit=pb.EditParams(image=png(), instruction="snow")), metadata=md)
+    with pytest.raises(grpc.RpcError) as err:  # still queued: must be cancelled first
+        gw.stub.DeleteJob(pb.DeleteJobRequest(job_id=job.id), metadata=md)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    gw.store.put(result_key(job.id, "image.png"), png(16, 16), "image/png")
+    gw.db(repo.finish_job, job.id, output_keys={"image": result_key(job.id, "image.png")})
+    assert [k for k in gw.objects() if job.id in k] == [f"inputs/{job.id}/image.png", f"results/{job.id}/image.png"]
+
+    assert gw.stub.DeleteJob(pb.DeleteJobRequest(job_id=job.id), metadata=md).job_id == job.id
+    assert [k for k in gw.objects() if job.id in k] == []
+    with pytest.raises(grpc.RpcError) as err:
+        gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
