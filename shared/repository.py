@@ -1,7 +1,10 @@
 """Every read and write of jobs and API keys, as functions taking a SQLAlchemy `Session`.
 
-Mutating functions commit before they return (each is one unit of work) and leave the returned
-`Job` readable, since sessions come from `session_factory` with `expire_on_commit=False`.
+Every function ends its transaction before returning — writes commit, reads end theirs too — so no
+lock outlives a call (on SQLite every transaction holds the single write lock, see shared.db.engine).
+Returned `Job`s stay readable because sessions from `session_factory` use `expire_on_commit=False`.
+Use `with Session() as s:` (not `Session.begin()`), keep sessions short, and never hold one across an
+await or a long computation.
 State changes are conditional UPDATEs (`… WHERE state IN (legal sources)`), so they are atomic on
 Postgres and SQLite alike: of two racing writers exactly one wins, and the loser sees the new state.
 """
@@ -66,6 +69,7 @@ def submit_job(
     if request_id is not None:
         existing = _by_request_id(s, tenant, request_id)
         if existing is not None:
+            s.commit()
             return existing, False
     job = Job(
         tenant=tenant,
@@ -85,6 +89,7 @@ def submit_job(
         # A concurrent submit with the same request id won the unique constraint.
         s.rollback()
         existing = _by_request_id(s, tenant, request_id) if request_id is not None else None
+        s.commit()
         if existing is None:
             raise
         return existing, False
@@ -97,14 +102,17 @@ def _by_request_id(s: Session, tenant: str, request_id: str) -> Job | None:
 
 def get_job(s: Session, tenant: str, job_id: str) -> Job | None:
     """The tenant's job, or None (also when it belongs to another tenant)."""
-    return s.scalars(
+    job = s.scalars(
         select(Job).where(Job.id == job_id, Job.tenant == tenant).execution_options(populate_existing=True)
     ).one_or_none()
+    s.commit()
+    return job
 
 
 def load_job(s: Session, job_id: str) -> Job:
     """Any tenant's job, fresh from the database (for workers and the reaper)."""
     job = s.get(Job, job_id, populate_existing=True)
+    s.commit()
     if job is None:
         raise JobNotFound(job_id)
     return job
@@ -133,6 +141,7 @@ def list_jobs(
         query = query.where(or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < last_id)))
     query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(page_size + 1)
     jobs = list(s.scalars(query))
+    s.commit()
     if len(jobs) <= page_size:
         return jobs, None
     jobs = jobs[:page_size]
@@ -170,6 +179,7 @@ def queue_position(s: Session, job: Job) -> int:
     if job.state != JobState.QUEUED.value:
         return 0
     ahead = s.scalar(select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED.value, _ahead_of(job)))
+    s.commit()
     return int(ahead or 0) + 1
 
 
@@ -177,13 +187,17 @@ def count_queued(s: Session, tenant: str | None = None) -> int:
     query = select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED.value)
     if tenant is not None:
         query = query.where(Job.tenant == tenant)
-    return int(s.scalar(query) or 0)
+    count = int(s.scalar(query) or 0)
+    s.commit()
+    return count
 
 
 def count_backlog(s: Session) -> int:
     """Queued plus running jobs: what the autoscaler sizes the workers by (ARCHITECTURE §5)."""
     states = [JobState.QUEUED.value, *(st.value for st in ACTIVE_STATES)]
-    return int(s.scalar(select(func.count()).select_from(Job).where(Job.state.in_(states))) or 0)
+    count = int(s.scalar(select(func.count()).select_from(Job).where(Job.state.in_(states))) or 0)
+    s.commit()
+    return count
 
 
 def queued_before(s: Session, cutoff: datetime, *, limit: int = 1000) -> list[tuple[str, int]]:
@@ -193,7 +207,8 @@ def queued_before(s: Session, cutoff: datetime, *, limit: int = 1000) -> list[tu
         .where(Job.state == JobState.QUEUED.value, Job.created_at < cutoff)
         .order_by(Job.priority.desc(), Job.created_at)
         .limit(limit)
-    )
+    ).all()
+    s.commit()
     return [(row.id, row.priority) for row in rows]
 
 

@@ -268,3 +268,24 @@ def test_api_keys_are_stored_hashed(s):
     repo.register_api_key(s, "default", "embedded-demo-key-0123")  # idempotent
     assert repo.tenant_for_api_key(s, "embedded-demo-key-0123") == "default"
     assert repo.revoke_api_key(s, key) and repo.tenant_for_api_key(s, key) is None
+
+
+def test_reads_hold_no_lock_that_blocks_a_worker(tmp_path):
+    """A gateway session left open after reads must not stall a worker's write (SQLite's one writer lock)."""
+    from shared.db import make_engine, session_factory, upgrade
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    upgrade(url)
+    engine = make_engine(url, sqlite_busy_timeout_ms=300)
+    Session = session_factory(engine)
+    with Session() as gateway, Session() as worker:
+        job = submit(gateway)
+        repo.get_job(gateway, "acme", job.id)
+        repo.list_jobs(gateway, "acme")
+        repo.queue_position(gateway, job)
+        repo.count_queued(gateway, "acme")
+        repo.tenant_for_api_key(gateway, "nope")
+        assert repo.claim_job(worker, job.id, "w1", heartbeat_timeout_s=60) is not None
+        assert repo.is_cancel_requested(gateway, job.id) is False
+        assert repo.heartbeat(worker, job.id, "w1")
+    engine.dispose()
