@@ -6,7 +6,10 @@ import math
 
 import pytest
 import torch
-from test_sampler_doubles import EOS_ID, IMAGE_OFFSET, MASK_ID, PAD_FREE_IDS, ScriptedBackboneDouble, block_causal_mask
+from test_sampler_doubles import (  # noqa: F401 (single_torch_thread: autouse fixture)
+    EOS_ID, IMAGE_OFFSET, MASK_ID, PAD_FREE_IDS, ScriptedBackboneDouble, block_causal_mask,
+    single_torch_thread,
+)
 
 from workers.model.errors import Cancelled, ModelInputError
 from workers.model.sampler import GenerationRequest, generate

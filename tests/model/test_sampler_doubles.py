@@ -12,6 +12,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import NamedTuple
 
+import pytest
 import torch
 from torch import nn
 
@@ -20,6 +21,15 @@ IMAGE_OFFSET = 32  # ids >= 32 are "image codes"
 EOS_ID = 2
 MASK_ID = 3
 PAD_FREE_IDS = list(range(4, 32))  # ordinary text ids for prompts
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_torch_thread():
+    """Tiny tensors on a shared 2-core machine: torch's thread pool only adds contention (10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class DoubleOutput(NamedTuple):
