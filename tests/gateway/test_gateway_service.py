@@ -1,0 +1,104 @@
+"""The service around JobService: health checking, reflection, metrics, TLS, and what it imports."""
+
+import datetime
+import ipaddress
+import subprocess
+import sys
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from client import LladaClient, LladaError
+from shared.proto.llada.serve.v1 import jobs_pb2 as pb
+
+
+def test_health_answers_serving_without_an_api_key(gw):
+    health = health_pb2_grpc.HealthStub(gw.channel)
+    for service in ("", "llada.serve.v1.JobService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_and_describes_the_job_service(gw):
+    db = ProtoReflectionDescriptorDatabase(gw.channel)
+    assert "llada.serve.v1.JobService" in db.get_services()
+    assert "grpc.health.v1.Health" in db.get_services()
+    proto = db.FindFileContainingSymbol("llada.serve.v1.JobService")
+    assert proto.name == "llada/serve/v1/jobs.proto"
+    assert {m.name for m in proto.service[0].method} == {"SubmitJob", "GetJob", "ListJobs", "WatchJob",
+                                                         "CancelJob", "DeleteJob"}
+
+
+def test_metrics_count_requests_by_method_and_code_and_jobs_by_state(make_gateway):
+    gw = make_gateway()
+    md = gw.key("m")
+    registry = gw.gateway.metrics.registry
+    gw.stub.SubmitJob(pb.SubmitJobRequest(text_to_image=pb.TextToImageParams(prompt="p")), metadata=md)
+    with pytest.raises(grpc.RpcError):
+        gw.stub.GetJob(pb.GetJobRequest(job_id="missing"), metadata=md)
+    with pytest.raises(grpc.RpcError):
+        gw.stub.ListJobs(pb.ListJobsRequest())  # no key
+
+    def count(method, code):
+        return registry.get_sample_value("llada_gateway_requests_total", {"method": method, "code": code})
+
+    assert count("SubmitJob", "OK") == 1
+    assert count("GetJob", "NOT_FOUND") == 1
+    assert count("ListJobs", "UNAUTHENTICATED") == 1
+    assert registry.get_sample_value("llada_gateway_request_seconds_count", {"method": "SubmitJob"}) == 1
+    assert registry.get_sample_value("llada_jobs", {"state": "QUEUED"}) == 1
+
+
+def _self_signed(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_tls_when_certificates_are_configured(make_gateway, tmp_path):
+    cert_file, key_file = _self_signed(tmp_path)
+    gw = make_gateway(tls_cert_file=cert_file, tls_key_file=key_file)
+    key = gw.key("tls")[0][1]
+    with LladaClient(gw.address, key, root_certificates=cert_file, timeout=5) as llada:
+        job = llada.submit_text_to_image("over TLS")
+        assert llada.get(job.id).state == pb.JOB_STATE_QUEUED
+    with LladaClient(gw.address, key, timeout=2) as plaintext, pytest.raises(LladaError) as err:
+        plaintext.get(job.id)
+    assert err.value.code == "UNAVAILABLE"
+
+
+def test_gateway_and_client_import_only_what_they_may():
+    probe = (
+        "import sys, services.gateway.__main__, services.gateway.admin\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'workers', 'ray', 'diffusers'))\n"
+        "assert not bad, bad\n"
+        "import client, client.cli, client.cli_commands\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True)
+    # The SDK alone: grpc and the generated stubs, no database, settings or service code.
+    client_probe = (
+        "import sys, client, client.cli, client.cli_commands\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'pydantic', 'celery', 'torch',"
+        " 'services', 'workers', 'minio', 'redis') or m in ('shared.settings', 'shared.repository'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", client_probe], check=True)
