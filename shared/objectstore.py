@@ -193,6 +193,16 @@ class S3ObjectStore:
         return self.public_client.presigned_get_object(self.bucket, check_key(key), expires=timedelta(seconds=expires_s))
 
 
+def split_endpoint(endpoint: str, secure: bool) -> tuple[str, bool]:
+    """`host:port` as minio wants it; an `http://` / `https://` prefix, if given, decides `secure`."""
+    if "://" not in endpoint:
+        return endpoint, secure
+    parsed = urlparse(endpoint)
+    if parsed.scheme not in ("http", "https") or parsed.path not in ("", "/"):
+        raise ValueError(f"S3 endpoint {endpoint!r}: expected host:port or http(s)://host:port")
+    return parsed.netloc, parsed.scheme == "https"
+
+
 def object_store_from_settings(settings) -> ObjectStore:
     """`file://<dir>` → LocalObjectStore, `s3://<bucket>` → S3ObjectStore (endpoint and keys from settings)."""
     url = urlparse(settings.object_store_url)
@@ -201,14 +211,16 @@ def object_store_from_settings(settings) -> ObjectStore:
     if url.scheme == "s3":
         if not url.netloc:
             raise ValueError("object_store_url: s3:// needs a bucket name, e.g. s3://llada")
+        endpoint, secure = split_endpoint(settings.s3_endpoint, settings.s3_secure)
+        public_endpoint, public_secure = split_endpoint(settings.public_endpoint, settings.public_secure)
         return S3ObjectStore(
-            settings.s3_endpoint,
+            endpoint,
             settings.s3_access_key,
             settings.s3_secret_key,
             url.netloc,
-            secure=settings.s3_secure,
+            secure=secure,
             region=settings.s3_region,
-            public_endpoint=settings.public_endpoint,
-            public_secure=settings.public_secure,
+            public_endpoint=public_endpoint,
+            public_secure=public_secure,
         )
     raise ValueError(f"object_store_url: unsupported scheme {url.scheme!r} (use file:// or s3://)")

@@ -125,3 +125,13 @@ def test_store_from_settings(tmp_path, s3_endpoint):
     assert isinstance(s3, S3ObjectStore) and s3.client.bucket_exists(bucket)  # created on start
     with pytest.raises(ValueError, match="object_store_url"):
         object_store_from_settings(Settings(object_store_url="ftp://x"))
+
+
+def test_endpoint_may_be_given_as_a_url():
+    from shared.objectstore import split_endpoint
+
+    assert split_endpoint("minio:9000", False) == ("minio:9000", False)
+    assert split_endpoint("https://s3.example.com", False) == ("s3.example.com", True)
+    assert split_endpoint("http://localhost:9000/", True) == ("localhost:9000", False)
+    with pytest.raises(ValueError, match="endpoint"):
+        split_endpoint("https://s3.example.com/bucket", True)
