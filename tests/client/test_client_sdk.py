@@ -1,0 +1,122 @@
+"""The sync and asyncio SDK against a running gateway process."""
+
+import asyncio
+import base64
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from client import AsyncLladaClient, LladaClient, LladaError, is_terminal, state_name
+from shared.proto.llada.serve.v1 import jobs_pb2 as pb
+
+
+def png_bytes(color=(0, 128, 255), size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def llada(server):
+    with LladaClient(server.address, server.api_key, timeout=10) as client:
+        yield client
+
+
+def test_submit_each_kind_and_read_it_back(llada, tmp_path):
+    image_path = tmp_path / "photo.png"
+    image_path.write_bytes(png_bytes())
+    t2i = llada.submit_text_to_image("a castle", width=256, height=256, decoder="normal", seed=7,
+                                     sprint={"enabled": True, "keep_ratio": 0.7}, request_id="sdk-t2i")
+    und = llada.submit_understand(image_path, "What color is it?", gen_length=64)
+    edit = llada.submit_edit(png_bytes(), "make it red", cfg_image_scale=1.0, priority=5)
+    assert [state_name(j) for j in (t2i, und, edit)] == ["QUEUED"] * 3
+    params = dict(t2i.params)
+    assert (params["width"], params["decoder"], params["decoder_steps"], params["seed"]) == (256, "normal", 50, 7)
+    assert dict(params["sprint"])["keep_ratio"] == 0.7
+    assert llada.submit_text_to_image("a castle", request_id="sdk-t2i").id == t2i.id  # idempotent
+    assert llada.get(und.id).kind == pb.JOB_KIND_UNDERSTAND
+    listed = [j.id for j in llada.iter_jobs(page_size=2)]
+    assert listed[:3] == [edit.id, und.id, t2i.id]
+    assert [j.id for j in llada.list(kind="edit").jobs][0] == edit.id
+
+
+def test_the_broker_message_carries_the_job_id_only(llada, server):
+    job = llada.submit_text_to_image("a message on the broker")
+    queue_dir = server.settings.data_dir / "broker" / "queue"
+    bodies = []
+    for path in queue_dir.iterdir():
+        message = json.loads(path.read_text())
+        bodies.append((message["headers"]["task"], json.loads(base64.b64decode(message["body"]))))
+    args_kwargs = [(args, kwargs) for task, (args, kwargs, _embed) in bodies if args == [job.id]]
+    assert args_kwargs == [([job.id], {})]
+    assert all(task == "llada.run_job" for task, _ in bodies)
+
+
+def test_bad_input_and_bad_key_raise_lladaerror_with_the_field(llada, server):
+    with pytest.raises(LladaError) as err:
+        llada.submit_text_to_image("x", width=300)
+    assert (err.value.code, err.value.field) == ("INVALID_ARGUMENT", "text_to_image.width")
+    with pytest.raises(LladaError) as err:
+        llada.submit_understand(b"not an image", "q")
+    assert err.value.field == "understand.image"
+    with pytest.raises(ValueError, match="decoder"):
+        llada.submit_text_to_image("x", decoder="fast")  # refused before sending
+    with LladaClient(server.address, "llada_not-a-real-key-000000000", timeout=5) as stranger:
+        with pytest.raises(LladaError) as err:
+            stranger.list()
+    assert err.value.code == "UNAUTHENTICATED"
+
+
+def test_wait_reports_progress_and_download_saves_the_result(llada, server, tmp_path):
+    job = llada.submit_text_to_image("a lake", width=256, height=256)
+    result = png_bytes((255, 0, 0))
+    seen = []
+    driver = server.complete_next_queued(image=result)
+    final = llada.wait(job.id, progress=seen.append, timeout=30)
+    driver.join(5)
+    assert state_name(final) == "SUCCEEDED" and is_terminal(final)
+    assert "RUNNING" in [state_name(j) for j in seen] and seen[-1].id == final.id
+    (path,) = llada.download(final, tmp_path / "out")
+    assert path.read_bytes() == result
+    (again,) = llada.download(job.id, tmp_path / "lake.png")  # by id, to a file name
+    assert again == tmp_path / "lake.png" and again.read_bytes() == result
+
+
+def test_cancel_and_delete(llada):
+    job = llada.submit_text_to_image("never mind")
+    assert state_name(llada.cancel(job.id)) == "CANCELLED"
+    llada.delete(job.id)
+    with pytest.raises(LladaError) as err:
+        llada.get(job.id)
+    assert err.value.code == "NOT_FOUND"
+
+
+def test_async_client_end_to_end(server, tmp_path):
+    result = png_bytes((0, 255, 0))
+
+    async def scenario():
+        async with AsyncLladaClient(server.address, server.api_key, timeout=10) as llada:
+            job = await llada.submit_edit(png_bytes(), "paint it green")
+            driver = server.complete_next_queued(image=result)
+            states = []
+
+            async def progress(snapshot):
+                states.append(state_name(snapshot))
+            final = await llada.wait(job.id, progress=progress, timeout=30)
+            await asyncio.to_thread(driver.join, 5)
+            paths = await llada.download(final, tmp_path)
+            page = await llada.list(state="succeeded")
+            other = await llada.submit_understand(png_bytes(), "what?")
+            cancelled = await llada.cancel(other.id)
+            await llada.delete(other.id)
+            with pytest.raises(LladaError):
+                await llada.get(other.id)
+            return final, states, paths, page, cancelled
+
+    final, states, paths, page, cancelled = asyncio.run(scenario())
+    assert state_name(final) == "SUCCEEDED" and states[-1] == "SUCCEEDED" and "RUNNING" in states
+    assert paths[0].read_bytes() == result
+    assert final.id in [j.id for j in page.jobs]
+    assert state_name(cancelled) == "CANCELLED"
