@@ -191,6 +191,9 @@ def test_left_padding_with_fully_hidden_rows_stays_finite_and_exact(model):
     pos = torch.cat([torch.zeros(pad, dtype=torch.long), torch.arange(length - pad)])[None]
     out = model(padded, pos, mask).logits
     assert torch.isfinite(out).all()
+    importance = model(padded, pos, mask, key_importance=True).key_importance
+    assert torch.all(importance[:, :pad] == 0)  # padding rows add no mass to the hidden pad keys
+    assert torch.allclose(importance.sum(), torch.tensor(1.0), atol=1e-5)
     # The real tokens see exactly what an unpadded run with the same blocks would show them.
     alone_mask = mask[..., pad:, pad:]
     alone = model(real, positions(length - pad), alone_mask).logits

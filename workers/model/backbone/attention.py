@@ -50,9 +50,10 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,
         past: KVCache | None,
-        want_importance: bool,
+        query_weights: torch.Tensor | None,
     ) -> tuple[torch.Tensor, KVCache, torch.Tensor | None]:
-        """x [B, Lq, hidden]; mask additive [B|1, 1, Lq, Lk] in x's dtype or None.
+        """x [B, Lq, hidden]; mask additive [B|1, 1, Lq, Lk] in x's dtype or None; query_weights
+        [B|1, 1, Lq, 1] (summing to 1 over queries) requests key importance via the explicit path.
 
         Returns (output, (k, v) over past+current keys, per-key attention mass [B, Lk] or None)."""
         b, length, _ = x.shape
@@ -68,12 +69,13 @@ class Attention(nn.Module):
         groups = self.heads // self.kv_heads
         kr, vr = repeat_kv(k, groups), repeat_kv(v, groups)
         importance = None
-        if want_importance:
+        if query_weights is not None:
             scores = torch.matmul(q, kr.transpose(2, 3)) * self.scale
             if mask is not None:
                 scores = scores + mask
             probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
-            importance = probs.mean(dim=(1, 2))  # mass each key receives, averaged over heads and queries
+            # mass each key receives: weighted mean over queries, plain mean over heads
+            importance = (probs * query_weights).sum(dim=2).mean(dim=1)
             out = torch.matmul(probs.to(vr.dtype), vr)
         else:
             out = F.scaled_dot_product_attention(q, kr, vr, attn_mask=mask, scale=self.scale)

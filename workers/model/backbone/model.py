@@ -34,8 +34,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MoE(cfg) if cfg.is_moe_layer(index) else SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
-    def forward(self, x, cos, sin, mask, past, want_importance):
-        attn, kv, importance = self.attention(self.input_layernorm(x), cos, sin, mask, past, want_importance)
+    def forward(self, x, cos, sin, mask, past, query_weights):
+        attn, kv, importance = self.attention(self.input_layernorm(x), cos, sin, mask, past, query_weights)
         h = x + attn
         return h + self.mlp(self.post_attention_layernorm(h)), kv, importance
 
@@ -90,12 +90,13 @@ class LLaDA2MoeModelLM(nn.Module):
         past_len = self._check_past(past_key_values, batch)
         h = self.model.word_embeddings(input_ids)
         cos, sin = self.model.rotary_emb(position_ids, h.dtype)
-        mask = _prepare_mask(attention_mask, batch, length, past_len + length, h.dtype, h.device)
+        mask, live = _prepare_mask(attention_mask, batch, length, past_len + length, h.dtype, h.device)
+        query_weights = _query_weights(live, length, h.device) if key_importance else None
         presents: list[KVCache] = []
         importance = None
         for i, layer in enumerate(self.model.layers):
             past = past_key_values[i] if past_key_values is not None else None
-            h, kv, layer_importance = layer(h, cos, sin, mask, past, key_importance)
+            h, kv, layer_importance = layer(h, cos, sin, mask, past, query_weights)
             if use_cache:
                 presents.append(kv)
             if layer_importance is not None:
@@ -123,9 +124,11 @@ class LLaDA2MoeModelLM(nn.Module):
 
 def _prepare_mask(
     mask: torch.Tensor | None, batch: int, lq: int, lk: int, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor | None:
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The additive mask in the compute dtype, and which queries can see at least one key
+    ([B|1, 1, Lq, 1] bool; None when there is no mask)."""
     if mask is None:
-        return None
+        return None, None
     if mask.dim() != 4 or mask.shape[0] not in (1, batch) or tuple(mask.shape[1:]) != (1, lq, lk):
         raise ModelInputError("attention_mask", f"expected [B or 1, 1, {lq}, {lk}] (keys = past + current), "
                               f"got {list(mask.shape)}")
@@ -136,4 +139,13 @@ def _prepare_mask(
     # NaN, and NaN values leak into every row through 0·NaN in the next layer. Such rows are never read,
     # so we let them see every key instead; all other rows are unchanged.
     fully_blocked = torch.isneginf(mask).all(dim=-1, keepdim=True)
-    return mask.masked_fill(fully_blocked, 0.0)
+    return mask.masked_fill(fully_blocked, 0.0), ~fully_blocked
+
+
+def _query_weights(live: torch.Tensor | None, lq: int, device: torch.device) -> torch.Tensor:
+    """Per-query weights [B|1, 1, Lq, 1] summing to 1 over the queries that can see some key: key
+    importance averages over those, so padding rows (which were let see everything) add nothing."""
+    if live is None:
+        return torch.full((1, 1, lq, 1), 1.0 / lq, device=device)
+    live = live.float()
+    return live / live.sum(dim=2, keepdim=True).clamp(min=1.0)
