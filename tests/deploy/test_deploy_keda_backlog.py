@@ -1,0 +1,95 @@
+"""The KEDA ScaledObject's backlog query, run against a real Postgres holding jobs in every state:
+it counts the jobs that need or hold a worker (QUEUED, RUNNING, CANCELLING) and nothing else."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from k8s_manifests import OVERLAYS, RendererMissing, find, kustomize_command, render
+
+psycopg = pytest.importorskip("psycopg")
+
+ADMIN_URL = os.environ.get("LLADA_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+BACKLOG_STATES = {"QUEUED", "RUNNING", "CANCELLING"}
+
+
+def _backlog_queries() -> set[str]:
+    try:
+        kustomize_command()
+    except RendererMissing as e:
+        pytest.skip(str(e))
+    return {find(render(f"overlays/{o}"), "ScaledObject", "llada-worker")["spec"]["triggers"][0]["metadata"]["query"]
+            for o in OVERLAYS}
+
+
+@pytest.fixture(scope="module")
+def jobs_database():
+    """A throwaway database with the project's schema (its Alembic migrations); plain libpq URL."""
+    db = pytest.importorskip("shared.db", reason="shared.db not written yet")
+    try:
+        psycopg.connect(ADMIN_URL, connect_timeout=2).close()
+    except psycopg.Error:
+        pytest.skip(f"no PostgreSQL at {ADMIN_URL}")
+    name = f"llada_deploy_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    try:
+        db.upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _insert_jobs(url: str, counts: dict[str, int]) -> None:
+    from shared.db import Job, make_engine, session_factory
+    from shared.jobs import JobKind
+
+    engine = make_engine(url)
+    try:
+        with session_factory(engine)() as s, s.begin():
+            for state, n in counts.items():
+                for i in range(n):
+                    s.add(Job(tenant=f"tenant-{i % 2}", request_id=None, kind=JobKind.TEXT_TO_IMAGE.value,
+                              params={}, input_keys={}, state=state, priority=i % 3,
+                              cancel_requested=state == "CANCELLING"))
+    finally:
+        engine.dispose()
+
+
+def _run(url: str, query: str) -> int:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(query).fetchall()
+    assert len(rows) == 1 and len(rows[0]) == 1, "KEDA needs exactly one number"
+    return rows[0][0]
+
+
+def test_backlog_query_counts_queued_running_and_cancelling_only(jobs_database):
+    from shared.jobs import JobState
+
+    queries = _backlog_queries()
+    assert len(queries) == 1, "the overlays disagree on the backlog query"
+    [query] = queries
+    assert _run(jobs_database, query) == 0, "an empty table must let KEDA scale to the minimum"
+
+    # A different count per state, so that counting any wrong set of states gives a different total.
+    counts = {state.value: 2 ** i for i, state in enumerate(JobState)}
+    assert set(counts) >= BACKLOG_STATES | {"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"}
+    _insert_jobs(jobs_database, counts)
+    assert _run(jobs_database, query) == sum(counts[s] for s in BACKLOG_STATES)
+
+
+def test_backlog_query_is_answered_from_an_index_on_state(jobs_database):
+    # KEDA polls every few seconds: the query must not need a full scan once the table is large.
+    [query] = _backlog_queries()
+    with psycopg.connect(jobs_database) as conn:
+        state_indexes = [name for name, definition in conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs'").fetchall()
+            if "(state" in definition]
+        assert state_indexes, "no index leads with jobs.state"
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {query}").fetchall())
+    assert any(name in plan for name in state_indexes), plan
