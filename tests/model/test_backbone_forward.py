@@ -77,7 +77,8 @@ def reference_logits(model, ids: list[int], mask: torch.Tensor) -> torch.Tensor:
         for i in range(rd // 2):
             angle = p / cfg.rope_theta ** (2 * i / rd)
             a, b = v[i], v[i + rd // 2]
-            out[i], out[i + rd // 2] = a * math.cos(angle) - b * math.sin(angle), b * math.cos(angle) + a * math.sin(angle)
+            out[i] = a * math.cos(angle) - b * math.sin(angle)
+            out[i + rd // 2] = b * math.cos(angle) + a * math.sin(angle)
         return out
 
     def ffn(prefix, v):
@@ -88,8 +89,10 @@ def reference_logits(model, ids: list[int], mask: torch.Tensor) -> torch.Tensor:
         p = f"model.layers.{i}"
         h = rms(x, sd[f"{p}.input_layernorm.weight"], eps)
         qkv = (h @ sd[f"{p}.attention.query_key_value.weight"].T).view(length, nh + 2 * nkv, hd)
-        q = [[rope(rms(qkv[t, j], sd[f"{p}.attention.query_layernorm.weight"], eps), t) for t in range(length)] for j in range(nh)]
-        k = [[rope(rms(qkv[t, nh + j], sd[f"{p}.attention.key_layernorm.weight"], eps), t) for t in range(length)] for j in range(nkv)]
+        q_norm, k_norm = sd[f"{p}.attention.query_layernorm.weight"], sd[f"{p}.attention.key_layernorm.weight"]
+        # heads: q = the first nh, k = the next nkv, v = the last nkv; q/k RMSNorm per head, then RoPE
+        q = [[rope(rms(qkv[t, j], q_norm, eps), t) for t in range(length)] for j in range(nh)]
+        k = [[rope(rms(qkv[t, nh + j], k_norm, eps), t) for t in range(length)] for j in range(nkv)]
         v = [[qkv[t, nh + nkv + j] for t in range(length)] for j in range(nkv)]
         heads = []
         for j in range(nh):

@@ -50,7 +50,8 @@ def test_loads_every_tensor_from_the_files(tiny_ckpt):
     state = model.state_dict()
     index = json.loads((tiny_ckpt / INDEX).read_text())
     assert set(state) == set(index["weight_map"])  # every file tensor is a module tensor and vice versa
-    for name in ("lm_head.weight", "model.layers.2.mlp.experts.31.down_proj.weight", "model.layers.1.mlp.gate.expert_bias"):
+    names = ("lm_head.weight", "model.layers.2.mlp.experts.31.down_proj.weight", "model.layers.1.mlp.gate.expert_bias")
+    for name in names:
         with safe_open(tiny_ckpt / index["weight_map"][name], framework="pt") as f:
             assert torch.equal(state[name], f.get_tensor(name).float())
 
