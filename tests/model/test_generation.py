@@ -1,0 +1,151 @@
+"""Task-level generation (MODEL_SPEC §3.3–3.5) on the real tiny backbone and tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_sampler_doubles import single_torch_thread  # noqa: F401 (autouse fixture)
+from torch import nn
+
+from workers.model import prompts as P
+from workers.model.backbone import load_backbone
+from workers.model.errors import Cancelled, ModelInputError
+from workers.model.generation import edit_tokens, text_to_image_tokens, understand_tokens
+from workers.model.sampler import GenerationRequest, generate
+from workers.model.text_tokenizer import TextTokenizer
+
+GRID = 4
+
+
+@pytest.fixture(scope="module")
+def backbone(tiny_ckpt):
+    model = load_backbone(tiny_ckpt, device="cpu", dtype=torch.float32)
+    return model, TextTokenizer.from_folder(tiny_ckpt, model.config)
+
+
+class RecordingBackboneDouble(nn.Module):
+    """Test double around the real backbone: records every batch and can force a token at a position id
+    (a large logit bias), so a test can make the random tiny model emit `<boi>` or EOS where it wants."""
+
+    def __init__(self, model, script: dict[int, int] | None = None):
+        super().__init__()
+        self.inner = model
+        self.config = model.config
+        self.script = script or {}
+        self.calls: list[torch.Tensor] = []
+
+    def forward(self, input_ids, position_ids, *args, logits_to_keep=0, **kwargs):
+        self.calls.append(input_ids.clone())
+        out = self.inner(input_ids, position_ids, *args, logits_to_keep=logits_to_keep, **kwargs)
+        logits = out.logits.clone()
+        kept = position_ids[:, -logits.shape[1] :]
+        for position, token in self.script.items():
+            logits[..., token] += 100.0 * (kept == position)
+        return out._replace(logits=logits)
+
+
+def codes_in_range(codes, tok):
+    return len(codes) == GRID * GRID and all(0 <= c < tok.codebook_size for c in codes)
+
+
+def test_text_to_image_returns_the_requested_grid_of_codes(backbone):
+    model, tok = backbone
+    spy = RecordingBackboneDouble(model)
+    out = text_to_image_tokens(spy, tok, "a red cat", grid_h=GRID, grid_w=GRID)
+    assert out["h"] == GRID and out["w"] == GRID and out["thinking"] is None
+    assert codes_in_range(out["codes"], tok)
+    cond, uncond = P.t2i_prompts(tok, "a red cat", GRID, GRID)
+    first = spy.calls[0]
+    assert first.shape[0] == 2  # cond + uncond rows (CFG 2.0)
+    assert first[0, : len(cond)].tolist() == cond
+    assert first[1, len(cond) - len(uncond) : len(cond)].tolist() == uncond
+    assert text_to_image_tokens(model, tok, "a red cat", grid_h=GRID, grid_w=GRID) == out  # greedy
+
+
+def test_thinking_mode_runs_text_then_image_from_the_text(backbone):
+    model, tok = backbone
+    phase1 = P.thinking_phase1_prompt(tok, "a red cat")
+    boi_at = len(phase1) + 5
+    spy = RecordingBackboneDouble(model, script={boi_at: tok.boi_id})
+    stages = []
+    out = text_to_image_tokens(
+        spy, tok, "a red cat", grid_h=GRID, grid_w=GRID, mode="thinking", thinking_gen_length=40,
+        thinking_steps=8, progress=lambda stage, *_: stages.append(stage),
+    )
+    assert codes_in_range(out["codes"], tok)
+    think_calls = [c for c in spy.calls if c.shape[0] == 1]
+    first_image = next(i for i, c in enumerate(spy.calls) if c.shape[0] == 2)
+    assert first_image == len(think_calls) > 0  # all of phase 1 (no CFG), then phase 2 (CFG rows)
+    cond_row = spy.calls[first_image][0]
+    assert cond_row[: len(phase1)].tolist() == phase1
+    thought = cond_row[len(phase1) : boi_at].tolist()  # the 5 text tokens phase 1 wrote before <boi>
+    assert tok.mask_id not in thought
+    assert cond_row[boi_at : boi_at + 4].tolist() == P.image_header(tok, GRID, GRID)  # requested grid
+    assert out["thinking"] == tok.decode(thought).strip()
+    assert stages[0] == "think" and stages[-1] == "denoise" and "denoise" not in stages[: len(think_calls)]
+
+
+def test_understanding_decodes_the_answer_up_to_eos(backbone):
+    model, tok = backbone
+    codes = list(range(GRID * GRID))
+    prompt = P.understand_prompt(tok, codes, GRID, GRID, "What is in this image?")
+    spy = RecordingBackboneDouble(model, script={len(prompt) + 6: tok.eos_id})
+    answer = understand_tokens(spy, tok, codes, GRID, GRID, "What is in this image?", gen_length=64, steps=8)
+    request = GenerationRequest(prompts=[prompt], gen_length=64, steps=8, block_length=32, mask_id=tok.mask_id,
+                                eos_id=tok.eos_id)
+    [result] = generate(spy, [request])
+    assert len(result.ids) == 7 and result.ids[-1] == tok.eos_id  # cut after the first EOS
+    assert answer == tok.decode(result.ids).strip()
+
+
+@pytest.mark.parametrize("image_scale,rows", [(0.0, 2), (1.5, 3)])
+def test_editing_uses_two_or_three_cfg_branches(backbone, image_scale, rows):
+    model, tok = backbone
+    spy = RecordingBackboneDouble(model)
+    out = edit_tokens(spy, tok, list(range(GRID * GRID)), GRID, GRID, "make the sky purple",
+                      cfg_image_scale=image_scale)
+    assert out["h"] == GRID and out["w"] == GRID and codes_in_range(out["codes"], tok)
+    assert {c.shape[0] for c in spy.calls} == {rows}
+
+
+def test_sprint_options_are_accepted_as_a_mapping(backbone):
+    model, tok = backbone
+    out = text_to_image_tokens(model, tok, "a dog", grid_h=GRID, grid_w=GRID,
+                               sprint={"keep_ratio": 0.5, "cache_warmup_steps": 1})
+    assert codes_in_range(out["codes"], tok)
+
+
+@pytest.mark.parametrize(
+    "field,kwargs",
+    [
+        ("grid_h", dict(grid_h=0)),
+        ("steps", dict(steps=0)),
+        ("block_length", dict(block_length=0)),
+        ("mode", dict(mode="dreaming")),
+        ("prompt", dict(prompt="  ")),
+        ("sprint", dict(sprint={"keep": 0.5})),
+        ("sprint.keep_ratio", dict(sprint={"keep_ratio": 1.5})),
+    ],
+)
+def test_bad_text_to_image_input_names_the_field(backbone, field, kwargs):
+    model, tok = backbone
+    args = dict(prompt="a cat", grid_h=GRID, grid_w=GRID) | kwargs
+    with pytest.raises(ModelInputError) as err:
+        text_to_image_tokens(model, tok, args.pop("prompt"), **args)
+    assert err.value.field == field
+
+
+def test_bad_edit_and_understanding_input_names_the_field(backbone):
+    model, tok = backbone
+    with pytest.raises(ModelInputError) as err:
+        edit_tokens(model, tok, [0] * 15, GRID, GRID, "make it blue")
+    assert err.value.field == "codes"
+    with pytest.raises(ModelInputError) as err:
+        understand_tokens(model, tok, [0] * 16, GRID, GRID, "why?", gen_length=0)
+    assert err.value.field == "gen_length"
+
+
+def test_cancellation_stops_generation(backbone):
+    model, tok = backbone
+    with pytest.raises(Cancelled):
+        text_to_image_tokens(model, tok, "a cat", grid_h=GRID, grid_w=GRID, should_cancel=lambda: True)
