@@ -162,3 +162,16 @@ def test_config_reads_the_official_values():
     cfg = BackboneConfig.from_dict(official)
     assert (cfg.rotary_dim, cfg.qkv_width, cfg.num_query_groups, cfg.codebook_size) == (64, 3072, 4, 16384)
     assert cfg.raw["auto_map"] == {"AutoConfig": "x"} and cfg.is_moe_layer(1) and not cfg.is_moe_layer(0)
+
+
+def test_optional_biases_and_qk_norm_follow_the_config(backbone_only):
+    from workers.model.backbone import LLaDA2MoeModelLM
+
+    data = json.loads((backbone_only / "config.json").read_text())
+    with torch.device("meta"):
+        plain = LLaDA2MoeModelLM(BackboneConfig.from_dict(data)).state_dict()
+        varied = LLaDA2MoeModelLM(BackboneConfig.from_dict(dict(data, use_qkv_bias=True, use_bias=True,
+                                                                 use_qk_norm=False))).state_dict()
+    assert "model.layers.0.attention.query_key_value.bias" not in plain
+    assert "model.layers.0.attention.query_key_value.bias" in varied and "model.layers.0.attention.dense.bias" in varied
+    assert "model.layers.0.attention.query_layernorm.weight" not in varied

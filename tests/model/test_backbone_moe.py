@@ -92,3 +92,21 @@ def test_bf16_moe_close_to_fp32(tiny_ckpt, hidden):
     a, b = moe32(hidden), moe16(hidden.bfloat16())
     assert b.dtype == torch.bfloat16
     assert (a - b.float()).abs().max() < 0.05 * a.abs().max()
+
+
+def test_each_expert_runs_once_per_forward(model, hidden):
+    """Tokens are grouped by expert: one call per expert that received tokens, whatever the token count."""
+    moe = model.model.layers[1].mlp
+    calls: dict[int, int] = {}
+    handles = [
+        expert.register_forward_hook(lambda mod, args, out, e=e: calls.__setitem__(e, calls.get(e, 0) + 1))
+        for e, expert in enumerate(moe.experts)
+    ]
+    try:
+        moe(hidden)
+    finally:
+        for handle in handles:
+            handle.remove()
+    ids, _ = moe.gate(hidden)
+    assert set(calls) == set(ids.flatten().tolist())
+    assert set(calls.values()) == {1}
