@@ -24,9 +24,14 @@ def _postgres_available() -> bool:
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
+def postgres_admin_url():
     if not _postgres_available():
         pytest.skip("no PostgreSQL at " + POSTGRES_ADMIN_URL)
+    return POSTGRES_ADMIN_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_admin_url):
     name = f"llada_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')

@@ -51,3 +51,5 @@ def test_upgrade_command_reads_the_environment(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "0001" in done.stdout
     assert "jobs" in inspect(make_engine(url)).get_table_names()
+
+
