@@ -71,11 +71,23 @@ def test_worker_images_shut_down_warm_under_tini():
         assert entrypoint[:2] == ["tini", "--"], name
 
 
+def _torch_pin() -> str:
+    return str(_pyproject_dependencies()["torch"].specifier).removeprefix("==")
+
+
 def test_gpu_worker_builds_on_a_cuda_pytorch_base_with_the_pinned_torch():
+    pin = _torch_pin()
     text = (DOCKER / "worker.Dockerfile").read_text()
     base = next(line for line in text.splitlines() if line.startswith("ARG TORCH_IMAGE="))
-    assert "pytorch/pytorch:2.13.0-cuda" in base
-    assert "'2.13.0'" in text  # the build fails when the base carries another torch
+    assert f"pytorch/pytorch:{pin}-cuda" in base
+    assert f"v == '{pin}'" in text, "the build must stop when the base carries another torch"
+
+
+def test_cpu_worker_installs_the_pinned_torch_from_the_cpu_index():
+    runs = " ".join(_instructions(DOCKER / "worker-cpu.Dockerfile", "RUN"))
+    assert f"--index-url https://download.pytorch.org/whl/cpu torch=={_torch_pin()}" in runs
+    # The CPU torch goes in before the project, so installing the project never pulls a CUDA build.
+    assert runs.index("whl/cpu") < runs.index("pip install -e .")
 
 
 def test_no_weights_are_baked_into_images():
