@@ -34,9 +34,9 @@ class Subscription(abc.ABC):
         self._closed = False
 
     async def start(self) -> "Subscription":
-        if not self._started:
-            self._started = True
+        if not self._started and not self._closed:
             await self._start()
+            self._started = True  # only once subscribed: a failed start leaves nothing to close
         return self
 
     def __await__(self):

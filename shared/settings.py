@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         if self.model_path is None:
             # The embedded default runs the tiny random checkpoint (ARCHITECTURE §6).
             self.model_path = str(root / "tiny-checkpoint")
+        if self.heartbeat_timeout_s <= 2 * self.heartbeat_interval_s:
+            # One late heartbeat must not get a healthy job reaped.
+            raise ValueError("heartbeat_timeout_s must exceed twice heartbeat_interval_s")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be set together")
         return self

@@ -100,3 +100,16 @@ def test_bus_from_settings(tmp_path):
     assert isinstance(event_bus_from_settings(Settings(event_bus_url=REDIS_URL)), RedisEventBus)
     with pytest.raises(ValueError, match="event_bus_url"):
         event_bus_from_settings(Settings(event_bus_url="kafka://x"))
+
+
+def test_a_failed_subscribe_can_still_be_closed():
+    bus = RedisEventBus("redis://127.0.0.1:1/0")  # nothing listens on port 1
+
+    async def scenario():
+        sub = bus.subscribe("j")
+        with pytest.raises(redis.ConnectionError):
+            await sub.start()
+        await sub.aclose()
+        return [event async for event in sub]
+
+    assert asyncio.run(scenario()) == []

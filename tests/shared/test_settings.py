@@ -45,3 +45,8 @@ def test_bad_values_are_refused_naming_the_setting(monkeypatch):
 def test_tls_needs_both_files():
     with pytest.raises(ValidationError, match="tls_cert_file"):
         Settings(tls_cert_file=Path("/x/cert.pem"))
+
+
+def test_heartbeat_timeout_must_leave_room_for_a_late_beat():
+    with pytest.raises(ValidationError, match="heartbeat_timeout_s"):
+        Settings(heartbeat_interval_s=10, heartbeat_timeout_s=15)
