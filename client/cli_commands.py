@@ -31,9 +31,9 @@ def summary(job: pb.Job) -> str:
 class ProgressLine:
     """One self-overwriting status line on stderr while a job runs (a plain line when not a terminal)."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
 
     def __call__(self, job: pb.Job) -> None:
         total = job.progress.total

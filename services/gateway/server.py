@@ -27,8 +27,8 @@ from shared.settings import Settings
 log = logging.getLogger("llada.gateway")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
-# On SIGTERM running calls get this long to finish; open WatchJob streams are then cut and the
-# clients re-call (a watch resumes from the current snapshot). Kubernetes' default grace is 30 s.
+# On SIGTERM unary calls in flight get this long to finish (open WatchJob streams end at once and
+# their clients re-call). Below Kubernetes' default 30 s termination grace.
 SHUTDOWN_GRACE_S = 10.0
 
 
@@ -58,10 +58,13 @@ class RunningGateway:
     port: int
     health: health_aio.HealthServicer
     metrics: GatewayMetrics
+    servicer: JobServicer
 
     async def stop(self, grace: float | None = SHUTDOWN_GRACE_S) -> None:
-        # Tell load balancers first, then let calls in flight finish.
+        # Tell load balancers first, end the open watches (clients resume elsewhere), then let the
+        # unary calls in flight finish.
         await self.health.enter_graceful_shutdown()
+        self.servicer.closing.set()
         await self.server.stop(grace)
 
 
@@ -77,7 +80,8 @@ async def start_gateway(deps: GatewayDeps, *, listen: str | None = None,
               ("grpc.max_send_message_length", settings.max_message_bytes)]
     # Metrics outermost, so refused (unauthenticated) calls are counted too.
     server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics), auth], options=limits)
-    pb_grpc.add_JobServiceServicer_to_server(JobServicer(deps), server)
+    servicer = JobServicer(deps)
+    pb_grpc.add_JobServiceServicer_to_server(servicer, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection([SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -89,7 +93,7 @@ async def start_gateway(deps: GatewayDeps, *, listen: str | None = None,
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     log.info("gateway listening", extra={"address": address, "port": port, "tls": credentials is not None})
-    return RunningGateway(server, port, health, metrics)
+    return RunningGateway(server, port, health, metrics, servicer)
 
 
 async def serve(deps: GatewayDeps) -> None:

@@ -51,6 +51,9 @@ class JobServicer(pb_grpc.JobServiceServicer):
     def __init__(self, deps: GatewayDeps):
         self.deps = deps
         self.settings = deps.settings
+        # Set on shutdown: open watches end (without a terminal snapshot) so the server need not wait
+        # for them; clients re-call WatchJob, which resumes from the current snapshot.
+        self.closing = asyncio.Event()
 
     # --- helpers -------------------------------------------------------------------------------------
     async def _db(self, fn, *args, **kwargs):
@@ -225,18 +228,24 @@ class JobServicer(pb_grpc.JobServiceServicer):
                     if fingerprint != last:
                         last = fingerprint
                         yield snapshot
-                    if terminal:
+                    if terminal or self.closing.is_set():
                         return
-                    try:
-                        await asyncio.wait_for(wake.wait(), timeout=self.deps.watch_poll_interval_s)
-                    except TimeoutError:
-                        pass
+                    await self._wait_for_change(wake)
             finally:
                 if pump is not None:
                     pump.cancel()
                 if subscription is not None:
                     with contextlib.suppress(Exception):
                         await subscription.aclose()
+
+    async def _wait_for_change(self, wake: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(self.closing.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self.deps.watch_poll_interval_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _subscribe(self, job_id: str):
         try:

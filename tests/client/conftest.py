@@ -72,14 +72,27 @@ class GatewayProcess:
             self.db(repo.finish_job, job_id, output_keys=keys, output_text=text)
         self.events.publish(job_id, {"type": "state"})
 
+    def complete_soon(self, job_id: str, **kwargs) -> threading.Thread:
+        """``complete`` in a thread, while the test waits on the job."""
+        thread = threading.Thread(target=self.complete, args=(job_id,), kwargs=kwargs, daemon=True)
+        thread.start()
+        return thread
+
+    def queued_ids(self) -> set[str]:
+        jobs, _ = self.db(repo.list_jobs, self.settings.default_tenant, state="QUEUED", page_size=500)
+        return {job.id for job in jobs}
+
     def complete_next_queued(self, **kwargs) -> threading.Thread:
-        """In a thread: waits for the tenant's next QUEUED job to appear, then completes it."""
+        """In a thread: waits for a QUEUED job of the default tenant that is not queued yet now (the one
+        the test is about to submit), then completes it."""
+        already = self.queued_ids()
+
         def run():
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
-                jobs, _ = self.db(repo.list_jobs, self.settings.default_tenant, state="QUEUED")
-                if jobs:
-                    self.complete(jobs[0].id, **kwargs)
+                new = self.queued_ids() - already
+                if new:
+                    self.complete(new.pop(), **kwargs)
                     return
                 time.sleep(0.05)
         thread = threading.Thread(target=run, daemon=True)

@@ -73,7 +73,7 @@ def test_wait_reports_progress_and_download_saves_the_result(llada, server, tmp_
     job = llada.submit_text_to_image("a lake", width=256, height=256)
     result = png_bytes((255, 0, 0))
     seen = []
-    driver = server.complete_next_queued(image=result)
+    driver = server.complete_soon(job.id, image=result)
     final = llada.wait(job.id, progress=seen.append, timeout=30)
     driver.join(5)
     assert state_name(final) == "SUCCEEDED" and is_terminal(final)
@@ -99,7 +99,7 @@ def test_async_client_end_to_end(server, tmp_path):
     async def scenario():
         async with AsyncLladaClient(server.address, server.api_key, timeout=10) as llada:
             job = await llada.submit_edit(png_bytes(), "paint it green")
-            driver = server.complete_next_queued(image=result)
+            driver = server.complete_soon(job.id, image=result)
             states = []
 
             async def progress(snapshot):

@@ -4,6 +4,7 @@ import datetime
 import ipaddress
 import subprocess
 import sys
+import time
 
 import grpc
 import pytest
@@ -42,7 +43,13 @@ def test_metrics_count_requests_by_method_and_code_and_jobs_by_state(make_gatewa
         gw.stub.ListJobs(pb.ListJobsRequest())  # no key
 
     def count(method, code):
-        return registry.get_sample_value("llada_gateway_requests_total", {"method": method, "code": code})
+        # The status reaches the client before the server-side wrapper records it: allow a moment.
+        for _ in range(100):
+            value = registry.get_sample_value("llada_gateway_requests_total", {"method": method, "code": code})
+            if value is not None:
+                return value
+            time.sleep(0.01)
+        return None
 
     assert count("SubmitJob", "OK") == 1
     assert count("GetJob", "NOT_FOUND") == 1
