@@ -5,21 +5,30 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared.db.migrate import current_revision, upgrade
+from shared.db.migrate import current_revision, new_revision, upgrade
 from shared.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.db", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("upgrade", "apply all migrations"), ("current", "print the applied revision")):
+    commands = {
+        "upgrade": "apply all migrations",
+        "current": "print the applied revision",
+        "revision": "autogenerate a new migration from the models (database must be at head)",
+    }
+    for name, help_text in commands.items():
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--url", help="database URL (default: LLADA_DATABASE_URL or the embedded SQLite file)")
+        if name == "revision":
+            cmd.add_argument("-m", "--message", required=True)
     args = parser.parse_args(argv)
     url = args.url or get_settings().database_url
     if args.command == "upgrade":
         upgrade(url)
         print(f"database at revision {current_revision(url)}")
+    elif args.command == "revision":
+        new_revision(url, args.message)
     else:
         print(current_revision(url) or "(empty)")
     return 0
