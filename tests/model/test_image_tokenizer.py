@@ -17,7 +17,7 @@ from workers.model.weights import CheckpointError
 def _noise_image(width, height, seed=0, mode="RGB"):
     channels = len(mode)
     pixels = np.random.RandomState(seed).randint(0, 256, (height, width, channels), dtype=np.uint8)
-    return Image.fromarray(pixels, mode=mode)
+    return Image.fromarray(pixels)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_rgba_composited_on_white_and_rescale_then_normalise(tokenizer):
     rgba[..., :3] = 128
     rgba[:8, ..., 3] = 0  # top half fully transparent → white
     rgba[8:, ..., 3] = 255  # bottom half opaque grey 128
-    patches, _ = tokenizer.preprocess(Image.fromarray(rgba, mode="RGBA"))
+    patches, _ = tokenizer.preprocess(Image.fromarray(rgba))
     vec = patches[0].view(3, 16, 16)
     assert torch.all(vec[:, :8] == 1.0)
     grey = (np.float32(128) * np.float32(1 / 255) - np.float32(0.5)) / np.float32(0.5)

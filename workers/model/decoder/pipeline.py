@@ -43,7 +43,7 @@ DEFAULT_RESOLUTION_MULTIPLIER = 2  # §5.4: 2 = 1024 px from a 32×32 grid
 def pixels_to_image(pixels: torch.Tensor) -> Image.Image:
     """[3, H, W] in [0, 1] → RGB PIL image; ×255 then **truncation**, as torchvision's to_pil_image (§5.4)."""
     array = (pixels.float().cpu() * 255).permute(1, 2, 0).numpy()
-    return Image.fromarray(array.astype(np.uint8), mode="RGB")
+    return Image.fromarray(array.astype(np.uint8))
 
 
 class ImageDecoder:

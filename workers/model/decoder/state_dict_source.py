@@ -20,7 +20,10 @@ class StateDictSource:
         self.path = Path(path)
         if not self.path.is_file():
             raise CheckpointError(f"missing file {self.path}")
-        state = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # files in torch's legacy (pre-zip) format cannot be memory-mapped
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"{self.path}: expected a state dict of tensors")
         self._state: dict[str, torch.Tensor] = state
