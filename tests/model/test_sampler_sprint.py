@@ -39,14 +39,17 @@ def test_sprint_without_pruning_equals_the_baseline(prompts, warmup):
 
 
 def test_sprint_and_baseline_requests_share_a_batch():
-    prompts = [PAD_FREE_IDS[:11]]
-    alone = generate(ScriptedBackboneDouble(), [make_request(prompts, sprint=EXACT)])[0].ids
-    mixed = generate(
-        ScriptedBackboneDouble(),
-        [make_request([PAD_FREE_IDS[:3]], gen_length=40), make_request(prompts, sprint=EXACT)],
-    )
-    assert mixed[1].ids == alone
-    assert mixed[0].ids == generate(ScriptedBackboneDouble(), [make_request([PAD_FREE_IDS[:3]], gen_length=40)])[0].ids
+    # Different prompt lengths, so one request captures its prefix while another already reuses its cache.
+    requests = [
+        make_request([PAD_FREE_IDS[:11]], sprint=EXACT),
+        make_request([PAD_FREE_IDS[:3]], gen_length=40),
+        make_request([PAD_FREE_IDS[:19], PAD_FREE_IDS[20:25]], cfg_scale=2.0, sprint=EXACT),
+        make_request([PAD_FREE_IDS[:6]], gen_length=30, sprint=SprintOptions(keep_ratio=0.5, cache_warmup_steps=2)),
+    ]
+    model = ScriptedBackboneDouble()
+    together = generate(model, requests)
+    assert any(c["past_len"] > 0 and c["use_cache"] for c in model.calls)  # capture beside cached rows
+    assert [r.ids for r in together] == [generate(ScriptedBackboneDouble(), [r])[0].ids for r in requests]
 
 
 def test_pruning_shrinks_the_prefix_cache_and_still_fills_gen_length():

@@ -214,7 +214,7 @@ def start_request(request: GenerationRequest, device: torch.device | str = "cpu"
         positions[row, pad:] = torch.arange(total - pad, device=device)
     unfilled = torch.zeros(total, dtype=torch.bool, device=device)
     unfilled[prompt_length:] = True
-    confidence = torch.ones(total, dtype=torch.float32, device=device)
+    confidence = torch.full((total,), sprint_ops.PROMPT_TOKEN_CONFIDENCE, dtype=torch.float32, device=device)
 
     generator = None
     if request.temperature > 0:
