@@ -7,6 +7,8 @@ import sys
 import types
 
 import pytest
+
+pytestmark = pytest.mark.timeout(60)
 from PIL import Image
 
 from client import cli

@@ -6,6 +6,8 @@ import io
 import json
 
 import pytest
+
+pytestmark = pytest.mark.timeout(60)
 from PIL import Image
 
 from client import AsyncLladaClient, LladaClient, LladaError, is_terminal, state_name
