@@ -203,3 +203,17 @@ def test_image_only_needs_the_offset():
     with pytest.raises(ModelInputError) as err:
         generate(ScriptedBackboneDouble(), [make_request(5, image_only=True)])
     assert err.value.field == "image_token_offset"
+
+
+def test_top_k_and_top_p_filter_like_the_reference():
+    from workers.model.sampler.sampling import sample_tokens
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    _, _, probs = sample_tokens(logits, temperature=1.0, top_k=2, top_p=None, generator=torch.Generator())
+    assert torch.allclose(probs, torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
+    _, _, probs = sample_tokens(logits, temperature=1.0, top_k=0, top_p=0.7, generator=torch.Generator())
+    assert torch.allclose(probs, torch.tensor([[0.625, 0.375, 0.0, 0.0]]))  # mass before 0.15 is 0.8 > 0.7
+    _, _, probs = sample_tokens(logits, temperature=1.0, top_k=0, top_p=0.85, generator=torch.Generator())
+    assert torch.allclose(probs, torch.tensor([[0.5, 0.3, 0.15, 0.0]]) / 0.95)
+    tokens, token_probs, _ = sample_tokens(logits, temperature=0.0, top_k=None, top_p=None, generator=None)
+    assert tokens.tolist() == [0] and torch.allclose(token_probs, torch.tensor([0.5]))

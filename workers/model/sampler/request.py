@@ -65,7 +65,7 @@ class GenerationRequest:
     steps: int = 32
     threshold: float = 0.95
     temperature: float = 0.0
-    top_k: int | None = None
+    top_k: int | None = None  # None or 0: off
     top_p: float | None = None
     minimal_topk: int = 1
     cfg_scale: float = 1.0
@@ -93,8 +93,8 @@ class GenerationRequest:
                 raise ModelInputError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.temperature < 0:
             raise ModelInputError("temperature", f"must be >= 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ModelInputError("top_k", f"must be >= 1, got {self.top_k}")
+        if self.top_k is not None and self.top_k < 0:
+            raise ModelInputError("top_k", f"must be >= 0 (0 = off), got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ModelInputError("top_p", f"must be in (0, 1], got {self.top_p}")
         if self.cfg_image_scale < 0:

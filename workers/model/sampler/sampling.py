@@ -10,7 +10,7 @@ import torch
 
 
 def _top_k_filter(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
-    if top_k is None or top_k >= logits.shape[-1]:
+    if not top_k or top_k >= logits.shape[-1]:  # None or 0: off, as in the reference
         return logits
     kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth, float("-inf"))
@@ -20,9 +20,10 @@ def _top_p_filter(logits: torch.Tensor, top_p: float | None) -> torch.Tensor:
     if top_p is None or top_p >= 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-    cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-    # Drop a token once the mass before it already reaches top_p; the most likely token always stays.
-    drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= top_p
+    sorted_probs = torch.softmax(sorted_logits, dim=-1)
+    # As the reference: drop a token once the mass strictly before it exceeds top_p (the most likely token
+    # always stays).
+    drop_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs) > top_p
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
