@@ -159,6 +159,13 @@ def test_output_size(turbo, rmul):
     assert image.size == (3 * 16 * rmul, 2 * 16 * rmul) and image.mode == "RGB"
 
 
+def test_bf16_compute(tiny_ckpt):
+    decoder = load_decoder(tiny_ckpt, mode="turbo", dtype=torch.bfloat16)
+    assert decoder.transformer.x_pad_token.dtype == torch.bfloat16 and decoder.vae.dtype == torch.bfloat16
+    image = decoder.decode(CODES_2x3, 2, 3, steps=1, seed=0, resolution_multiplier=1)
+    assert image.size == (48, 32) and np.asarray(image).std() > 1
+
+
 def test_vae_gets_scaled_and_shifted_latents(normal, monkeypatch):
     seen = {}
     real = normal.vae.decode

@@ -34,6 +34,11 @@ def test_understanding_resize_sizes(size, expected):
     assert w % 32 == 0 and h % 32 == 0 and 128 * 128 <= w * h <= 800 * 800
 
 
+def test_multi_image_bound():
+    out = understanding_resize(_image(1024, 1024), max_pixels=448 * 448)
+    assert out.size == (448, 448)
+
+
 def test_smart_size_bounds_for_many_shapes():
     for width in range(40, 3000, 97):
         for height in range(40, 3000, 131):

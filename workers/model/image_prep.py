@@ -22,6 +22,7 @@ from workers.model.image_tokenizer.preprocess import to_rgb
 UNDERSTANDING_FACTOR = 32
 UNDERSTANDING_MIN_PIXELS = 128 * 128  # §3.4, single image
 UNDERSTANDING_MAX_PIXELS = 800 * 800  # §3.4, single image (up to 50×50 = 2500 tokens)
+UNDERSTANDING_MULTI_IMAGE_MAX_PIXELS = 448 * 448  # §3.4, each image of a multi-image request
 MAX_ASPECT_RATIO = 200  # Qwen2.5-VL's smart resize refuses more extreme images; so do we, with a clear error
 
 # §3.5: generate_crop_size_list((512 // 32) ** 2, 32), aspect ≤ 4 → 49 (w, h) candidates.
@@ -76,6 +77,8 @@ def smart_size(
 
 
 def _centre_window(size: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int, int, int]:
+    # [INFERRED] odd margins: the extra pixel goes to the right/bottom (floor division), also when the
+    # window is larger than the image (negative margins → PIL pads).
     (width, height), (crop_w, crop_h) = size, crop
     left, top = (width - crop_w) // 2, (height - crop_h) // 2
     return left, top, left + crop_w, top + crop_h
@@ -90,11 +93,14 @@ def resize_cover_crop(image: Image.Image, width: int, height: int, resample: Ima
     return image.resize(covered, resample=resample).crop(_centre_window(covered, (width, height)))
 
 
-def understanding_resize(image: Image.Image) -> Image.Image:
-    """RGB image whose sides are multiples of 32 with 128² ≤ pixels ≤ 800² (§3.4; bicubic, centre crop)."""
+def understanding_resize(image: Image.Image, *, max_pixels: int = UNDERSTANDING_MAX_PIXELS) -> Image.Image:
+    """RGB image whose sides are multiples of 32 with 128² ≤ pixels ≤ max_pixels (§3.4; bicubic, centre crop).
+
+    `max_pixels`: 800² for a single image (default); the reference uses 448² per image for several images.
+    """
     _check_image(image)
     image = to_rgb(image)
-    height, width = smart_size(image.height, image.width)
+    height, width = smart_size(image.height, image.width, max_pixels=max_pixels)
     return resize_cover_crop(image, width, height, Image.Resampling.BICUBIC)
 
 
