@@ -1,0 +1,86 @@
+"""A test double for workers.executor.PipelineExecutor whose steps the tests control.
+
+`ScriptedExecutorDouble` runs `steps` steps of `step_s` seconds, reporting progress and checking
+`should_cancel()` between steps like the model does. The job's text (prompt / question / instruction)
+picks a behaviour, so tests in other processes (a real Celery worker) can script it too:
+
+    "fail-input"  ModelInputError on field `width` at step 1     "oom"   torch.OutOfMemoryError at step 1
+    "crash"       RuntimeError at step 1                          "die"   SIGKILL of its own process at step 1
+    "slow"        step_s × 20 per step                            anything else: succeeds
+
+Each run appends a line "<text> <pid>" to `<markers>/runs.log` when LLADA_TEST_MARKERS names a folder,
+so a test can count how many times a job really ran. Settings of the double come from the environment
+(LLADA_TEST_STEPS, LLADA_TEST_STEP_S) so a worker subprocess can be configured too.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from shared.jobs import JobKind
+from workers.executor import IMAGE_OUTPUT, JobOutput
+from workers.model.errors import Cancelled, ModelInputError
+
+
+TEXT_FIELD = {JobKind.TEXT_TO_IMAGE: "prompt", JobKind.UNDERSTAND: "question", JobKind.EDIT: "instruction"}
+
+
+def job_text(kind: JobKind, params) -> str:
+    return getattr(params, TEXT_FIELD[kind])
+
+
+def runs_logged(markers: Path) -> list[tuple[str, int]]:
+    log = markers / "runs.log"
+    if not log.exists():
+        return []
+    return [(line.rsplit(" ", 1)[0], int(line.rsplit(" ", 1)[1])) for line in log.read_text().splitlines() if line]
+
+
+class ScriptedExecutorDouble:
+    def __init__(self, settings=None, *, steps: int | None = None, step_s: float | None = None):
+        self.steps = steps if steps is not None else int(os.environ.get("LLADA_TEST_STEPS", "5"))
+        self.step_s = step_s if step_s is not None else float(os.environ.get("LLADA_TEST_STEP_S", "0.01"))
+        markers = os.environ.get("LLADA_TEST_MARKERS")
+        self.markers = Path(markers) if markers else None
+        self.steps_run = 0
+
+    def run(self, kind, params, inputs, *, progress, should_cancel) -> JobOutput:
+        text = job_text(kind, params)
+        if self.markers is not None:
+            with open(self.markers / "runs.log", "a") as log:
+                log.write(f"{text} {os.getpid()}\n")
+        step_s = self.step_s * (20 if "slow" in text else 1)
+        for step in range(1, self.steps + 1):
+            if should_cancel():
+                raise Cancelled()
+            if step == 1:
+                self._misbehave(text)
+            time.sleep(step_s)
+            self.steps_run += 1
+            progress("denoise", step, self.steps)
+        if kind is JobKind.UNDERSTAND:
+            return JobOutput(text=f"an answer to: {text}", timings={"denoise": self.steps * step_s})
+        image = Image.new("RGB", (8, 8), (200, 30, 30))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return JobOutput(objects={IMAGE_OUTPUT: buffer.getvalue()}, thinking=None,
+                         timings={"denoise": self.steps * step_s, "decode": 0.0})
+
+    @staticmethod
+    def _misbehave(text: str) -> None:
+        if "fail-input" in text:
+            raise ModelInputError("width", "is too wide for this model")
+        if "oom" in text:
+            import torch
+
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if "crash" in text:
+            raise RuntimeError("the model broke")
+        if "die" in text:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,174 @@
+"""run_job in-process: success, duplicate deliveries, cancellation, failures, losing the job to the reaper."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+
+from PIL import Image
+
+from conftest import png_bytes
+from shared import repository as repo
+from shared.jobs import JobKind, JobState
+
+
+def published(harness, job_id: str) -> list[dict]:
+    conn = sqlite3.connect(harness.ctx.events.path)
+    rows = conn.execute("SELECT payload FROM events WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
+    conn.close()
+    return [json.loads(row[0]) for row in rows]
+
+
+def stored_objects(harness) -> list[str]:
+    root = harness.ctx.store.root
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not reached in time")
+
+
+def test_text_to_image_succeeds_with_outputs_timings_and_events(harness):
+    job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a red fox", width=256, height=256)
+
+    assert harness.runner().run(job_id) == "SUCCEEDED"
+
+    job = harness.job(job_id)
+    assert job.state == JobState.SUCCEEDED.value
+    assert job.attempts == 1
+    assert job.output_keys == {"image": f"results/{job_id}/image.png"}
+    image = Image.open(harness.ctx.store.root / job.output_keys["image"])
+    assert image.format == "PNG"
+    assert job.timings["denoise"] > 0 and job.timings["total"] > 0
+    assert (job.stage, job.progress_step, job.progress_total) == ("denoise", 5, 5)
+    assert job.finished_at is not None and job.error_code is None
+    events = published(harness, job_id)
+    assert events[0] == {"type": "state", "state": "RUNNING", "attempt": 1}
+    assert {"type": "progress", "stage": "denoise", "step": 5, "total": 5} in events
+    assert events[-1] == {"type": "state", "state": "SUCCEEDED"}
+
+
+def test_understanding_answer_is_stored_as_text(harness):
+    job_id = harness.submit(JobKind.UNDERSTAND, question="what is this?", image=png_bytes())
+
+    assert harness.runner().run(job_id) == "SUCCEEDED"
+
+    job = harness.job(job_id)
+    assert job.output_text == "an answer to: what is this?"
+    assert job.output_keys == {}
+
+
+def test_duplicate_delivery_of_a_finished_job_is_a_no_op(harness):
+    job_id = harness.submit(JobKind.EDIT, instruction="make it blue", image=png_bytes())
+    assert harness.runner().run(job_id) == "SUCCEEDED"
+    before = harness.job(job_id)
+    objects = stored_objects(harness)
+    steps = harness.executor.steps_run
+
+    assert harness.runner().run(job_id) == "skipped"
+
+    after = harness.job(job_id)
+    assert (after.state, after.attempts, after.finished_at) == (before.state, 1, before.finished_at)
+    assert stored_objects(harness) == objects
+    assert harness.executor.steps_run == steps
+
+
+def test_duplicate_delivery_of_a_running_job_is_a_no_op(harness):
+    job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
+    harness.ctx.db(repo.claim_job, job_id, "other-worker", heartbeat_timeout_s=60)
+
+    assert harness.runner().run(job_id) == "skipped"
+
+    job = harness.job(job_id)
+    assert (job.state, job.worker_id, job.attempts) == ("RUNNING", "other-worker", 1)
+    assert harness.executor.steps_run == 0
+
+
+def test_cancel_while_queued_never_runs(harness):
+    job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
+    harness.ctx.db(repo.request_cancel, "t1", job_id)
+
+    assert harness.runner().run(job_id) == "skipped"
+
+    job = harness.job(job_id)
+    assert (job.state, job.attempts) == ("CANCELLED", 0)
+    assert harness.executor.steps_run == 0 and stored_objects(harness) == []
+
+
+def test_cancel_while_running_stops_within_one_step(harness):
+    harness.executor.steps, harness.executor.step_s = 200, 0.02
+    job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(harness.runner().run(job_id)))
+    thread.start()
+    wait_for(lambda: harness.executor.steps_run >= 2)
+
+    harness.ctx.db(repo.request_cancel, "t1", job_id)
+    steps_at_cancel = harness.executor.steps_run
+    thread.join(10)
+
+    assert outcome == ["CANCELLED"]
+    assert harness.executor.steps_run <= steps_at_cancel + 1
+    job = harness.job(job_id)
+    assert job.state == "CANCELLED" and job.output_keys in ({}, None)
+    assert [p for p in stored_objects(harness) if p.startswith("results/")] == []
+
+
+def test_run_time_input_error_fails_naming_the_field(harness):
+    job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="fail-input please", width=256, height=256)
+
+    assert harness.runner().run(job_id) == "FAILED"
+
+    job = harness.job(job_id)
+    assert (job.error_code, job.error_field) == ("INVALID_ARGUMENT", "text_to_image.width")
+    assert "too wide" in job.error_message
+
+
+def test_out_of_memory_and_model_errors_fail_with_a_code(harness):
+    oom = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="oom", width=256, height=256)
+    crash = harness.submit(JobKind.UNDERSTAND, question="crash", image=png_bytes())
+
+    assert harness.runner().run(oom) == "FAILED"
+    assert harness.runner().run(crash) == "FAILED"
+
+    assert harness.job(oom).error_code == "RESOURCE_EXHAUSTED"
+    assert "out of memory" in harness.job(oom).error_message
+    assert harness.job(crash).error_code == "INTERNAL"
+    assert "the model broke" in harness.job(crash).error_message
+
+
+def test_missing_input_object_fails_the_job(harness):
+    job_id = harness.submit(JobKind.EDIT, instruction="make it blue", image=png_bytes())
+    harness.ctx.store.delete_prefix(f"inputs/{job_id}/")
+
+    assert harness.runner().run(job_id) == "FAILED"
+
+    job = harness.job(job_id)
+    assert (job.error_code, job.error_field) == ("INPUT_MISSING", "edit.image")
+    assert harness.executor.steps_run == 0
+
+
+def test_a_run_whose_job_was_reaped_stops_and_writes_nothing(harness):
+    harness.executor.steps, harness.executor.step_s = 200, 0.02
+    job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(harness.runner().run(job_id)))
+    thread.start()
+    wait_for(lambda: harness.executor.steps_run >= 1)
+
+    # As if its heartbeat had gone stale: the reaper hands the job back to the queue.
+    requeued, _ = harness.ctx.db(repo.reap_stale, heartbeat_timeout_s=0, max_attempts=3)
+    thread.join(10)
+
+    assert requeued == [job_id]
+    assert outcome == ["lost"]
+    job = harness.job(job_id)
+    assert (job.state, job.attempts) == ("QUEUED", 1)
+    assert [p for p in stored_objects(harness) if p.startswith("results/")] == []

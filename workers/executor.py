@@ -1,0 +1,191 @@
+"""The step that runs one job through the model: params + input bytes in, encoded outputs out.
+
+`PipelineExecutor` runs the in-process `workers.model.Pipeline` (loaded once, kept resident; the Ray
+engine replaces this step in its own issue). Anything with the same `run` method can stand in for it
+(`LLADA_WORKER_EXECUTOR=module:factory`), e.g. the benchmark's no-compute executor in `bench/`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from shared.jobs import EditParams, JobKind, TextToImageParams, UnderstandParams
+from shared.settings import Settings
+
+Progress = Callable[[str, int, int], None]
+ShouldCancel = Callable[[], bool]
+
+# Environment variable naming another executor factory, "module:callable" called with the Settings.
+EXECUTOR_ENV = "LLADA_WORKER_EXECUTOR"
+IMAGE_OUTPUT = "image.png"
+
+
+@dataclass
+class JobOutput:
+    """What a job produced: encoded objects by file name, the answer text, the thinking text, timings."""
+
+    objects: dict[str, bytes] = field(default_factory=dict)
+    text: str | None = None
+    thinking: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    def run(self, kind: JobKind, params: Any, inputs: Mapping[str, bytes], *,
+            progress: Progress, should_cancel: ShouldCancel) -> JobOutput: ...
+
+
+def encode_png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_image(data: bytes, field_name: str):
+    from PIL import Image, UnidentifiedImageError
+
+    from workers.model.errors import ModelInputError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError) as err:
+        raise ModelInputError(field_name, f"could not be decoded as an image: {err}") from None
+    return image.convert("RGB")
+
+
+def sprint_kwargs(sprint) -> dict[str, Any]:
+    """shared SprintOptions → the Pipeline's `sprint` mapping (None when off) and acceptance threshold.
+
+    The service's `sprint.threshold` is the confidence threshold of the sampler (MODEL_SPEC §3.1/§3.6);
+    the model keeps it apart from the SPRINT options, so it is passed on as `threshold`.
+    """
+    if not sprint.enabled:
+        return {"sprint": None}
+    options = sprint.model_dump(exclude={"enabled", "threshold"})
+    return {"sprint": options, "threshold": sprint.threshold}
+
+
+class PipelineExecutor:
+    """Runs jobs on `workers.model.Pipeline`, loaded on first use and kept for the life of the process."""
+
+    def __init__(self, model_path: str, *, device: str | None = None, dtype: str | None = None):
+        self.model_path = model_path
+        self.device = device
+        self.dtype = dtype
+        self._pipeline = None
+        self._lock = threading.Lock()
+        self.load_seconds: float | None = None
+
+    def pipeline(self):
+        with self._lock:
+            if self._pipeline is None:
+                from workers.model import Pipeline
+
+                started = time.perf_counter()
+                self._pipeline = Pipeline.from_pretrained(self.model_path, device=self.device, dtype=self.dtype)
+                self.load_seconds = time.perf_counter() - started
+            return self._pipeline
+
+    def run(self, kind: JobKind, params: Any, inputs: Mapping[str, bytes], *,
+            progress: Progress, should_cancel: ShouldCancel) -> JobOutput:
+        pipe = self.pipeline()
+        hooks = {"progress": progress, "should_cancel": should_cancel}
+        if kind is JobKind.TEXT_TO_IMAGE:
+            result = pipe.generate_image(params.prompt, **text_to_image_kwargs(params), **hooks)
+        elif kind is JobKind.UNDERSTAND:
+            image = decode_image(inputs["image"], "understand.image")
+            result = pipe.understand_image(image, params.question, **understand_kwargs(params), **hooks)
+        elif kind is JobKind.EDIT:
+            image = decode_image(inputs["image"], "edit.image")
+            result = pipe.edit_image(image, params.instruction, **edit_kwargs(params), **hooks)
+        else:  # pragma: no cover - JobKind is closed
+            raise ValueError(f"unknown job kind {kind}")
+        return output_of(result)
+
+
+def output_of(result) -> JobOutput:
+    image = getattr(result, "image", None)
+    objects = {IMAGE_OUTPUT: encode_png(image)} if image is not None else {}
+    timings = {str(k): float(v) for k, v in (getattr(result, "timings", None) or {}).items()}
+    return JobOutput(objects=objects, text=getattr(result, "text", None),
+                     thinking=getattr(result, "thinking", None), timings=timings)
+
+
+def _decoder_kwargs(params: TextToImageParams | EditParams) -> dict[str, Any]:
+    return {"decoder": params.decoder, "decoder_steps": params.decoder_steps,
+            "resolution_multiplier": params.resolution_multiplier, "seed": params.seed}
+
+
+def text_to_image_kwargs(params: TextToImageParams) -> dict[str, Any]:
+    return {
+        "width": params.width, "height": params.height, "steps": params.steps, "cfg_scale": params.cfg_scale,
+        "block_length": params.block_length, "mode": params.mode, "thinking_steps": params.thinking_steps,
+        "thinking_gen_length": params.thinking_gen_length,
+        **_decoder_kwargs(params), **sprint_kwargs(params.sprint),
+    }
+
+
+def understand_kwargs(params: UnderstandParams) -> dict[str, Any]:
+    kwargs = {"gen_length": params.gen_length, "steps": params.steps, "block_length": params.block_length,
+              "threshold": params.threshold}
+    kwargs.update(sprint_kwargs(params.sprint))
+    return kwargs
+
+
+def edit_kwargs(params: EditParams) -> dict[str, Any]:
+    return {"steps": params.steps, "block_length": params.block_length, "cfg_text_scale": params.cfg_text_scale,
+            "cfg_image_scale": params.cfg_image_scale, **_decoder_kwargs(params)}
+
+
+class JobFailure(Exception):
+    """A job that cannot succeed, whatever the retry: ends FAILED with `code`, `message` and `field`."""
+
+    def __init__(self, code: str, message: str, field: str | None = None):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def is_cancellation(err: BaseException) -> bool:
+    from workers.model.errors import Cancelled
+
+    return isinstance(err, Cancelled)
+
+
+def classify_failure(err: BaseException) -> JobFailure | None:
+    """The FAILED outcome of an error raised while running a job, or None for an infrastructure error
+    (database, object store, broker unreachable) that a later attempt may get past."""
+    from sqlalchemy.exc import OperationalError
+
+    from workers.model.errors import ModelInputError
+
+    if isinstance(err, JobFailure):
+        return err
+    if isinstance(err, ModelInputError):
+        return JobFailure("INVALID_ARGUMENT", err.message, err.field)
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError
+        return JobFailure("RESOURCE_EXHAUSTED", f"out of memory while running the job: {err}")
+    if isinstance(err, (OperationalError, ConnectionError, TimeoutError)):
+        return None
+    # Any other error of the model run is deterministic for these inputs: retrying would fail again.
+    return JobFailure("INTERNAL", f"{type(err).__name__}: {err}")
+
+
+def executor_from_settings(settings: Settings) -> Executor:
+    """The Pipeline on `settings.model_path`, or the factory named by $LLADA_WORKER_EXECUTOR."""
+    spec = os.environ.get(EXECUTOR_ENV)
+    if spec:
+        module_name, _, attr = spec.partition(":")
+        if not attr:
+            raise ValueError(f"{EXECUTOR_ENV}={spec!r}: expected 'module:callable'")
+        return getattr(importlib.import_module(module_name), attr)(settings)
+    return PipelineExecutor(settings.model_path)
