@@ -1,0 +1,76 @@
+"""The gateway on the production backends: a throwaway PostgreSQL database and Redis pub/sub events."""
+
+import threading
+import uuid
+
+import grpc
+import psycopg
+import pytest
+import redis
+
+from shared import repository as repo
+from shared.db import upgrade
+from shared.events import RedisEventBus
+from shared.proto.llada.serve.v1 import jobs_pb2 as pb
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="module")
+def pg(make_gateway):
+    try:
+        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2).close()
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except (psycopg.Error, redis.RedisError) as err:
+        pytest.skip(f"PostgreSQL or Redis not available: {err}")
+    name = f"llada_gw_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    upgrade(url)
+    bus = RedisEventBus(REDIS_URL, prefix=f"llada-gw-test-{uuid.uuid4().hex[:8]}:")
+    yield make_gateway(database_url=url, events=bus, max_queued_per_tenant=3)
+    bus.close()
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_submit_idempotency_isolation_and_backpressure_on_postgres(pg):
+    md, other = pg.key("pg-a"), pg.key("pg-b")
+    request = pb.SubmitJobRequest(request_id="pg-1", text_to_image=pb.TextToImageParams(prompt="p", width=512))
+    job = pg.stub.SubmitJob(request, metadata=md)
+    assert pg.stub.SubmitJob(request, metadata=md).id == job.id
+    assert pg.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md).queue_position == 1
+    with pytest.raises(grpc.RpcError) as err:
+        pg.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=other)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    for _ in range(2):
+        pg.stub.SubmitJob(pb.SubmitJobRequest(text_to_image=pb.TextToImageParams(prompt="q")), metadata=md)
+    with pytest.raises(grpc.RpcError) as err:
+        pg.stub.SubmitJob(pb.SubmitJobRequest(text_to_image=pb.TextToImageParams(prompt="r")), metadata=md)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_watch_over_redis_events_until_cancelled(pg):
+    md = pg.key("pg-watch")
+    job = pg.stub.SubmitJob(pb.SubmitJobRequest(text_to_image=pb.TextToImageParams(prompt="w")), metadata=md)
+    seen, first = [], threading.Event()
+
+    def watch():
+        for snapshot in pg.stub.WatchJob(pb.WatchJobRequest(job_id=job.id), metadata=md, timeout=15):
+            seen.append(snapshot)
+            first.set()
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    assert first.wait(10)
+    pg.db(repo.claim_job, job.id, "pg-worker", heartbeat_timeout_s=60)
+    pg.events.publish(job.id, {"type": "state"})
+    assert pg.stub.CancelJob(pb.CancelJobRequest(job_id=job.id), metadata=md).state == pb.JOB_STATE_CANCELLING
+    pg.db(repo.mark_cancelled, job.id, worker_id="pg-worker")
+    pg.events.publish(job.id, {"type": "state"})
+    thread.join(15)
+    assert not thread.is_alive()
+    states = [s.state for s in seen]
+    assert states[0] == pb.JOB_STATE_QUEUED and states[-1] == pb.JOB_STATE_CANCELLED
+    assert states == sorted(states)
