@@ -23,7 +23,7 @@ def make_request(prompts, **overrides):
     return GenerationRequest(**fields)
 
 
-@pytest.mark.parametrize("warmup", [1, 2])
+@pytest.mark.parametrize("warmup", [0, 1, 2])
 @pytest.mark.parametrize("prompts", [[PAD_FREE_IDS[:11]], [PAD_FREE_IDS[:11], PAD_FREE_IDS[20:25]]])
 def test_sprint_without_pruning_equals_the_baseline(prompts, warmup):
     baseline = generate(ScriptedBackboneDouble(), [make_request(prompts)])[0]
@@ -102,7 +102,7 @@ def test_other_strategies_generate_complete_outputs(strategy):
     "field,options",
     [
         ("sprint.keep_ratio", SprintOptions(keep_ratio=0.0)),
-        ("sprint.cache_warmup_steps", SprintOptions(cache_warmup_steps=0)),
+        ("sprint.cache_warmup_steps", SprintOptions(cache_warmup_steps=-1)),
         ("sprint.remasking", SprintOptions(remasking="random")),
         ("sprint.confidence_alpha", SprintOptions(confidence_alpha=2.0)),
     ],

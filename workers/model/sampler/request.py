@@ -34,9 +34,8 @@ class SprintOptions:
             value = getattr(self, name)
             if value is not None and not 0.0 < value <= 1.0:
                 raise ModelInputError(f"sprint.{name}", f"must be in (0, 1], got {value}")
-        if self.cache_warmup_steps < 1:
-            # The reused prefix cache is captured by a full forward, so at least one warm-up step is needed.
-            raise ModelInputError("sprint.cache_warmup_steps", f"must be >= 1, got {self.cache_warmup_steps}")
+        if self.cache_warmup_steps < 0:
+            raise ModelInputError("sprint.cache_warmup_steps", f"must be >= 0, got {self.cache_warmup_steps}")
         if not 0.0 <= self.confidence_alpha <= 1.0:
             raise ModelInputError("sprint.confidence_alpha", f"must be in [0, 1], got {self.confidence_alpha}")
         if self.remasking not in REMASKING_STRATEGIES:

@@ -27,9 +27,15 @@ from workers.model.sampler.schedule import adaptive_count
 PROMPT_TOKEN_CONFIDENCE = 1.0
 
 
+def warmup_steps(sprint: SprintOptions) -> int:
+    """Full-prefix steps per block. §3.6: the cache is computed during the warm-up steps, so there is at
+    least one; `cache_warmup_steps=0` (accepted by the service) therefore behaves like 1."""
+    return max(1, sprint.cache_warmup_steps)
+
+
 def captures_now(sprint: SprintOptions | None, step_in_block: int, has_cache: bool) -> bool:
     """Whether this step is the last warm-up step of the block, whose KV becomes the prefix cache."""
-    return sprint is not None and not has_cache and step_in_block == sprint.cache_warmup_steps - 1
+    return sprint is not None and not has_cache and step_in_block == warmup_steps(sprint) - 1
 
 
 def unmask_count(sprint: SprintOptions, schedule: list[int], step_in_block: int, remaining: int) -> int:
