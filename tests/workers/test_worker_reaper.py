@@ -1,0 +1,90 @@
+"""The reaper in-process: stale heartbeats re-queued and re-sent, dead letters, lost messages, retention."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import png_bytes
+from shared import repository as repo
+from shared.jobs import JobKind
+from workers.reaper import Reaper
+
+
+class EnqueueRecorderDouble:
+    """Stands in for shared.queue.enqueue_run_job: records what the reaper would send."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, int]] = []
+
+    def __call__(self, job_id: str, priority: int) -> None:
+        self.sent.append((job_id, priority))
+
+
+def make_reaper(harness, **overrides):
+    settings = harness.ctx.settings.model_copy(update=overrides)
+    enqueue = EnqueueRecorderDouble()
+    return Reaper(settings, harness.ctx.sessions, harness.ctx.store, harness.ctx.events, enqueue), enqueue
+
+
+def test_stale_job_is_requeued_and_sent_again_then_dead_lettered(harness):
+    reaper, enqueue = make_reaper(harness, heartbeat_timeout_s=0.2, max_attempts=2)
+    job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
+    harness.ctx.db(repo.claim_job, job_id, "dead-worker-1", heartbeat_timeout_s=0.2)
+    time.sleep(0.3)
+
+    report = reaper.run_once()
+
+    assert report.requeued == [job_id] and enqueue.sent == [(job_id, 0)]
+    job = harness.job(job_id)
+    assert (job.state, job.attempts, job.worker_id) == ("QUEUED", 1, None)
+
+    harness.ctx.db(repo.claim_job, job_id, "dead-worker-2", heartbeat_timeout_s=0.2)
+    time.sleep(0.3)
+    report = reaper.run_once()
+
+    assert report.dead == [job_id] and report.requeued == []
+    job = harness.job(job_id)
+    assert (job.state, job.attempts, job.error_code) == ("FAILED", 2, "WORKER_LOST")
+
+
+def test_running_job_with_fresh_heartbeat_is_left_alone(harness):
+    reaper, enqueue = make_reaper(harness, heartbeat_timeout_s=30)
+    job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
+    harness.ctx.db(repo.claim_job, job_id, "live-worker", heartbeat_timeout_s=30)
+
+    report = reaper.run_once()
+
+    assert report.requeued == report.dead == [] and enqueue.sent == []
+    assert harness.job(job_id).state == "RUNNING"
+
+
+def test_job_queued_too_long_is_resent_once_per_window(harness):
+    reaper, enqueue = make_reaper(harness, resend_queued_after_s=0.3)
+    job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
+
+    assert reaper.run_once().resent == []  # young: its message is probably still on its way
+    time.sleep(0.35)
+    assert reaper.run_once().resent == [job_id]
+    assert reaper.run_once().resent == []  # just sent: no flood of duplicates
+    time.sleep(0.35)
+    assert reaper.run_once().resent == [job_id]
+    assert enqueue.sent == [(job_id, 0), (job_id, 0)]
+
+
+def test_finished_results_past_retention_expire_and_objects_are_removed(harness):
+    reaper, _ = make_reaper(harness, retention_s=1.0)
+    old = harness.submit(JobKind.EDIT, instruction="make it blue", image=png_bytes())
+    assert harness.runner().run(old) == "SUCCEEDED"
+    time.sleep(1.1)
+    fresh = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
+    assert harness.runner().run(fresh) == "SUCCEEDED"
+
+    report = reaper.run_once()
+
+    assert report.expired == [old]
+    job = harness.job(old)
+    assert (job.state, job.output_keys) == ("EXPIRED", {})
+    remaining = [p.relative_to(harness.ctx.store.root).as_posix()
+                 for p in harness.ctx.store.root.rglob("*") if p.is_file()]
+    assert remaining == [f"results/{fresh}/image.png"]
+    assert harness.job(fresh).state == "SUCCEEDED"

@@ -1,0 +1,165 @@
+"""``python -m workers.reaper [--once] [--interval S]``: the database-driven safety net (ARCHITECTURE §3, §5).
+
+Each pass:
+- running jobs whose heartbeat went stale → QUEUED and sent again; after `max_attempts` → FAILED
+  (dead letter, code WORKER_LOST) instead of looping;
+- jobs QUEUED for longer than `resend_queued_after_s` without a claim → sent again (their broker message
+  may be lost: kombu's filesystem transport drops the message of a worker that dies, Redis may lose
+  unpersisted writes). A duplicate message is harmless: claiming is idempotent;
+- finished jobs older than `retention_s` → EXPIRED, their input and result objects removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Callable
+
+from sqlalchemy.orm import sessionmaker
+
+from shared import repository as repo
+from shared.db import make_engine, session_factory
+from shared.db.types import utcnow
+from shared.objectstore import job_prefixes
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger("llada.reaper")
+
+DEFAULT_INTERVAL_S = 10.0
+
+
+@dataclass
+class ReapReport:
+    requeued: list[str] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+
+
+class Reaper:
+    """One reaper; `enqueue(job_id, priority)` sends run_job (shared.queue.enqueue_run_job in production)."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker, store: Any, events: Any,
+                 enqueue: Callable[[str, int], None]):
+        self.settings = settings
+        self.sessions = sessions
+        self.store = store
+        self.events = events
+        self.enqueue = enqueue
+        # When this reaper last sent each queued job: a long but healthy backlog is re-sent once per
+        # `resend_queued_after_s`, not on every pass.
+        self._sent_at: dict[str, float] = {}
+
+    def _db(self, fn, *args, **kwargs):
+        with self.sessions() as s:
+            return fn(s, *args, **kwargs)
+
+    def _publish(self, job_id: str, event: dict) -> None:
+        try:
+            self.events.publish(job_id, event)
+        except Exception:
+            log.warning("event publish failed", extra={"job_id": job_id}, exc_info=True)
+
+    def run_once(self) -> ReapReport:
+        report = ReapReport()
+        self._reap_stale(report)
+        self._resend_lost(report)
+        self._expire(report)
+        if report.requeued or report.dead or report.resent or report.expired:
+            log.info("reaper pass", extra={"requeued": report.requeued, "dead": report.dead,
+                                           "resent": report.resent, "expired": report.expired})
+        return report
+
+    def _send(self, job_id: str, priority: int) -> None:
+        self.enqueue(job_id, priority)
+        self._sent_at[job_id] = time.monotonic()
+
+    def _reap_stale(self, report: ReapReport) -> None:
+        s = self.settings
+        requeued, dead = self._db(repo.reap_stale, heartbeat_timeout_s=s.heartbeat_timeout_s,
+                                  max_attempts=s.max_attempts)
+        for job_id in requeued:
+            job = self._db(repo.load_job, job_id)
+            self._send(job_id, job.priority)
+            self._publish(job_id, {"type": "state", "state": "QUEUED"})
+        for job_id in dead:
+            job = self._db(repo.load_job, job_id)
+            self._publish(job_id, {"type": "state", "state": job.state})
+        report.requeued += requeued
+        report.dead += dead
+
+    def _resend_lost(self, report: ReapReport) -> None:
+        window = self.settings.resend_queued_after_s
+        now = time.monotonic()
+        queued = self._db(repo.queued_before, utcnow() - timedelta(seconds=window))
+        still_queued = set()
+        for job_id, priority in queued:
+            still_queued.add(job_id)
+            sent = self._sent_at.get(job_id)
+            if sent is not None and now - sent < window:
+                continue
+            self._send(job_id, priority)
+            report.resent.append(job_id)
+        # Forget jobs that left the queue (queued_before is bounded, so keep the recent sends too).
+        self._sent_at = {j: t for j, t in self._sent_at.items() if j in still_queued or now - t < window}
+
+    def _expire(self, report: ReapReport) -> None:
+        cutoff = utcnow() - timedelta(seconds=self.settings.retention_s)
+        for job in self._db(repo.expire_results, older_than=cutoff):
+            # The row says EXPIRED first, so nobody is handed a URL to an object about to vanish.
+            for prefix in job_prefixes(job.id):
+                self.store.delete_prefix(prefix)
+            self._publish(job.id, {"type": "state", "state": "EXPIRED"})
+            report.expired.append(job.id)
+
+
+def reaper_from_settings(settings: Settings) -> Reaper:
+    from shared.events import event_bus_from_settings
+    from shared.objectstore import object_store_from_settings
+    from shared.queue import enqueue_run_job
+
+    def enqueue(job_id: str, priority: int) -> None:
+        enqueue_run_job(job_id, priority=priority, settings=settings)
+
+    return Reaper(settings, session_factory(make_engine(settings.database_url)),
+                  object_store_from_settings(settings), event_bus_from_settings(settings), enqueue)
+
+
+def run_forever(reaper: Reaper, interval_s: float, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            reaper.run_once()
+        except Exception:  # a database or broker outage: keep going, the next pass retries
+            log.exception("reaper pass failed")
+        stop.wait(interval_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.reaper", description=__doc__.splitlines()[0])
+    parser.add_argument("--once", action="store_true", help="one pass, then exit")
+    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S, help="seconds between passes")
+    args = parser.parse_args(argv)
+    if args.interval <= 0:
+        parser.error("--interval must be > 0")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    reaper = reaper_from_settings(get_settings())
+    if args.once:
+        report = reaper.run_once()
+        print(f"requeued={len(report.requeued)} dead={len(report.dead)} resent={len(report.resent)} "
+              f"expired={len(report.expired)}")
+        return 0
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    log.info("reaper started", extra={"interval_s": args.interval})
+    run_forever(reaper, args.interval, stop)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
