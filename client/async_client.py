@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from client import requests as build
+from client import messages as build
 from client.connection import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SERVER, auth_metadata, channel_options, credentials
 from client.errors import LladaError, from_rpc_error
 from client.jobs import is_terminal, parse_kind, parse_state

@@ -199,7 +199,7 @@ def _decoder_options(parser) -> None:
     parser.add_argument("--resolution-multiplier", type=int)
 
 
-def _submit_options(parser, common) -> None:
+def _submit_options(parser) -> None:
     parser.add_argument("--request-id", help="idempotency key: resubmitting it returns the same job")
     parser.add_argument("--priority", type=int, default=0)
     parser.add_argument("--wait", action="store_true", help="follow the job with a progress line until it ends")
@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     t2i.add_argument("--thinking-gen-length", type=int)
     _decoder_options(t2i)
     _sprint_options(t2i)
-    _submit_options(t2i, common)
+    _submit_options(t2i)
 
     und = submit.add_parser("understand", parents=[common], help="answer a question about an image")
     und.add_argument("image", help="image file")
@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     und.add_argument("--block-length", type=int)
     und.add_argument("--threshold", type=float)
     _sprint_options(und)
-    _submit_options(und, common)
+    _submit_options(und)
 
     edit = submit.add_parser("edit", parents=[common], help="edit an image by instruction")
     edit.add_argument("image", help="image file")
@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--cfg-image-scale", type=float)
     edit.add_argument("--seed", type=int)
     _decoder_options(edit)
-    _submit_options(edit, common)
+    _submit_options(edit)
 
     get = commands.add_parser("get", parents=[common], help="show a job")
     get.add_argument("job_id")
