@@ -157,7 +157,7 @@ def test_gpu_workers_request_gpus_and_mount_the_model_read_only(name):
 def test_cpu_dev_worker_runs_the_cpu_image_on_the_tiny_checkpoint():
     objs = overlay("cpu-dev")
     container = find(objs, "Deployment", "llada-worker")["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "llada-serve/worker-cpu"
+    assert container["image"] == "llada-serve/worker-cpu:dev"
     assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
     assert _settings_env(objs)["LLADA_MODEL_PATH"] == "/models/tiny"
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/models/tiny"}
@@ -176,6 +176,13 @@ def test_workers_scale_on_the_postgres_backlog(name):
     assert float(trigger["metadata"]["targetQueryValue"]) >= 1
     auth = find(objs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     assert [r["parameter"] for r in auth["spec"]["secretTargetRef"]] == ["connection"]
+
+
+def test_cpu_dev_uses_local_images_without_pulling():
+    for _, spec, _ in pod_specs(overlay("cpu-dev")):
+        for c in spec["containers"]:
+            if c["image"].startswith("llada-serve/"):
+                assert c["image"].endswith(":dev") and c.get("imagePullPolicy", "IfNotPresent") != "Always"
 
 
 def test_cpu_dev_scales_to_zero_and_keda_reaches_its_postgres():
