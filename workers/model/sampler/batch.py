@@ -76,7 +76,11 @@ def assemble(rows: list[RowInput], *, dtype: torch.dtype, pad_id: int) -> BatchI
     mask.masked_fill_(~visible.unsqueeze(1), float("-inf"))
 
     past = None
-    if p_max:
+    if p_max and all(p == p_max for p in p_lens):
+        # Common case (one request, or rows with equal prefixes): no padding, one stack per layer.
+        layers = zip(*(row.past for row in rows))
+        past = [(torch.stack([k for k, _ in per_row]), torch.stack([v for _, v in per_row])) for per_row in layers]
+    elif p_max:
         template = next(r.past for r in rows if r.past is not None)
         past = []
         for layer, (k0, v0) in enumerate(template):
