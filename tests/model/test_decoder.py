@@ -218,3 +218,14 @@ def test_bad_input_names_the_field(normal, kwargs, field):
 def test_unknown_mode_is_refused(tiny_ckpt):
     with pytest.raises(ModelInputError, match="mode"):
         load_decoder(tiny_ckpt, mode="fast")
+
+
+def test_tokenizer_codes_decode_to_an_image_of_the_requested_size(tiny_ckpt, turbo):
+    from PIL import Image
+
+    from workers.model.image_tokenizer import load_image_tokenizer
+
+    pixels = np.random.RandomState(1).randint(0, 256, (32, 48, 3), dtype=np.uint8)
+    codes, h, w = load_image_tokenizer(tiny_ckpt).encode(Image.fromarray(pixels))
+    image = turbo.decode(codes, h, w, steps=1, seed=0, resolution_multiplier=2)
+    assert (h, w) == (2, 3) and image.size == (96, 64)

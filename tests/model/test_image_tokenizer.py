@@ -136,3 +136,8 @@ def test_strict_loading_lists_missing_unexpected_and_misshaped(tiny_ckpt, tmp_pa
     assert "missing (1): visual.blocks.0.mlp.fc1.bias" in message
     assert "unexpected (1): vqmodel.extra.weight" in message
     assert "mis-shaped (1): vqmodel.quant_conv.bias" in message
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="image_tokenizer"):
+        load_image_tokenizer(tmp_path)
