@@ -4,6 +4,7 @@ and in the ``llada-error-field`` trailing metadata (the SDK turns it into ``Llad
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import grpc
 
@@ -12,6 +13,7 @@ from shared.repository import FailedPrecondition, JobNotFound
 from shared.states import IllegalTransition
 
 ERROR_FIELD_METADATA_KEY = "llada-error-field"
+log = logging.getLogger("llada.gateway")
 
 
 class ResourceExhausted(Exception):
@@ -36,3 +38,9 @@ async def rpc_errors(context: grpc.aio.ServicerContext):
         await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err))
     except ResourceExhausted as err:
         await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
+    except grpc.aio.AbortError:
+        raise
+    except Exception:
+        # Details stay in the log; the caller gets a status it can retry on, not our internals.
+        log.exception("request failed")
+        await abort(context, grpc.StatusCode.INTERNAL, "internal error; the request was not completed")

@@ -127,8 +127,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
             job_id = str(uuid.uuid4())
             input_keys = await self._store_inputs(job_id, images)
             try:
-                job, created, snapshot = await self._db(
-                    self._insert, tenant=tenant, request_id=request_id, kind=kind,
+                job, created = await self._db(
+                    repo.submit_job, tenant=tenant, request_id=request_id, kind=kind,
                     params=params.model_dump(mode="json"), input_keys=input_keys, priority=priority,
                     job_id=job_id)
             except BaseException:
@@ -136,15 +136,15 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 raise
             if not created:  # a concurrent submit with the same request_id won
                 await self._remove_objects(list(input_keys.values()))
-                return snapshot
-            log.info("job submitted", extra={"job_id": job.id, "tenant": tenant, "kind": kind.value,
-                                             "priority": priority})
-            try:
-                await asyncio.to_thread(self.deps.enqueue, job.id, job.priority)
-            except Exception:
-                # The row is committed and QUEUED: the reaper re-sends queued jobs whose message was lost.
-                log.exception("enqueue failed; the reaper will re-send", extra={"job_id": job.id})
-            return snapshot
+            else:
+                log.info("job submitted", extra={"job_id": job.id, "tenant": tenant, "kind": kind.value,
+                                                 "priority": priority})
+                try:
+                    await asyncio.to_thread(self.deps.enqueue, job.id, job.priority)
+                except Exception:
+                    # The row is committed and QUEUED: the reaper re-sends queued jobs whose message was lost.
+                    log.exception("enqueue failed; the reaper will re-send", extra={"job_id": job.id})
+            return await self._db(self._snapshot_sync, job)
 
     def _existing_snapshot(self, s: Session, tenant: str, request_id: str) -> pb.Job | None:
         # Answered before anything is stored or counted: a retried submit must not hit backpressure.
@@ -160,10 +160,6 @@ class JobServicer(pb_grpc.JobServiceServicer):
         if repo.count_queued(s) >= self.settings.max_queued_total:
             raise ResourceExhausted(f"the service queue is full (limit {self.settings.max_queued_total}); "
                                     "retry later")
-
-    def _insert(self, s: Session, **kwargs):
-        job, created = repo.submit_job(s, **kwargs)
-        return job, created, self._snapshot_sync(s, job)
 
     async def _store_inputs(self, job_id: str, images: dict[str, CheckedImage]) -> dict[str, str]:
         keys: dict[str, str] = {}

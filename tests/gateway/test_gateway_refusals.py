@@ -166,3 +166,17 @@ def test_idempotent_retry_answers_even_when_the_queue_is_full(make_gateway):
     request_ = pb.SubmitJobRequest(request_id="only-one", text_to_image=pb.TextToImageParams(prompt="p"))
     first = small.stub.SubmitJob(request_, metadata=md)
     assert small.stub.SubmitJob(request_, metadata=md).id == first.id
+
+
+def test_a_failed_insert_removes_the_stored_input_image(gw, md, monkeypatch):
+    import services.gateway.servicer as servicer
+
+    def broken_submit(*args, **kwargs):
+        raise RuntimeError("database went away")
+    monkeypatch.setattr(servicer.repo, "submit_job", broken_submit)
+    before = (gw.job_count(), gw.objects(), len(gw.queue.sent))
+    with pytest.raises(grpc.RpcError) as err:
+        gw.stub.SubmitJob(U(), metadata=md)
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert "database went away" not in err.value.details()  # internals stay in the log
+    _assert_nothing_stored(gw, before)
