@@ -195,6 +195,10 @@ class _EmbeddedSubscription(Subscription):
         self._bus = bus
         self._job_id = job_id
         self._pending: deque[dict[str, Any]] = deque()
+        # A cancelled watcher leaves its fetch running in a worker thread; closing the connection under
+        # that query crashes sqlite3, so queries and close take turns on this lock.
+        self._conn_lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
 
     async def _start(self) -> None:
         self._conn = await asyncio.to_thread(_connect, self._bus.path)
@@ -204,9 +208,19 @@ class _EmbeddedSubscription(Subscription):
         return self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
 
     def _fetch(self) -> list[tuple[int, str]]:
-        return self._conn.execute(
-            "SELECT id, payload FROM events WHERE job_id = ? AND id > ? ORDER BY id", (self._job_id, self._last_id)
-        ).fetchall()
+        with self._conn_lock:
+            if self._conn is None:
+                return []
+            return self._conn.execute(
+                "SELECT id, payload FROM events WHERE job_id = ? AND id > ? ORDER BY id",
+                (self._job_id, self._last_id),
+            ).fetchall()
+
+    def _close_connection(self) -> None:
+        with self._conn_lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     async def _next(self) -> dict[str, Any]:
         while not self._pending:
@@ -219,7 +233,7 @@ class _EmbeddedSubscription(Subscription):
         return self._pending.popleft()
 
     async def _close(self) -> None:
-        self._conn.close()
+        await asyncio.to_thread(self._close_connection)
 
 
 def event_bus_from_settings(settings) -> EventBus:
