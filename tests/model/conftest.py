@@ -3,6 +3,10 @@
 from pathlib import Path
 
 import pytest
+import torch
+
+# The tiny tensors here gain nothing from intra-op threads, and on a loaded 2-core machine they lose a lot.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
