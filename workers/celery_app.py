@@ -36,9 +36,6 @@ def worker_config(settings: Settings) -> dict[str, Any]:
         # One job at a time per worker process: a prefetched message would wait behind a long job.
         worker_prefetch_multiplier=1,
         task_ignore_result=True,  # no result backend: Postgres holds the outcome
-        # A worker's log is about jobs; Celery's own root-logger takeover would hide ours.
-        worker_hijack_root_logger=False,
-        worker_redirect_stdouts=False,
     )
     return config
 

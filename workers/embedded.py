@@ -1,0 +1,329 @@
+"""``llada up | down | status``: the embedded stack on one machine, nothing to install but Python packages.
+
+`up` starts the gateway (`python -m services.gateway`), one Celery worker and the reaper as background
+processes, with SQLite, a local object folder, kombu's filesystem broker and the tiny checkpoint (made
+on first run), all under one data folder (`--data-dir`, default ./.llada) together with the logs
+(`logs/`), the API key (`api-key`) and the pid file (`stack.json`). It returns once the gateway's health
+check answers SERVING. `down` stops them: SIGTERM, then SIGKILL after `--timeout` seconds.
+Production differs only in settings: LLADA_DATABASE_URL / LLADA_BROKER_URL / LLADA_OBJECT_STORE_URL …
+set in the environment reach every process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from shared.settings import Settings
+
+PID_FILE = "stack.json"
+API_KEY_FILE = "api-key"
+LOG_DIR = "logs"
+TINY_CHECKPOINT_DIR = "tiny-checkpoint"
+DEFAULT_START_TIMEOUT_S = 120.0
+DEFAULT_STOP_TIMEOUT_S = 30.0
+# The embedded reaper runs often: it is what recovers a message the filesystem broker lost.
+EMBEDDED_REAPER_INTERVAL_S = 2.0
+EXIT_OK, EXIT_FAILED, EXIT_NOT_RUNNING = 0, 1, 3
+
+
+@dataclass
+class StackInfo:
+    data_dir: str
+    grpc_address: str
+    api_key: str
+    pids: dict[str, int] = field(default_factory=dict)
+    logs: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, data_dir: Path) -> "StackInfo | None":
+        path = data_dir / PID_FILE
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+    def save(self) -> None:
+        path = Path(self.data_dir) / PID_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our own child (a demo that started the stack in-process), else a zombie lingers.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    # Each process leads its own session (start_new_session): the group holds the worker's pool children.
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def stop_pids(pids: dict[str, int], timeout_s: float) -> dict[str, str]:
+    """SIGTERM every process group, wait up to `timeout_s`, SIGKILL what is left. Returns name → how."""
+    how = {}
+    for name, pid in pids.items():
+        if is_alive(pid):
+            # The leader only: Celery's parent then finishes the running job (warm shutdown) and stops
+            # its pool child itself; a SIGTERM to the child directly would lose the job.
+            os.kill(pid, signal.SIGTERM)
+        else:
+            how[name] = "not running"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(is_alive(pid) for n, pid in pids.items() if n not in how):
+        time.sleep(0.1)
+    for name, pid in pids.items():
+        if name in how:
+            continue
+        if is_alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            how[name] = "killed"
+        else:
+            how[name] = "stopped"
+        _signal_group(pid, signal.SIGKILL)  # stragglers of the group (e.g. a pool child)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(is_alive(pid) for pid in pids.values()):
+        time.sleep(0.05)
+    return how
+
+
+def process_commands(settings: Settings) -> dict[str, list[str]]:
+    python = sys.executable
+    return {
+        "gateway": [python, "-m", "services.gateway"],
+        "worker": [python, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel=INFO",
+                   # prefork with one child: the parent outlives a child that dies mid-job and
+                   # rejects its message (task_reject_on_worker_lost), and keeps consuming.
+                   "--pool=prefork", "--concurrency=1", "--prefetch-multiplier=1",
+                   # One worker, no peers: skip the cluster chatter that only slows start-up.
+                   "--without-gossip", "--without-mingle", "--without-heartbeat",
+                   "--hostname", f"llada-embedded-{os.getpid()}@%h"],
+        "reaper": [python, "-m", "workers.reaper", "--interval", str(EMBEDDED_REAPER_INTERVAL_S)],
+    }
+
+
+# ---------------------------------------------------------------- preparation
+
+
+def ensure_api_key(data_dir: Path) -> str:
+    path = data_dir / API_KEY_FILE
+    if path.exists():
+        return path.read_text().strip()
+    key = "llada_" + secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key
+
+
+def ensure_model(settings: Settings, log=print) -> None:
+    """The embedded default model is the tiny checkpoint under the data folder, made once."""
+    path = Path(settings.model_path)
+    if (path / "config.json").exists():
+        return
+    if path != settings.data_dir / TINY_CHECKPOINT_DIR:
+        raise SystemExit(f"model_path: no checkpoint at {path} (config.json missing)")
+    from workers.model.tiny_checkpoint import make_tiny_checkpoint
+
+    log(f"making the tiny checkpoint in {path} (first run only) ...")
+    tmp = path.with_name(path.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    make_tiny_checkpoint(tmp)
+    tmp.replace(path)  # a half-written checkpoint is never mistaken for a complete one
+
+
+def wait_serving(address: str, timeout_s: float, alive=lambda: True) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if not alive():
+                raise RuntimeError("a process of the stack exited during start-up")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise TimeoutError(f"the gateway at {address} did not answer SERVING within {timeout_s:.0f} s")
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------- commands
+
+
+def settings_for(data_dir: Path, grpc_listen: str | None = None, metrics_port: int | None = None) -> Settings:
+    overrides: dict = {"data_dir": data_dir}
+    if grpc_listen is not None:
+        overrides["grpc_listen"] = grpc_listen
+    if metrics_port is not None:
+        overrides["metrics_port"] = metrics_port
+    return Settings(**overrides)
+
+
+def running_stack(data_dir: Path) -> StackInfo | None:
+    info = StackInfo.load(data_dir)
+    if info is not None and all(is_alive(pid) for pid in info.pids.values()):
+        return info
+    return None
+
+
+def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_S, log=print,
+                extra_env: dict[str, str] | None = None) -> StackInfo:
+    """Start the three processes (or return the stack already running in this data folder)."""
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    existing = running_stack(data_dir)
+    if existing is not None:
+        return existing
+    stale = StackInfo.load(data_dir)
+    if stale is not None:  # a half-dead stack from before: stop what is left of it
+        stop_pids(stale.pids, DEFAULT_STOP_TIMEOUT_S)
+    api_key = ensure_api_key(data_dir)
+    ensure_model(settings, log)
+    from shared.db import upgrade
+
+    upgrade(settings.database_url)
+    logs_dir = data_dir / LOG_DIR
+    logs_dir.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.update({
+        "LLADA_DATA_DIR": str(data_dir),
+        "LLADA_GRPC_LISTEN": settings.grpc_listen,
+        "LLADA_METRICS_PORT": str(settings.metrics_port),
+        "LLADA_DEFAULT_API_KEY": api_key,
+        "LLADA_MODEL_PATH": str(settings.model_path),
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    })
+    info = StackInfo(data_dir=str(data_dir), grpc_address=settings.grpc_listen, api_key=api_key)
+    project_root = Path(__file__).resolve().parent.parent
+    try:
+        for name, command in process_commands(settings).items():
+            log_path = logs_dir / f"{name}.log"
+            with open(log_path, "ab") as out:
+                process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           env=env, cwd=project_root, start_new_session=True)
+            info.pids[name] = process.pid
+            info.logs[name] = str(log_path)
+            info.save()
+        wait_serving(settings.grpc_listen, timeout_s, alive=lambda: all(is_alive(p) for p in info.pids.values()))
+    except (RuntimeError, TimeoutError, OSError) as err:
+        tails = "\n".join(f"--- {name} ({path}):\n{_tail(path)}" for name, path in info.logs.items())
+        stop_pids(info.pids, DEFAULT_STOP_TIMEOUT_S)
+        (data_dir / PID_FILE).unlink(missing_ok=True)
+        raise RuntimeError(f"the embedded stack did not start: {err}\n{tails}") from None
+    return info
+
+
+def stop_stack(data_dir: Path, *, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> dict[str, str]:
+    info = StackInfo.load(data_dir)
+    if info is None:
+        return {}
+    how = stop_pids(info.pids, timeout_s)
+    (data_dir / PID_FILE).unlink(missing_ok=True)
+    return how
+
+
+def stack_status(data_dir: Path) -> dict[str, str]:
+    info = StackInfo.load(data_dir)
+    if info is None:
+        return {}
+    status = {name: ("running" if is_alive(pid) else "exited") + f" (pid {pid})" for name, pid in info.pids.items()}
+    try:
+        wait_serving(info.grpc_address, 2.0)
+        status["health"] = f"SERVING at {info.grpc_address}"
+    except TimeoutError:
+        status["health"] = f"not serving at {info.grpc_address}"
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llada", description="the embedded llada-serve stack")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("up", "start the gateway, a worker and the reaper"), ("down", "stop them"),
+                            ("status", "show whether they run")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--data-dir", type=Path, default=None,
+                         help="data folder (default: $LLADA_DATA_DIR or ./.llada)")
+        if name == "up":
+            sub.add_argument("--grpc-listen", help="gRPC address (default: $LLADA_GRPC_LISTEN or 127.0.0.1:50051)")
+            sub.add_argument("--metrics-port", type=int, help="Prometheus port, 0 = off (default 9464)")
+            sub.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT_S,
+                             help="seconds to wait for the gateway to serve")
+        if name == "down":
+            sub.add_argument("--timeout", type=float, default=DEFAULT_STOP_TIMEOUT_S,
+                             help="seconds between SIGTERM and SIGKILL")
+    args = parser.parse_args(argv)
+    data_dir = args.data_dir if args.data_dir is not None else Settings().data_dir
+    data_dir = data_dir.expanduser().resolve()
+
+    if args.command == "up":
+        settings = settings_for(data_dir, args.grpc_listen, args.metrics_port)
+        try:
+            info = start_stack(settings, timeout_s=args.timeout, log=lambda m: print(m, file=sys.stderr))
+        except RuntimeError as err:
+            print(f"llada up: {err}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"llada-serve is up: gRPC at {info.grpc_address}, data and logs in {info.data_dir}")
+        print(f"export LLADA_SERVER={info.grpc_address}")
+        print(f"export LLADA_API_KEY=$(cat {Path(info.data_dir) / API_KEY_FILE})")
+        return EXIT_OK
+    if args.command == "down":
+        how = stop_stack(data_dir, timeout_s=args.timeout)
+        if not how:
+            print(f"llada down: no stack recorded in {data_dir}")
+            return EXIT_OK
+        print("llada down: " + ", ".join(f"{name} {state}" for name, state in how.items()))
+        return EXIT_OK
+    status = stack_status(data_dir)
+    if not status:
+        print(f"no stack recorded in {data_dir}")
+        return EXIT_NOT_RUNNING
+    for name, state in status.items():
+        print(f"{name:8} {state}")
+    running = all(state.startswith("running") for name, state in status.items() if name != "health")
+    return EXIT_OK if running and status["health"].startswith("SERVING") else EXIT_NOT_RUNNING
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
