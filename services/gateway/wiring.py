@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy.engine import make_url
 
 from services.gateway.servicer import GatewayDeps
@@ -22,6 +24,10 @@ def deps_from_settings(settings: Settings) -> GatewayDeps:
     if is_sqlite(settings.database_url):
         # Embedded mode has no migration job: bring the local database up to date (a no-op when it is).
         upgrade(settings.database_url)
+    elif settings.default_api_key:
+        logging.getLogger("llada.gateway").warning(
+            "LLADA_DEFAULT_API_KEY is set outside the embedded mode: anyone with it acts as tenant %r",
+            settings.default_tenant)
     sessions = session_factory(make_engine(settings.database_url))
 
     def enqueue(job_id: str, priority: int) -> None:
