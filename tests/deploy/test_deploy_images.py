@@ -22,7 +22,7 @@ ML_PACKAGES = {"torch", "torchvision", "diffusers", "transformers", "ray", "safe
 
 
 def _parse(path: Path):
-    from dockerfile_parse import DockerfileParser
+    DockerfileParser = pytest.importorskip("dockerfile_parse", reason="dev extras: dockerfile-parse").DockerfileParser
 
     parser = DockerfileParser(fileobj=path.open("rb"))
     return parser.structure
