@@ -197,18 +197,27 @@ def test_cpu_dev_scales_to_zero_and_keda_reaches_its_postgres():
     find(objs, "Service", "postgres")
 
 
-def test_cpu_dev_settings_are_valid_and_complete():
+def _secret_env(name: str, objs) -> dict[str, str]:
+    if name == "cpu-dev":
+        secret = find(objs, "Secret", "llada-secrets")
+        return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    from dotenv import dotenv_values
+
+    return dict(dotenv_values(REPO / "k8s" / "overlays" / "gpu" / "secrets.env.example"))
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_settings_are_valid_and_complete(name):
     settings_module = pytest.importorskip("shared.settings", reason="shared.settings not written yet")
-    objs = overlay("cpu-dev")
-    secret = find(objs, "Secret", "llada-secrets")
-    env = _settings_env(objs)
-    env |= {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    objs = overlay(name)
+    env = _settings_env(objs) | _secret_env(name, objs)
     llada = {k[len("LLADA_"):].lower(): v for k, v in env.items() if k.startswith("LLADA_")}
     fields = set(settings_module.Settings.model_fields)
     assert sorted(set(llada) - fields) == [], "LLADA_* names that are no setting"
     settings = settings_module.Settings(**llada)
     assert settings.database_url.startswith("postgresql+psycopg://")
     assert settings.broker_url.startswith("redis://") and settings.object_store_url.startswith("s3://")
+    assert settings.event_bus_url.startswith("redis://")
 
 
 def test_gpu_overlay_documents_every_secret_key_the_dev_overlay_sets():
