@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 
 from client import messages as build
-from client.connection import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SERVER, auth_metadata, channel_options, credentials
+from client.connection import (DEFAULT_MAX_MESSAGE_BYTES, auth_metadata, channel_options, credentials,
+                               resolve_target)
 from client.errors import LladaError, from_rpc_error
 from client.jobs import is_terminal, parse_kind, parse_state
 from client.results import download_outputs
@@ -21,9 +22,10 @@ from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 class AsyncLladaClient:
     """Use as ``async with AsyncLladaClient(server, api_key) as llada: ...``."""
 
-    def __init__(self, server: str = DEFAULT_SERVER, api_key: str | None = None, *, tls: bool = False,
+    def __init__(self, server: str | None = None, api_key: str | None = None, *, tls: bool = False,
                  root_certificates=None, timeout: float | None = 30.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+        server, api_key = resolve_target(server, api_key)
         options = channel_options(max_message_bytes)
         if tls or root_certificates is not None:
             self._channel = grpc.aio.secure_channel(server, credentials(root_certificates), options=options)

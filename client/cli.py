@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import os
 import sys
 
-from client.connection import DEFAULT_SERVER
+from client.connection import resolve_target
 from client.errors import LladaError
 
 # Commands handed to other parts of the project: module, and whether the command word is passed on.
@@ -73,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    args.server = args.server or os.environ.get("LLADA_SERVER") or DEFAULT_SERVER
-    args.api_key = args.api_key or os.environ.get("LLADA_API_KEY")
+    args.server, args.api_key = resolve_target(args.server, args.api_key)
     try:
         return args.handler(args)
     except LladaError as err:

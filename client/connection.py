@@ -13,6 +13,12 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 API_KEY_METADATA_KEY = "x-api-key"
 
 
+def resolve_target(server: str | None, api_key: str | None) -> tuple[str, str | None]:
+    """Explicit values first, then $LLADA_SERVER / $LLADA_API_KEY, then the local default server."""
+    return (server or os.environ.get("LLADA_SERVER") or DEFAULT_SERVER,
+            api_key or os.environ.get("LLADA_API_KEY") or None)
+
+
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes)]

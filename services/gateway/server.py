@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -27,6 +28,12 @@ from shared.settings import Settings
 log = logging.getLogger("llada.gateway")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
+# Threads for the blocking work of the RPCs (database, object store, image decoding, embedded event
+# polling): asyncio's default of cpu+4 would make every watcher queue behind a handful of threads.
+BLOCKING_THREADS = 32
+# HTTP/2 keepalive pings keep long WatchJob streams alive through proxies and notice dead peers.
+KEEPALIVE_OPTIONS = [("grpc.keepalive_time_ms", 60_000), ("grpc.keepalive_timeout_ms", 20_000),
+                     ("grpc.http2.min_ping_interval_without_data_ms", 30_000)]
 # On SIGTERM unary calls in flight get this long to finish (open WatchJob streams end at once and
 # their clients re-call). Below Kubernetes' default 30 s termination grace.
 SHUTDOWN_GRACE_S = 10.0
@@ -79,7 +86,7 @@ async def start_gateway(deps: GatewayDeps, *, listen: str | None = None,
     limits = [("grpc.max_receive_message_length", settings.max_message_bytes),
               ("grpc.max_send_message_length", settings.max_message_bytes)]
     # Metrics outermost, so refused (unauthenticated) calls are counted too.
-    server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics), auth], options=limits)
+    server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics), auth], options=limits + KEEPALIVE_OPTIONS)
     servicer = JobServicer(deps)
     pb_grpc.add_JobServiceServicer_to_server(servicer, server)
     health = health_aio.HealthServicer()
@@ -99,6 +106,8 @@ async def start_gateway(deps: GatewayDeps, *, listen: str | None = None,
 async def serve(deps: GatewayDeps) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     settings = deps.settings
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="gateway"))
     registry = CollectorRegistry()
     gateway = await start_gateway(deps, registry=registry)
     if settings.metrics_port:

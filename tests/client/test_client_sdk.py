@@ -122,3 +122,10 @@ def test_async_client_end_to_end(server, tmp_path):
     assert paths[0].read_bytes() == result
     assert final.id in [j.id for j in page.jobs]
     assert state_name(cancelled) == "CANCELLED"
+
+
+def test_server_and_key_default_to_the_environment(server, monkeypatch):
+    monkeypatch.setenv("LLADA_SERVER", server.address)
+    monkeypatch.setenv("LLADA_API_KEY", server.api_key)
+    with LladaClient(timeout=10) as llada:
+        assert state_name(llada.submit_text_to_image("from the environment")) == "QUEUED"
