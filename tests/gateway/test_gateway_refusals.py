@@ -180,3 +180,12 @@ def test_a_failed_insert_removes_the_stored_input_image(gw, md, monkeypatch):
     assert err.value.code() == grpc.StatusCode.INTERNAL
     assert "database went away" not in err.value.details()  # internals stay in the log
     _assert_nothing_stored(gw, before)
+
+
+def test_messages_above_the_configured_size_are_refused_by_grpc(make_gateway):
+    small = make_gateway(max_message_bytes=64 * 1024)
+    md = small.key("big")
+    with pytest.raises(grpc.RpcError) as err:
+        small.stub.SubmitJob(U(image=b"\x89PNG" + b"\0" * 100_000), metadata=md)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert small.job_count() == 0 and small.objects() == []
