@@ -3,6 +3,7 @@ the database at scrape time, so every gateway replica reports the same truth).""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -74,6 +75,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 start, code = time.perf_counter(), "OK"
                 try:
                     return await behaviour(request, context)
+                except asyncio.CancelledError:
+                    code = "CANCELLED"  # the client went away (or the server is stopping)
+                    raise
                 except BaseException:
                     code = _code_name(context)
                     raise
@@ -87,6 +91,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     async for item in behaviour(request, context):
                         yield item
+                except asyncio.CancelledError:
+                    code = "CANCELLED"  # the client went away (or the server is stopping)
+                    raise
                 except BaseException:
                     code = _code_name(context)
                     raise
