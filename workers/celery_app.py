@@ -18,6 +18,9 @@ from shared.settings import Settings, get_settings
 # kombu's filesystem transport polls its folder; 0.05 s keeps queue latency small at a few syscalls
 # per second (the issue asks for ≤ 0.05 s).
 FILESYSTEM_POLLING_INTERVAL_S = 0.05
+# After a pool child dies, Celery waits this long for a late result before declaring the job lost and
+# freeing the slot (default 10 s). Our jobs report through the database, never through that result.
+WORKER_LOST_WAIT_S = 1.0
 
 
 def worker_config(settings: Settings) -> dict[str, Any]:
@@ -35,6 +38,7 @@ def worker_config(settings: Settings) -> dict[str, Any]:
         task_reject_on_worker_lost=True,
         # One job at a time per worker process: a prefetched message would wait behind a long job.
         worker_prefetch_multiplier=1,
+        worker_lost_wait=WORKER_LOST_WAIT_S,
         task_ignore_result=True,  # no result backend: Postgres holds the outcome
     )
     return config

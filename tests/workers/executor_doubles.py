@@ -6,7 +6,7 @@ picks a behaviour, so tests in other processes (a real Celery worker) can script
 
     "fail-input"  ModelInputError on field `width` at step 1     "oom"   torch.OutOfMemoryError at step 1
     "crash"       RuntimeError at step 1                          "die"   SIGKILL of its own process at step 1
-    "slow"        step_s × 20 per step                            anything else: succeeds
+    "slow"        step_s × 6 per step                            anything else: succeeds
 
 Each run appends a line "<text> <pid>" to `<markers>/runs.log` when LLADA_TEST_MARKERS names a folder,
 so a test can count how many times a job really ran. Settings of the double come from the environment
@@ -55,7 +55,7 @@ class ScriptedExecutorDouble:
         if self.markers is not None:
             with open(self.markers / "runs.log", "a") as log:
                 log.write(f"{text} {os.getpid()}\n")
-        step_s = self.step_s * (20 if "slow" in text else 1)
+        step_s = self.step_s * (6 if "slow" in text else 1)
         for step in range(1, self.steps + 1):
             if should_cancel():
                 raise Cancelled()
