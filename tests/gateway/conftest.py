@@ -57,7 +57,7 @@ class GatewayHarness:
     address: str
     settings: Settings
     sessions: object
-    store: LocalObjectStore
+    store: object  # LocalObjectStore unless a test passes another
     events: EmbeddedEventBus
     queue: QueueProducerDouble
     gateway: object
@@ -81,11 +81,11 @@ class GatewayHarness:
             return fn(s, *args, **kwargs)
 
 
-def _make_harness(tmp_path, loop: LoopThread, *, events=None, **overrides) -> GatewayHarness:
+def _make_harness(tmp_path, loop: LoopThread, *, events=None, store=None, **overrides) -> GatewayHarness:
     settings = Settings(data_dir=tmp_path, metrics_port=0, **overrides)
     upgrade(settings.database_url)
     sessions = session_factory(make_engine(settings.database_url))
-    store = LocalObjectStore(tmp_path / "objects")
+    store = store or LocalObjectStore(tmp_path / "objects")
     events = events or EmbeddedEventBus(tmp_path / "events.db", poll_interval_s=0.02)
     queue = QueueProducerDouble()
     deps = GatewayDeps(settings=settings, sessions=sessions, store=store, events=events, enqueue=queue,
@@ -109,8 +109,9 @@ def make_gateway(tmp_path_factory, loop_thread):
     """Starts gateways with settings overrides; all stopped at the end of the module."""
     started: list[GatewayHarness] = []
 
-    def make(*, events=None, **overrides) -> GatewayHarness:
-        harness = _make_harness(tmp_path_factory.mktemp("gateway"), loop_thread, events=events, **overrides)
+    def make(*, events=None, store=None, **overrides) -> GatewayHarness:
+        harness = _make_harness(tmp_path_factory.mktemp("gateway"), loop_thread, events=events, store=store,
+                                **overrides)
         started.append(harness)
         return harness
 

@@ -1,7 +1,14 @@
-"""The gateway on the production backends: a throwaway PostgreSQL database and Redis pub/sub events."""
+"""The gateway on the production backends: a throwaway PostgreSQL database, Redis pub/sub events and
+an S3 object store (moto's S3 server standing in for MinIO, with a distinct public endpoint)."""
 
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.parse
 import uuid
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -10,7 +17,10 @@ import redis
 
 from shared import repository as repo
 from shared.db import upgrade
+from client import LladaClient
+from images_for_tests import png
 from shared.events import RedisEventBus
+from shared.objectstore import S3ObjectStore, result_key
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -18,7 +28,32 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="module")
-def pg(make_gateway):
+def s3_endpoint():
+    moto = Path(sys.executable).with_name("moto_server")
+    if not moto.exists():
+        pytest.skip("moto_server not installed")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("moto_server did not start")
+            time.sleep(0.1)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def pg(make_gateway, s3_endpoint):
     try:
         psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2).close()
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
@@ -30,7 +65,10 @@ def pg(make_gateway):
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     upgrade(url)
     bus = RedisEventBus(REDIS_URL, prefix=f"llada-gw-test-{uuid.uuid4().hex[:8]}:")
-    yield make_gateway(database_url=url, events=bus, max_queued_per_tenant=3)
+    # Clients reach the store as "localhost", the gateway as "127.0.0.1": URLs must be signed for the former.
+    store = S3ObjectStore(f"127.0.0.1:{s3_endpoint}", "testing", "testing", f"llada-gw-{uuid.uuid4().hex[:8]}",
+                          public_endpoint=f"localhost:{s3_endpoint}")
+    yield make_gateway(database_url=url, events=bus, store=store, max_queued_per_tenant=3)
     bus.close()
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -74,3 +112,25 @@ def test_watch_over_redis_events_until_cancelled(pg):
     states = [s.state for s in seen]
     assert states[0] == pb.JOB_STATE_QUEUED and states[-1] == pb.JOB_STATE_CANCELLED
     assert states == sorted(states)
+
+
+def test_s3_inputs_presigned_public_urls_and_delete(pg, s3_endpoint, tmp_path):
+    md = pg.key("pg-s3")
+    job = pg.stub.SubmitJob(pb.SubmitJobRequest(edit=pb.EditParams(image=png(), instruction="blue")), metadata=md)
+    input_key = f"inputs/{job.id}/image.png"
+    assert pg.store.exists(input_key)
+    pg.db(repo.claim_job, job.id, "pg-worker", heartbeat_timeout_s=60)
+    result = png(8, 8, (0, 0, 255))
+    pg.store.put(result_key(job.id, "image.png"), result, "image/png")
+    pg.db(repo.finish_job, job.id, output_keys={"image": result_key(job.id, "image.png")})
+
+    done = pg.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)
+    url = urllib.parse.urlsplit(done.outputs.objects[0].url)
+    assert url.netloc == f"localhost:{s3_endpoint}"  # signed for the public endpoint, not 127.0.0.1
+    assert "X-Amz-Signature" in url.query
+    with LladaClient(pg.address, md[0][1], timeout=10) as llada:
+        (saved,) = llada.download(job.id, tmp_path)
+    assert saved.read_bytes() == result
+
+    pg.stub.DeleteJob(pb.DeleteJobRequest(job_id=job.id), metadata=md)
+    assert not pg.store.exists(input_key) and not pg.store.exists(result_key(job.id, "image.png"))
