@@ -1,0 +1,75 @@
+"""Calling a stage actor from the worker process: wait for the result while relaying progress to the
+caller's callback and cancellation to the actor, and turn Ray's errors into the engine's.
+
+The actor's method takes the request key first; the actor answers `progress(key)` and `cancel(key)` while
+the call runs (its other calls are served concurrently: async actors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
+
+from workers.engine.errors import EngineCrashed
+
+Progress = Callable[[str, int, int], None]
+ShouldCancel = Callable[[], bool]
+# A progress poll answers in milliseconds; beyond this the actor is busy restarting or gone, and the main
+# call will tell which.
+POLL_ANSWER_TIMEOUT_S = 2.0
+
+
+def unwrap(err: RayTaskError) -> BaseException:
+    """The exception the actor's method raised (Cancelled, ModelInputError, …), not Ray's wrapper."""
+    cause = getattr(err, "cause", None)
+    return cause if isinstance(cause, BaseException) else err
+
+
+def crashed(stage: str, err: BaseException) -> EngineCrashed:
+    return EngineCrashed(f"the {stage} actor died while it held this job ({type(err).__name__}); retry the job")
+
+
+def call_stage(
+    actor,
+    method: str,
+    key: str,
+    *args,
+    stage: str,
+    progress: Progress | None = None,
+    should_cancel: ShouldCancel | None = None,
+    poll_interval_s: float = 0.05,
+    **kwargs,
+):
+    """Run `actor.<method>(key, *args, **kwargs)` to its result; raises what the method raised, or
+    `EngineCrashed` when the actor died meanwhile."""
+    try:
+        ref = getattr(actor, method).remote(key, *args, **kwargs)
+        last = None
+        while True:
+            ready, _ = ray.wait([ref], timeout=poll_interval_s)
+            if ready:
+                result = ray.get(ref)
+                if progress is not None and last is not None and last[1] < last[2]:
+                    progress(last[0], last[2], last[2])  # the finished stage counts as all its steps
+                return result
+            if should_cancel is not None and should_cancel():
+                # Fire and forget, repeated every poll: the actor may not have registered the key yet.
+                actor.cancel.remote(key)
+            if progress is not None:
+                now = _poll(actor, key)
+                if now is not None and now != last and now[2] > 0:
+                    progress(*now)
+                    last = now
+    except RayTaskError as err:
+        raise unwrap(err) from None
+    except (RayActorError, WorkerCrashedError) as err:
+        raise crashed(stage, err) from err
+
+
+def _poll(actor, key: str):
+    try:
+        return ray.get(actor.progress.remote(key), timeout=POLL_ANSWER_TIMEOUT_S)
+    except (GetTimeoutError, RayActorError):
+        return None

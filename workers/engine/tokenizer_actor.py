@@ -1,0 +1,79 @@
+"""`TokenizerActor`: text tokenizer, prompt building and SigLIP-VQ encoding of input images, resident."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import torch
+
+from workers.engine import requests as R
+from workers.engine.actor_info import compute_dtype, describe
+from workers.engine.tracking import JobTable
+from workers.model.config import BackboneConfig
+from workers.model.errors import Cancelled
+from workers.model.image_prep import edit_crop, understanding_resize
+from workers.model.image_tokenizer import load_image_tokenizer
+from workers.model.sampler import GenerationRequest, GenerationResult
+from workers.model.text_tokenizer import TextTokenizer
+
+STAGE_ENCODE = "encode"
+
+
+class TokenizerActor:
+    def __init__(self, model_path: str, device: str = "cpu", *, dtype: str | None = None):
+        started = time.perf_counter()
+        self.device = torch.device(device)
+        config = BackboneConfig.from_file(Path(model_path) / "config.json")
+        self.tok = TextTokenizer.from_folder(model_path, config)
+        self.images = load_image_tokenizer(model_path, device=self.device, dtype=compute_dtype(self.device, dtype))
+        self.load_seconds = time.perf_counter() - started
+        self.jobs = JobTable()
+        self._device_lock = asyncio.Lock()  # one image encode at a time on the device
+
+    # -- text-to-image ----------------------------------------------------------------------------------
+    async def text_to_image_request(self, key: str, prompt: str, options: dict) -> tuple[str, GenerationRequest]:
+        return R.text_to_image_first_request(self.tok, prompt, **options)
+
+    async def thinking_phase2_request(self, key: str, prompt: str, phase1: GenerationResult,
+                                      options: dict) -> tuple[GenerationRequest, str]:
+        return R.text_to_image_phase2_request(self.tok, prompt, phase1, **options)
+
+    async def image_codes(self, key: str, result: GenerationResult, grid_h: int, grid_w: int) -> list[int]:
+        return R.image_codes(self.tok, result, grid_h, grid_w)
+
+    # -- understanding / editing ------------------------------------------------------------------------
+    async def understand_request(self, key: str, image, question: str, options: dict) -> GenerationRequest:
+        codes, h, w = await self._encode(key, understanding_resize(image))
+        return R.understand_request(self.tok, codes, h, w, question, **options)
+
+    async def edit_request(self, key: str, image, instruction: str,
+                           options: dict) -> tuple[GenerationRequest, int, int]:
+        codes, h, w = await self._encode(key, edit_crop(image))
+        return R.edit_request(self.tok, codes, h, w, instruction, **options), h, w
+
+    async def answer_text(self, key: str, result: GenerationResult) -> str:
+        return R.answer_text(self.tok, result)
+
+    async def _encode(self, key: str, image):
+        self.jobs.open(key, STAGE_ENCODE)
+        try:
+            async with self._device_lock:
+                if self.jobs.should_cancel(key)():
+                    raise Cancelled("cancelled before encoding")
+                codes, h, w = await asyncio.to_thread(self.images.encode, image)
+            self.jobs.reporter(key)(STAGE_ENCODE, 1, 1)
+            return codes, h, w
+        finally:
+            self.jobs.close(key)
+
+    # -- polled by the caller ---------------------------------------------------------------------------
+    async def progress(self, key: str):
+        return self.jobs.progress(key)
+
+    async def cancel(self, key: str) -> bool:
+        return self.jobs.cancel(key)
+
+    async def describe(self) -> dict:
+        return describe("tokenizer", self.device, load_seconds=self.load_seconds)
