@@ -84,6 +84,7 @@ class AsyncLladaClient:
         """Snapshots until (and including) a terminal one; re-opens a broken stream."""
         deadline = None if timeout is None else time.monotonic() + timeout
         failures = 0
+        last = None
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -91,6 +92,9 @@ class AsyncLladaClient:
                                            timeout=remaining)
                 async for job in call:
                     failures = 0
+                    if job == last:  # a resumed stream starts with the snapshot we already have
+                        continue
+                    last = job
                     yield job
                     if is_terminal(job):
                         call.cancel()

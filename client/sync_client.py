@@ -112,6 +112,7 @@ class LladaClient:
         ``timeout`` bounds the whole watch (None: as long as the job takes)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         failures = 0
+        last = None
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -119,6 +120,9 @@ class LladaClient:
                                              timeout=remaining)
                 for job in stream:
                     failures = 0
+                    if job == last:  # a resumed stream starts with the snapshot we already have
+                        continue
+                    last = job
                     yield job
                     if is_terminal(job):
                         return

@@ -163,3 +163,33 @@ def test_delete_removes_the_row_and_every_object(gw):
     with pytest.raises(grpc.RpcError) as err:
         gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_sdk_watch_resumes_when_the_server_ends_the_stream(gw, loop_thread):
+    from client import LladaClient
+
+    md = gw.key("w-sdk-resume")
+    job = submit(gw, md)
+    servicer = gw.gateway.servicer
+    seen, first = [], threading.Event()
+
+    def follow():
+        with LladaClient(gw.address, md[0][1], timeout=TIMEOUT) as llada:
+            for snapshot in llada.watch(job.id, timeout=TIMEOUT):
+                seen.append(snapshot)
+                first.set()
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    assert first.wait(TIMEOUT)
+    # A server going away ends open watches; the SDK re-calls WatchJob (here: on the same server).
+    loop_thread.loop.call_soon_threadsafe(servicer.closing.set)
+    threading.Event().wait(0.2)
+    loop_thread.loop.call_soon_threadsafe(servicer.closing.clear)
+    threading.Event().wait(0.8)  # past the SDK's reconnect delay: the new stream opens on QUEUED again
+    gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    gw.db(repo.mark_cancelled, job.id, worker_id=WORKER)
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    states = [s.state for s in seen]
+    assert states[0] == pb.JOB_STATE_QUEUED and states[-1] == pb.JOB_STATE_CANCELLED
+    assert len(states) == len(set(states))  # the resumed stream's first snapshot is not repeated
