@@ -1,5 +1,5 @@
-"""Prometheus metrics: requests and latencies per method (an interceptor) and jobs by state (read from
-the database at scrape time, so every gateway replica reports the same truth)."""
+"""Prometheus metrics: requests and latencies per method (an interceptor, which also writes the access
+log) and jobs by state (read from the database at scrape time, so every replica reports the same truth)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from services.gateway.handlers import wrap_handler
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("llada.gateway.access")
 
 
 class GatewayMetrics:
@@ -29,6 +30,9 @@ class GatewayMetrics:
     def observe(self, method: str, code: str, seconds: float) -> None:
         self.requests.labels(method, code).inc()
         self.latency.labels(method).observe(seconds)
+        # The access log: refusals and errors at info, the (many) successful calls at debug.
+        access_log.log(logging.DEBUG if code == "OK" else logging.INFO, "rpc",
+                       extra={"method": method, "code": code, "seconds": round(seconds, 4)})
 
 
 class JobsByStateCollector:

@@ -24,6 +24,8 @@ def test_metrics_endpoint_json_logs_and_graceful_sigterm(tmp_path):
         with grpc.insecure_channel(gateway.address) as channel:
             stub = pb_grpc.JobServiceStub(channel)
             job = stub.SubmitJob(pb.SubmitJobRequest(text_to_image=pb.TextToImageParams(prompt="p")), metadata=md)
+            with pytest.raises(grpc.RpcError):
+                stub.GetJob(pb.GetJobRequest(job_id="no-such-job"), metadata=md)
             with urllib.request.urlopen(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=5) as reply:
                 metrics = reply.read().decode()
             assert 'llada_gateway_requests_total{code="OK",method="SubmitJob"} 1.0' in metrics
@@ -46,3 +48,5 @@ def test_metrics_endpoint_json_logs_and_graceful_sigterm(tmp_path):
     assert "gateway listening" in messages and "shutting down" in messages and messages[-1] == "stopped"
     submitted = next(entry for entry in lines if entry["msg"] == "job submitted")
     assert submitted["job_id"] == job.id and submitted["tenant"] == "default" and submitted["level"] == "info"
+    access = [e for e in lines if e["msg"] == "rpc"]
+    assert {"method": "GetJob", "code": "NOT_FOUND"}.items() <= access[0].items()  # refusals are logged
