@@ -95,7 +95,7 @@ def test_tls_when_certificates_are_configured(make_gateway, tmp_path):
 
 def test_gateway_and_client_import_only_what_they_may():
     probe = (
-        "import sys, services.gateway.__main__, services.gateway.admin\n"
+        "import sys, services.gateway.__main__, services.gateway.admin, shared.queue, shared.events\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'workers', 'ray', 'diffusers'))\n"
         "assert not bad, bad\n"
         "import client, client.cli, client.cli_commands\n"
