@@ -208,8 +208,11 @@ def running_stack(data_dir: Path) -> StackInfo | None:
 
 
 def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_S, log=print,
-                extra_env: dict[str, str] | None = None) -> StackInfo:
-    """Start the three processes (or return the stack already running in this data folder)."""
+                extra_env: dict[str, str] | None = None, prepare_model: bool = True) -> StackInfo:
+    """Start the three processes (or return the stack already running in this data folder).
+
+    `extra_env` reaches every process; `prepare_model=False` skips the checkpoint (an executor
+    chosen through LLADA_WORKER_EXECUTOR that needs none)."""
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     existing = running_stack(data_dir)
@@ -219,7 +222,8 @@ def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_
     if stale is not None:  # a half-dead stack from before: stop what is left of it
         stop_pids(stale.pids, DEFAULT_STOP_TIMEOUT_S)
     api_key = ensure_api_key(data_dir)
-    ensure_model(settings, log)
+    if prepare_model:
+        ensure_model(settings, log)
     from shared.db import upgrade
 
     upgrade(settings.database_url)
