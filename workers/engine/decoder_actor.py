@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -11,48 +12,35 @@ from PIL import Image
 
 from workers.engine.actor_info import compute_dtype, describe
 from workers.engine.tracking import JobTable
-from workers.model.decoder import MODES, ImageDecoder, load_decoder
-from workers.model.decoder.transformer import load_transformer
-from workers.model.errors import Cancelled, ModelInputError
+from workers.model.errors import Cancelled
+from workers.model.pipeline import DEFAULT_DECODERS, _Decoders
 
 STAGE_DECODE = "decode"
 
 
 class DecoderActor:
-    """Loads the `default_mode` DiT at start and the other mode's DiT on first use; SigVQ and the VAE are
-    shared by both (one copy each on the device)."""
+    """Both DiTs over one SigVQ embedder and one VAE, loaded at start as the Pipeline loads them (the
+    Pipeline's own decoder set; a mode left out of `decoders` loads on first use and then stays)."""
 
-    def __init__(self, model_path: str, device: str = "cpu", *, default_mode: str = "normal",
+    def __init__(self, model_path: str, device: str = "cpu", *, decoders: Iterable[str] = DEFAULT_DECODERS,
                  dtype: str | None = None):
         started = time.perf_counter()
-        self.model_path = model_path
         self.device = torch.device(device)
-        self.dtype = compute_dtype(self.device, dtype)
-        first = load_decoder(model_path, mode=default_mode, device=self.device, dtype=self.dtype)
-        self.decoders: dict[str, ImageDecoder] = {default_mode: first}
+        self.decoders = _Decoders(Path(model_path), self.device, compute_dtype(self.device, dtype))
+        for mode in decoders:
+            self.decoders.get(mode)
         self.load_seconds = time.perf_counter() - started
         self.jobs = JobTable()
         self._device_lock = asyncio.Lock()  # one decode at a time: each saturates the device
 
-    def _decoder(self, mode: str) -> ImageDecoder:
-        if mode not in MODES:
-            raise ModelInputError("decoder", f"must be one of {sorted(MODES)}, got {mode!r}")
-        if mode not in self.decoders:
-            base = next(iter(self.decoders.values()))
-            transformer = load_transformer(Path(self.model_path) / MODES[mode].subfolder,
-                                           cap_feat_dim=base.sigvq.width, device=self.device, dtype=self.dtype)
-            self.decoders[mode] = ImageDecoder(base.sigvq, transformer, base.vae, mode)
-        return self.decoders[mode]
-
-    async def decode(self, key: str, codes: list[int], h: int, w: int, *, mode: str = "normal",
-                     steps: int | None = None, seed: int | None = None,
-                     resolution_multiplier: int = 2) -> Image.Image:
+    async def decode(self, key: str, codes: list[int], h: int, w: int, *, mode: str, steps: int, seed: int,
+                     resolution_multiplier: int) -> Image.Image:
         self.jobs.open(key, STAGE_DECODE)
         try:
             async with self._device_lock:
                 if self.jobs.should_cancel(key)():
                     raise Cancelled("cancelled before decoding")
-                decoder = await asyncio.to_thread(self._decoder, mode)
+                decoder = await asyncio.to_thread(self.decoders.get, mode)
                 return await asyncio.to_thread(
                     decoder.decode, codes, h, w, steps=steps, seed=seed,
                     resolution_multiplier=resolution_multiplier,
@@ -68,4 +56,4 @@ class DecoderActor:
         return self.jobs.cancel(key)
 
     async def describe(self) -> dict:
-        return describe("decoder", self.device, load_seconds=self.load_seconds, modes=sorted(self.decoders))
+        return describe("decoder", self.device, load_seconds=self.load_seconds, modes=list(self.decoders.loaded()))

@@ -8,10 +8,9 @@ while the decoder works on one job, the denoiser batches the steps of the others
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 
 import ray
 
@@ -21,27 +20,31 @@ from workers.engine.decoder_actor import DecoderActor
 from workers.engine.denoiser_actor import DenoiserActor
 from workers.engine.placement import actor_options, reserve_replica, torch_device
 from workers.engine.tokenizer_actor import TokenizerActor
+from workers.model.errors import Cancelled
+from workers.model.pipeline import ImageResult, TextResult
 
 
-@dataclass
-class StageOutput:
-    """What a replica returns for one job; the executor turns it into the Pipeline's result type."""
+class _Stages:
+    """Per-job stage bookkeeping as the Pipeline keeps it: a cancellation check before each stage,
+    wall-clock seconds per stage (for the engine these include waiting for the stage's actor)."""
 
-    image: object | None = None
-    text: str | None = None
-    thinking: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    def __init__(self, progress: Progress | None, should_cancel: ShouldCancel | None):
+        self.progress, self.should_cancel = progress, should_cancel
+        self.timings: dict[str, float] = {}
 
+    @contextmanager
+    def stage(self, name: str):
+        if self.should_cancel is not None and self.should_cancel():
+            raise Cancelled(f"cancelled before {name}")
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
 
-class _Timer:
-    def __init__(self, timings: dict[str, float], name: str):
-        self.timings, self.name = timings, name
-
-    def __enter__(self):
-        self.started = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.started
+    def tokenized(self) -> None:
+        if self.progress is not None:
+            self.progress("tokenize", 1, 1)
 
 
 class Replica:
@@ -58,8 +61,7 @@ class Replica:
         self.tokenizer = start(TokenizerActor, "tokenizer")
         self.denoiser = start(DenoiserActor, "denoiser", max_batch=config.max_batch)
         self.decoder = start(DecoderActor, "decoder")
-        self._lock = threading.Lock()
-        self.inflight = 0
+        self.inflight = 0  # jobs admitted to this replica; kept by the executor under its lock
 
     def actors(self) -> dict:
         return {"tokenizer": self.tokenizer, "denoiser": self.denoiser, "decoder": self.decoder}
@@ -69,70 +71,62 @@ class Replica:
         refs = [self.actors()[s].describe.remote() for s in STAGES]
         return dict(zip(STAGES, ray.get(refs, timeout=timeout_s)))
 
-    def __enter__(self):
-        with self._lock:
-            self.inflight += 1
-        return self
-
-    def __exit__(self, *exc):
-        with self._lock:
-            self.inflight -= 1
-
     def _call(self, stage, method, key, *args, progress=None, should_cancel=None, **kwargs):
         return call_stage(self.actors()[stage], method, key, *args, stage=stage, progress=progress,
                           should_cancel=should_cancel, poll_interval_s=self.config.poll_interval_s, **kwargs)
 
-    # -- routes -----------------------------------------------------------------------------------------
-    def text_to_image(self, prompt: str, *, grid_h: int, grid_w: int, options: dict, decoder: str,
-                      decoder_steps: int | None, resolution_multiplier: int, seed: int | None,
-                      progress: Progress | None = None, should_cancel: ShouldCancel | None = None) -> StageOutput:
-        key, out = uuid.uuid4().hex, StageOutput()
+    # -- routes (arguments already checked by the executor, as the Pipeline checks them) ----------------
+    def text_to_image(self, prompt: str, *, grid_h: int, grid_w: int, seed: int, options: dict, decoder: str,
+                      decoder_steps: int, resolution_multiplier: int, progress: Progress | None = None,
+                      should_cancel: ShouldCancel | None = None) -> ImageResult:
+        key, stages = uuid.uuid4().hex, _Stages(progress, should_cancel)
         hooks = {"progress": progress, "should_cancel": should_cancel}
         options = {**options, "grid_h": grid_h, "grid_w": grid_w, "seed": seed}
-        with _Timer(out.timings, "tokenize"):
-            stage, request = self._call("tokenizer", "text_to_image_request", key, prompt, options)
-        with _Timer(out.timings, "denoise"):
-            result = self._call("denoiser", "generate", key, request, stage, **hooks)
-        if options.get("mode") == "thinking":
-            with _Timer(out.timings, "tokenize"):
-                request, out.thinking = self._call("tokenizer", "thinking_phase2_request", key, prompt, result,
-                                                   options)
-            with _Timer(out.timings, "denoise"):
+        thinking = None
+        with stages.stage("tokenize"):
+            phase, request = self._call("tokenizer", "text_to_image_request", key, prompt, options)
+            stages.tokenized()
+        with stages.stage("denoise"):
+            result = self._call("denoiser", "generate", key, request, phase, **hooks)
+            if options.get("mode") == "thinking":  # §3.3: phase 2 draws the image after the thinking text
+                request, thinking = self._call("tokenizer", "thinking_phase2_request", key, prompt, result, options)
                 result = self._call("denoiser", "generate", key, request, "denoise", **hooks)
-        with _Timer(out.timings, "decode"):
             codes = self._call("tokenizer", "image_codes", key, result, grid_h, grid_w)
-            out.image = self._call("decoder", "decode", key, codes, grid_h, grid_w, mode=decoder,
-                                   steps=decoder_steps, seed=seed, resolution_multiplier=resolution_multiplier,
-                                   **hooks)
-        return out
+        with stages.stage("decode"):
+            image = self._call("decoder", "decode", key, codes, grid_h, grid_w, mode=decoder, steps=decoder_steps,
+                               seed=seed, resolution_multiplier=resolution_multiplier, **hooks)
+        return ImageResult(image=image, timings=stages.timings, codes=codes, grid=(grid_h, grid_w), seed=seed,
+                           thinking=thinking)
 
     def understand(self, image, question: str, *, options: dict, progress: Progress | None = None,
-                   should_cancel: ShouldCancel | None = None) -> StageOutput:
-        key, out = uuid.uuid4().hex, StageOutput()
+                   should_cancel: ShouldCancel | None = None) -> TextResult:
+        key, stages = uuid.uuid4().hex, _Stages(progress, should_cancel)
         hooks = {"progress": progress, "should_cancel": should_cancel}
-        with _Timer(out.timings, "tokenize"):
-            request = self._call("tokenizer", "understand_request", key, image, question, options, **hooks)
-        with _Timer(out.timings, "denoise"):
+        with stages.stage("tokenize"):
+            request, h, w = self._call("tokenizer", "understand_request", key, image, question, options,
+                                       should_cancel=should_cancel)
+            stages.tokenized()
+        with stages.stage("denoise"):
             result = self._call("denoiser", "generate", key, request, "denoise", **hooks)
-        with _Timer(out.timings, "tokenize"):
-            out.text = self._call("tokenizer", "answer_text", key, result)
-        return out
+            text = self._call("tokenizer", "answer_text", key, result)
+        return TextResult(text=text, timings=stages.timings, grid=(h, w))
 
-    def edit(self, image, instruction: str, *, options: dict, decoder: str, decoder_steps: int | None,
-             resolution_multiplier: int, seed: int | None, progress: Progress | None = None,
-             should_cancel: ShouldCancel | None = None) -> StageOutput:
-        key, out = uuid.uuid4().hex, StageOutput()
+    def edit(self, image, instruction: str, *, seed: int, options: dict, crop: str, crop_base: int, decoder: str,
+             decoder_steps: int, resolution_multiplier: int, progress: Progress | None = None,
+             should_cancel: ShouldCancel | None = None) -> ImageResult:
+        key, stages = uuid.uuid4().hex, _Stages(progress, should_cancel)
         hooks = {"progress": progress, "should_cancel": should_cancel}
-        with _Timer(out.timings, "tokenize"):
-            request, h, w = self._call("tokenizer", "edit_request", key, image, instruction,
-                                       {**options, "seed": seed}, **hooks)
-        with _Timer(out.timings, "denoise"):
+        with stages.stage("tokenize"):
+            request, h, w = self._call("tokenizer", "edit_request", key, image, instruction, {**options, "seed": seed},
+                                       crop=crop, crop_base=crop_base, should_cancel=should_cancel)
+            stages.tokenized()
+        with stages.stage("denoise"):
             result = self._call("denoiser", "generate", key, request, "denoise", **hooks)
-        with _Timer(out.timings, "decode"):
             codes = self._call("tokenizer", "image_codes", key, result, h, w)
-            out.image = self._call("decoder", "decode", key, codes, h, w, mode=decoder, steps=decoder_steps,
-                                   seed=seed, resolution_multiplier=resolution_multiplier, **hooks)
-        return out
+        with stages.stage("decode"):
+            image = self._call("decoder", "decode", key, codes, h, w, mode=decoder, steps=decoder_steps, seed=seed,
+                               resolution_multiplier=resolution_multiplier, **hooks)
+        return ImageResult(image=image, timings=stages.timings, codes=codes, grid=(h, w), seed=seed)
 
     def shutdown(self) -> None:
         for actor in self.actors().values():

@@ -20,6 +20,13 @@ from workers.model.text_tokenizer import TextTokenizer
 Sprint = SprintOptions | Mapping[str, Any] | None
 
 
+def check_length(tok: TextTokenizer, field_name: str, tokens: int) -> None:
+    """The Pipeline's size check: prompt plus generated positions must fit the backbone's positions."""
+    limit = tok.config.max_position_embeddings
+    if tokens > limit:
+        raise ModelInputError(field_name, f"the request needs {tokens} positions; the backbone has {limit}")
+
+
 def text_to_image_first_request(
     tok: TextTokenizer,
     prompt: str,
@@ -47,6 +54,8 @@ def text_to_image_first_request(
         raise ModelInputError("mode", f"must be one of {G.MODES}, got {mode!r}")
     options = G.sprint_options(sprint)
     common = dict(block_length=block_length, threshold=threshold, temperature=temperature, sprint=options)
+    cond, uncond = P.t2i_prompts(tok, prompt, grid_h, grid_w)
+    check_length(tok, "prompt", len(cond) + grid_h * grid_w)  # as the Pipeline's tokenize stage
     if mode == "thinking":
         G._positive("thinking_steps", thinking_steps)
         G._positive("thinking_gen_length", thinking_gen_length)
@@ -62,7 +71,6 @@ def text_to_image_first_request(
             **common,
         )
         return G.STAGE_THINK, request
-    cond, uncond = P.t2i_prompts(tok, prompt, grid_h, grid_w)
     return G.STAGE_DENOISE, _t2i_image_request(tok, cond, uncond, grid_h, grid_w, steps, cfg_scale, cfg_rescale,
                                                seed, common)
 

@@ -13,12 +13,13 @@ from workers.engine.actor_info import compute_dtype, describe
 from workers.engine.tracking import JobTable
 from workers.model.config import BackboneConfig
 from workers.model.errors import Cancelled
-from workers.model.image_prep import edit_crop, understanding_resize
+from workers.model import pipeline_inputs as inputs
+from workers.model.image_prep import understanding_resize
 from workers.model.image_tokenizer import load_image_tokenizer
 from workers.model.sampler import GenerationRequest, GenerationResult
 from workers.model.text_tokenizer import TextTokenizer
 
-STAGE_ENCODE = "encode"
+STAGE_TOKENIZE = "tokenize"  # the Pipeline's stage name for text and image tokenisation
 
 
 class TokenizerActor:
@@ -44,26 +45,35 @@ class TokenizerActor:
         return R.image_codes(self.tok, result, grid_h, grid_w)
 
     # -- understanding / editing ------------------------------------------------------------------------
-    async def understand_request(self, key: str, image, question: str, options: dict) -> GenerationRequest:
-        codes, h, w = await self._encode(key, understanding_resize(image))
-        return R.understand_request(self.tok, codes, h, w, question, **options)
+    # Images arrive as the caller gave them (PIL image or encoded bytes) and are checked and prepared
+    # exactly as the Pipeline's tokenize stage does.
+    async def understand_request(self, key: str, image, question: str,
+                                 options: dict) -> tuple[GenerationRequest, int, int]:
+        inputs.check_text("question", question)
+        source = understanding_resize(inputs.open_image(image, "image"))
+        codes, h, w = await self._encode(key, source)
+        R.check_length(self.tok, "image", len(codes) + options.get("gen_length", 2048))
+        return R.understand_request(self.tok, codes, h, w, question, **options), h, w
 
-    async def edit_request(self, key: str, image, instruction: str,
-                           options: dict) -> tuple[GenerationRequest, int, int]:
-        codes, h, w = await self._encode(key, edit_crop(image))
+    async def edit_request(self, key: str, image, instruction: str, options: dict, *, crop: str,
+                           crop_base: int) -> tuple[GenerationRequest, int, int]:
+        inputs.check_text("instruction", instruction)
+        source = inputs.edit_source(inputs.open_image(image, "image"), crop=crop, base=crop_base)
+        codes, h, w = await self._encode(key, source)
+        R.check_length(self.tok, "image", 2 * len(codes))
         return R.edit_request(self.tok, codes, h, w, instruction, **options), h, w
 
     async def answer_text(self, key: str, result: GenerationResult) -> str:
         return R.answer_text(self.tok, result)
 
     async def _encode(self, key: str, image):
-        self.jobs.open(key, STAGE_ENCODE)
+        self.jobs.open(key, STAGE_TOKENIZE)
         try:
             async with self._device_lock:
                 if self.jobs.should_cancel(key)():
                     raise Cancelled("cancelled before encoding")
                 codes, h, w = await asyncio.to_thread(self.images.encode, image)
-            self.jobs.reporter(key)(STAGE_ENCODE, 1, 1)
+            self.jobs.reporter(key)(STAGE_TOKENIZE, 1, 1)
             return codes, h, w
         finally:
             self.jobs.close(key)
