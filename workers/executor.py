@@ -87,7 +87,7 @@ class PipelineExecutor:
     def pipeline(self):
         with self._lock:
             if self._pipeline is None:
-                from workers.model import Pipeline
+                from workers.model.pipeline import Pipeline
 
                 started = time.perf_counter()
                 self._pipeline = Pipeline.from_pretrained(self.model_path, device=self.device, dtype=self.dtype)
@@ -134,10 +134,9 @@ def text_to_image_kwargs(params: TextToImageParams) -> dict[str, Any]:
 
 
 def understand_kwargs(params: UnderstandParams) -> dict[str, Any]:
-    kwargs = {"gen_length": params.gen_length, "steps": params.steps, "block_length": params.block_length,
-              "threshold": params.threshold}
-    kwargs.update(sprint_kwargs(params.sprint))
-    return kwargs
+    # Understanding has its own `threshold` field; it wins over `sprint.threshold`.
+    return {**sprint_kwargs(params.sprint), "gen_length": params.gen_length, "steps": params.steps,
+            "block_length": params.block_length, "threshold": params.threshold}
 
 
 def edit_kwargs(params: EditParams) -> dict[str, Any]:

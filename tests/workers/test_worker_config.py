@@ -1,0 +1,105 @@
+"""The worker app's reliability settings, and how the executor hands a job's params to the Pipeline."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+from PIL import Image
+
+from conftest import png_bytes
+from shared.jobs import JobKind, validate_params
+from shared.queue import RUN_JOB_TASK
+from shared.settings import Settings
+from workers.celery_app import make_celery_app
+from workers.executor import PipelineExecutor
+
+
+def test_worker_app_acks_late_prefetches_one_and_registers_run_job(tmp_path):
+    app = make_celery_app(Settings(data_dir=tmp_path, visibility_timeout_s=7200))
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_default_queue == "llada.jobs"
+    assert conf.broker_transport_options["polling_interval"] <= 0.05
+    assert RUN_JOB_TASK in app.tasks
+
+
+def test_redis_broker_gets_the_visibility_timeout_from_settings(tmp_path):
+    app = make_celery_app(Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0",
+                                   visibility_timeout_s=7200))
+    assert app.conf.broker_transport_options["visibility_timeout"] == 7200
+    assert "polling_interval" not in app.conf.broker_transport_options
+
+
+class PipelineRecorderDouble:
+    """Stands in for workers.model.Pipeline: records each call and returns a fixed result."""
+
+    def __init__(self):
+        self.calls = []
+
+    def _result(self, **extra):
+        return SimpleNamespace(image=Image.new("RGB", (64, 32)), text=None, thinking=None,
+                               timings={"denoise": 1.5, "decode": 0.5}, **extra)
+
+    def generate_image(self, prompt, **kwargs):
+        self.calls.append(("generate_image", prompt, kwargs))
+        return self._result()
+
+    def understand_image(self, image, question, **kwargs):
+        self.calls.append(("understand_image", image, question, kwargs))
+        return SimpleNamespace(image=None, text="a blue square", thinking=None, timings={"denoise": 0.1})
+
+    def edit_image(self, image, instruction, **kwargs):
+        self.calls.append(("edit_image", image, instruction, kwargs))
+        return self._result()
+
+
+def executor_with_double() -> tuple[PipelineExecutor, PipelineRecorderDouble]:
+    executor = PipelineExecutor("/nonexistent")
+    double = PipelineRecorderDouble()
+    executor._pipeline = double  # as if loaded: the real load is covered end to end
+    return executor, double
+
+
+def hooks():
+    return {"progress": lambda *a: None, "should_cancel": lambda: False}
+
+
+def test_text_to_image_params_reach_the_pipeline_and_the_image_is_png():
+    executor, double = executor_with_double()
+    params = validate_params(JobKind.TEXT_TO_IMAGE, {"prompt": "a fox", "width": 256, "height": 128, "seed": 3,
+                                                     "sprint": {"enabled": True, "keep_ratio": 0.6}},
+                             max_prompt_chars=100)
+
+    output = executor.run(JobKind.TEXT_TO_IMAGE, params, {}, **hooks())
+
+    name, prompt, kwargs = double.calls[0]
+    assert (name, prompt) == ("generate_image", "a fox")
+    assert (kwargs["width"], kwargs["height"], kwargs["steps"], kwargs["cfg_scale"], kwargs["seed"]) == (256, 128, 8, 2.0, 3)
+    assert (kwargs["decoder"], kwargs["decoder_steps"], kwargs["mode"]) == ("turbo", 8, "normal")
+    assert kwargs["sprint"]["keep_ratio"] == 0.6 and "enabled" not in kwargs["sprint"]
+    assert Image.open(io.BytesIO(output.objects["image.png"])).format == "PNG"
+    assert output.timings == {"denoise": 1.5, "decode": 0.5}
+
+
+def test_understanding_decodes_the_input_image_and_returns_text():
+    executor, double = executor_with_double()
+    params = validate_params(JobKind.UNDERSTAND, {"question": "what?", "gen_length": 64}, max_prompt_chars=100)
+
+    output = executor.run(JobKind.UNDERSTAND, params, {"image": png_bytes((20, 10))}, **hooks())
+
+    _, image, question, kwargs = double.calls[0]
+    assert image.size == (20, 10) and image.mode == "RGB" and question == "what?"
+    assert kwargs["gen_length"] == 64 and kwargs["sprint"] is None and kwargs["threshold"] == 0.95
+    assert output.text == "a blue square" and output.objects == {}
+
+
+def test_edit_passes_both_guidance_scales():
+    executor, double = executor_with_double()
+    params = validate_params(JobKind.EDIT, {"instruction": "night", "cfg_image_scale": 1.5}, max_prompt_chars=100)
+
+    executor.run(JobKind.EDIT, params, {"image": png_bytes()}, **hooks())
+
+    _, _, instruction, kwargs = double.calls[0]
+    assert instruction == "night" and (kwargs["cfg_text_scale"], kwargs["cfg_image_scale"]) == (4.0, 1.5)
