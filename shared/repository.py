@@ -67,9 +67,8 @@ def submit_job(
     kind = parse_kind(kind)
     request_id = request_id or None
     if request_id is not None:
-        existing = _by_request_id(s, tenant, request_id)
+        existing = find_job_by_request_id(s, tenant, request_id)
         if existing is not None:
-            s.commit()
             return existing, False
     job = Job(
         tenant=tenant,
@@ -88,16 +87,21 @@ def submit_job(
     except IntegrityError:
         # A concurrent submit with the same request id won the unique constraint.
         s.rollback()
-        existing = _by_request_id(s, tenant, request_id) if request_id is not None else None
-        s.commit()
+        existing = find_job_by_request_id(s, tenant, request_id) if request_id is not None else None
         if existing is None:
             raise
         return existing, False
     return job, True
 
 
-def _by_request_id(s: Session, tenant: str, request_id: str) -> Job | None:
-    return s.scalars(select(Job).where(Job.tenant == tenant, Job.request_id == request_id)).one_or_none()
+def find_job_by_request_id(s: Session, tenant: str, request_id: str) -> Job | None:
+    """The tenant's job submitted with `request_id`, or None (also when only another tenant used it)."""
+    job = s.scalars(
+        select(Job).where(Job.tenant == tenant, Job.request_id == request_id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    s.commit()
+    return job
 
 
 def get_job(s: Session, tenant: str, job_id: str) -> Job | None:

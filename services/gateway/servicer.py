@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.gateway.auth import current_tenant
@@ -148,7 +147,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
 
     def _existing_snapshot(self, s: Session, tenant: str, request_id: str) -> pb.Job | None:
         # Answered before anything is stored or counted: a retried submit must not hit backpressure.
-        job = s.scalars(select(Job).where(Job.tenant == tenant, Job.request_id == request_id)).one_or_none()
+        job = repo.find_job_by_request_id(s, tenant, request_id)
         return None if job is None else self._snapshot_sync(s, job)
 
     def _check_capacity(self, s: Session, tenant: str) -> None:

@@ -42,6 +42,17 @@ def test_submit_is_idempotent_per_tenant_and_request_id(s):
     assert submit(s).id != submit(s).id
 
 
+def test_find_job_by_request_id_sees_only_the_tenants_own_job(s):
+    job = submit(s, tenant="acme", request_id="r7")
+    found = repo.find_job_by_request_id(s, "acme", "r7")
+    assert found is not None and found.id == job.id
+    assert repo.find_job_by_request_id(s, "globex", "r7") is None
+    assert repo.find_job_by_request_id(s, "acme", "r8") is None
+    # The read ends its transaction: a writer can change the job right after it, and the next read sees it.
+    repo.request_cancel(s, "acme", job.id)
+    assert repo.find_job_by_request_id(s, "acme", "r7").state == "CANCELLED"
+
+
 def test_concurrent_submits_with_one_request_id_make_one_job(Session):
     ids, barrier = [], threading.Barrier(2)
 
