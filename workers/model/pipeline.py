@@ -125,7 +125,7 @@ class _Stages:
         return result
 
 
-class _Decoders:
+class DecoderSet:
     """The turbo and normal decoders over one shared SigVQ embedder and VAE; each DiT loaded once, on
     `from_pretrained` or on first use, then resident. Thread-safe, so stage actors may share it."""
 
@@ -175,7 +175,7 @@ class Pipeline:
         text_tokenizer: TextTokenizer,
         backbone: LLaDA2MoeModelLM,
         image_tokenizer: ImageTokenizer | None,
-        decoders: _Decoders | None,
+        decoders: DecoderSet | None,
         devices: Mapping[str, torch.device],
         path: Path | None = None,
     ):
@@ -223,7 +223,7 @@ class Pipeline:
         image_tokenizer = None
         if (root / "image_tokenizer").is_dir():
             image_tokenizer = load_image_tokenizer(root, device=devices["tokenize"], dtype=dtype_on("tokenize"))
-        decoder_set = _Decoders(root, devices["decode"], dtype_on("decode"))
+        decoder_set = DecoderSet(root, devices["decode"], dtype_on("decode"))
         for mode in decoders:
             decoder_set.get(mode)
         return cls(config=config, text_tokenizer=text_tokenizer, backbone=backbone,
@@ -285,7 +285,7 @@ class Pipeline:
         grid_h = inputs.check_side("height", height, cell, IMAGE_SIDE_MIN, IMAGE_SIDE_MAX) // cell
         grid_w = inputs.check_side("width", width, cell, IMAGE_SIDE_MIN, IMAGE_SIDE_MAX) // cell
         decode_with = self._decoder_and_steps(decoder, decoder_steps)
-        seed = _seed(seed)
+        seed = resolve_seed(seed)
         stages = _Stages(progress, should_cancel)
 
         def tokenize() -> None:
@@ -299,7 +299,7 @@ class Pipeline:
             self.backbone, self.text_tokenizer, prompt, grid_h=grid_h, grid_w=grid_w, steps=steps,
             block_length=block_length, cfg_scale=cfg_scale, mode=mode, thinking_steps=thinking_steps,
             thinking_gen_length=thinking_gen_length, threshold=threshold, seed=seed,
-            sprint=_sprint(sprint), progress=progress, should_cancel=should_cancel,
+            sprint=sprint_setting(sprint), progress=progress, should_cancel=should_cancel,
         ))
         image = stages.run("decode", lambda: decode_with[0].decode(
             tokens["codes"], grid_h, grid_w, steps=decode_with[1], seed=seed,
@@ -341,7 +341,7 @@ class Pipeline:
         codes, h, w = stages.run("tokenize", tokenize)
         text = stages.run("denoise", lambda: generation.understand_tokens(
             self.backbone, self.text_tokenizer, codes, h, w, question, steps=steps, gen_length=gen_length,
-            block_length=block_length, threshold=threshold, seed=seed, sprint=_sprint(sprint),
+            block_length=block_length, threshold=threshold, seed=seed, sprint=sprint_setting(sprint),
             progress=progress, should_cancel=should_cancel,
         ))
         return TextResult(text=text, timings=stages.timings, grid=(h, w))
@@ -378,7 +378,7 @@ class Pipeline:
         inputs.check_text("instruction", instruction)
         inputs.check_resolution_multiplier(resolution_multiplier)
         decode_with = self._decoder_and_steps(decoder, decoder_steps)
-        seed = _seed(seed)
+        seed = resolve_seed(seed)
         stages = _Stages(progress, should_cancel)
 
         def tokenize() -> tuple[list[int], int, int]:
@@ -392,7 +392,7 @@ class Pipeline:
         tokens = stages.run("denoise", lambda: generation.edit_tokens(
             self.backbone, self.text_tokenizer, codes, h, w, instruction, steps=steps, block_length=block_length,
             cfg_text_scale=cfg_text_scale, cfg_image_scale=cfg_image_scale, threshold=threshold, seed=seed,
-            sprint=_sprint(sprint), progress=progress, should_cancel=should_cancel,
+            sprint=sprint_setting(sprint), progress=progress, should_cancel=should_cancel,
         ))
         picture = stages.run("decode", lambda: decode_with[0].decode(
             tokens["codes"], h, w, steps=decode_with[1], seed=seed, resolution_multiplier=resolution_multiplier,
@@ -418,7 +418,8 @@ class Pipeline:
             raise ModelInputError(field_name, f"the request needs {tokens} positions; the backbone has {limit}")
 
 
-def _seed(seed: int | None) -> int:
+def resolve_seed(seed: int | None) -> int:
+    """The seed to use: `seed` checked, or a fresh random one (returned in the result, for replay)."""
     if seed is None:
         return secrets.randbits(63)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
@@ -426,7 +427,7 @@ def _seed(seed: int | None) -> int:
     return seed
 
 
-def _sprint(sprint: Sprint) -> SprintOptions | Mapping[str, Any] | None:
+def sprint_setting(sprint: Sprint) -> SprintOptions | Mapping[str, Any] | None:
     """`True` = SPRINT with its default options, `False`/None = off; options pass through as given."""
     if sprint is True:
         return SprintOptions()
@@ -438,3 +439,9 @@ def _sprint(sprint: Sprint) -> SprintOptions | Mapping[str, Any] | None:
 def _report(progress: Progress | None, stage: str) -> None:
     if progress is not None:
         progress(stage, 1, 1)
+
+
+# Earlier private names, still imported by workers/engine.
+_Decoders = DecoderSet
+_seed = resolve_seed
+_sprint = sprint_setting
