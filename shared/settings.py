@@ -7,15 +7,42 @@ sets Postgres / Redis / S3 URLs instead (ARCHITECTURE §5).
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LLADA_"
+# LLADA_* variables that other parts of the project read themselves, not settings: the client (server
+# address, key), the worker (executor), docker-compose's interpolation (.env.example) and the tests.
+# A component that reads a new variable of its own adds it here, or every process warns about it.
+OTHER_VARIABLES = frozenset({
+    "LLADA_SERVER", "LLADA_API_KEY", "LLADA_WORKER_EXECUTOR",
+    "LLADA_GATEWAY_IMAGE", "LLADA_WORKER_IMAGE", "LLADA_WORKER_CPU_IMAGE", "LLADA_MODEL_DIR",
+    "LLADA_WORKER_STOP_GRACE", "LLADA_WORKER_SHM_SIZE", "LLADA_GRPC_PORT", "LLADA_METRICS_HOST_PORT",
+    "LLADA_S3_PUBLIC_PORT", "LLADA_S3_BUCKET", "LLADA_SERVICES", "LLADA_COMPONENTS",
+})
+OTHER_PREFIXES = ("LLADA_TEST_",)
+# How alike (difflib ratio, names without the prefix) an unknown name and a setting must be to call the
+# unknown one a misspelling (an error): one or two letters off scores >= 0.9, while real variables of the
+# deployment score lower (LLADA_S3_PUBLIC_PORT vs s3_public_endpoint 0.81). Above HINT_CUTOFF the warning
+# suggests the setting.
+MISSPELLING_CUTOFF = 0.85
+HINT_CUTOFF = 0.6
+
+log = logging.getLogger("llada.settings")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LLADA_", extra="ignore")
+    # extra="forbid": a misspelled keyword (Settings(max_attempt=5)) is an error, not silently dropped.
+    # Misspelled LLADA_* environment variables are caught by _check_environment below.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     data_dir: Path = Path("./.llada")
 
@@ -72,6 +99,35 @@ class Settings(BaseSettings):
     default_api_key: str | None = None
     default_tenant: str = "default"
 
+    # Gateway. On SIGTERM unary calls in flight get shutdown_grace_s to finish (open WatchJob streams end
+    # at once and their clients re-call); below Kubernetes' default 30 s termination grace.
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    # WatchJob re-reads the database this often even without events: the safety net for an event lost
+    # by the bus (or published by a process that has no bus), so a watch never stalls for long.
+    watch_poll_interval_s: float = Field(default=2.0, gt=0)
+
+    # Logs (shared.logs): the level of every process.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    # Worker engine layout (workers/engine/config.py validates them); None: the engine's own default.
+    engine_placement: dict[str, int] | None = None  # JSON in the environment, e.g. {"tokenizer": 0, ...}
+    engine_replicas: int | None = None
+    engine_max_batch: int | None = None
+    engine_max_inflight: int | None = None
+    engine_device: str | None = None
+    engine_ray_address: str | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_environment(cls, data: Any) -> Any:
+        check_environment(os.environ)
+        return data
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":
         # Absolute, so that processes of the embedded stack started elsewhere agree on the paths.
@@ -102,6 +158,31 @@ class Settings(BaseSettings):
     @property
     def public_secure(self) -> bool:
         return self.s3_secure if self.s3_public_secure is None else self.s3_public_secure
+
+
+def check_environment(environ: Mapping[str, str]) -> list[str]:
+    """Refuse a LLADA_* variable that is a misspelled setting; warn about other unknown ones.
+
+    A near miss (LLADA_MAX_ATTEMTPS) is an error naming the setting it resembles: silently running with
+    the default is the surprise an operator would least expect. A name like no setting may belong to a
+    tool or script of the deployment, so it is only logged. Returns the unknown names.
+    """
+    fields = list(Settings.model_fields)
+    unknown = sorted(
+        name for name in (key.upper() for key in environ)
+        if name.startswith(ENV_PREFIX) and name[len(ENV_PREFIX):].lower() not in Settings.model_fields
+        and name not in OTHER_VARIABLES and not name.startswith(OTHER_PREFIXES))
+    for name in unknown:
+        # Compared without the common prefix, which would make every pair look alike.
+        suffix = name[len(ENV_PREFIX):].lower()
+        close = difflib.get_close_matches(suffix, fields, n=1, cutoff=MISSPELLING_CUTOFF)
+        if close:
+            raise ValueError(f"environment variable {name} is not a setting; "
+                             f"did you mean {ENV_PREFIX}{close[0].upper()}?")
+        hint = difflib.get_close_matches(suffix, fields, n=1, cutoff=HINT_CUTOFF)
+        log.warning("environment variable %s is not a llada-serve setting and is ignored%s", name,
+                    f" (did you mean {ENV_PREFIX}{hint[0].upper()}?)" if hint else "", extra={"variable": name})
+    return unknown
 
 
 @lru_cache(maxsize=1)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shared.settings import Settings
+from shared.settings import Settings, check_environment
 
 
 def test_embedded_defaults_live_under_data_dir(tmp_path, monkeypatch):
@@ -50,3 +50,65 @@ def test_tls_needs_both_files():
 def test_heartbeat_timeout_must_leave_room_for_a_late_beat():
     with pytest.raises(ValidationError, match="heartbeat_timeout_s"):
         Settings(heartbeat_interval_s=10, heartbeat_timeout_s=15)
+
+
+def test_gateway_timings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LLADA_SHUTDOWN_GRACE_S", "3.5")
+    monkeypatch.setenv("LLADA_WATCH_POLL_INTERVAL_S", "0.5")
+    s = Settings()
+    assert (s.shutdown_grace_s, s.watch_poll_interval_s) == (3.5, 0.5)
+    assert (Settings.model_fields["shutdown_grace_s"].default, Settings.model_fields["watch_poll_interval_s"].default) \
+        == (10.0, 2.0)
+    monkeypatch.setenv("LLADA_WATCH_POLL_INTERVAL_S", "0")
+    with pytest.raises(ValidationError, match="watch_poll_interval_s"):
+        Settings()
+
+
+def test_log_level_is_case_insensitive_and_checked(monkeypatch):
+    monkeypatch.setenv("LLADA_LOG_LEVEL", "debug")
+    assert Settings().log_level == "DEBUG"
+    monkeypatch.setenv("LLADA_LOG_LEVEL", "loud")
+    with pytest.raises(ValidationError, match="log_level"):
+        Settings()
+
+
+def test_a_misspelled_environment_variable_is_an_error_naming_it(monkeypatch):
+    monkeypatch.setenv("LLADA_MAX_ATTEMTPS", "5")
+    with pytest.raises(ValidationError, match="LLADA_MAX_ATTEMTPS is not a setting; did you mean LLADA_MAX_ATTEMPTS"):
+        Settings()
+    monkeypatch.delenv("LLADA_MAX_ATTEMTPS")
+    monkeypatch.setenv("llada_heartbeat_timeout", "90")  # case does not hide it either
+    with pytest.raises(ValidationError, match="did you mean LLADA_HEARTBEAT_TIMEOUT_S"):
+        Settings()
+
+
+def test_an_unknown_environment_variable_is_logged_and_ignored(monkeypatch, caplog):
+    monkeypatch.setenv("LLADA_FROBNICATE", "yes")
+    monkeypatch.setenv("LLADA_DATABASE", "postgresql://x")  # like a setting, but not close enough to refuse
+    monkeypatch.setenv("LLADA_SERVER", "host:50051")  # the client's variable: known, not reported
+    monkeypatch.setenv("LLADA_METRICS_HOST_PORT", "9464")  # docker-compose's: known, not reported
+    with caplog.at_level("WARNING", logger="llada.settings"):
+        s = Settings()
+    assert s.max_attempts == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("LLADA_FROBNICATE is not a llada-serve setting" in m for m in messages)
+    assert any("LLADA_DATABASE is not" in m and "did you mean LLADA_DATABASE_URL" in m for m in messages)
+    assert not any("LLADA_SERVER" in m or "LLADA_METRICS_HOST_PORT" in m for m in messages)
+
+
+def test_check_environment_returns_the_unknown_names():
+    env = {"LLADA_GRPC_LISTEN": "x", "LLADA_TEST_STEPS": "3", "LLADA_NOPE": "1", "PATH": "/bin"}
+    assert check_environment(env) == ["LLADA_NOPE"]
+
+
+def test_a_misspelled_keyword_is_an_error():
+    with pytest.raises(ValidationError, match="max_attempt"):
+        Settings(max_attempt=5)
+
+
+def test_engine_layout_settings_are_read_from_json(monkeypatch):
+    monkeypatch.setenv("LLADA_ENGINE_PLACEMENT", '{"tokenizer": 0, "denoiser": 1, "decoder": 0}')
+    monkeypatch.setenv("LLADA_ENGINE_REPLICAS", "2")
+    s = Settings()
+    assert s.engine_placement == {"tokenizer": 0, "denoiser": 1, "decoder": 0} and s.engine_replicas == 2
+    assert Settings.model_fields["engine_device"].default is None  # the engine's own default applies
