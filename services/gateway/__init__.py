@@ -7,9 +7,9 @@
     images.py    input-image checks before a job is accepted
     errors.py    shared-layer exceptions -> gRPC status codes, naming the refused field
     metrics.py   Prometheus: requests and latencies per method, jobs by state
-    logs.py      JSON log lines
     wiring.py    dependencies from Settings
     admin.py     ``python -m services.gateway.admin create-key --tenant T``
 
-It never imports torch or ``workers``; jobs reach the workers as a Celery task sent by name.
+Logs are JSON lines (shared.logs). It never imports torch or ``workers``; jobs reach the workers as a
+Celery task sent by name.
 """

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
-from services.gateway.logs import configure_json_logging
+from pydantic import ValidationError
+
 from services.gateway.server import serve
 from services.gateway.wiring import deps_from_settings
+from shared.logs import configure_logging
 from shared.settings import get_settings
+
+SERVICE = "gateway"
 
 
 def main() -> None:
-    configure_json_logging(os.environ.get("LLADA_LOG_LEVEL", "INFO"))
-    settings = get_settings()
+    configure_logging(service=SERVICE)  # so that problems reading the settings are logged as JSON too
+    log = logging.getLogger("llada.gateway")
+    try:
+        settings = get_settings()
+    except ValidationError as err:
+        log.error("invalid settings: %s", err)
+        raise SystemExit(2)
+    configure_logging(settings, service=SERVICE)
     try:
         deps = deps_from_settings(settings)
     except Exception:
-        logging.getLogger("llada.gateway").exception("gateway failed to start")
+        log.exception("gateway failed to start")
         raise SystemExit(1)
     asyncio.run(serve(deps))
 

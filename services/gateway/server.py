@@ -34,9 +34,6 @@ BLOCKING_THREADS = 32
 # HTTP/2 keepalive pings keep long WatchJob streams alive through proxies and notice dead peers.
 KEEPALIVE_OPTIONS = [("grpc.keepalive_time_ms", 60_000), ("grpc.keepalive_timeout_ms", 20_000),
                      ("grpc.http2.min_ping_interval_without_data_ms", 30_000)]
-# On SIGTERM unary calls in flight get this long to finish (open WatchJob streams end at once and
-# their clients re-call). Below Kubernetes' default 30 s termination grace.
-SHUTDOWN_GRACE_S = 10.0
 
 
 def tls_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -67,7 +64,11 @@ class RunningGateway:
     metrics: GatewayMetrics
     servicer: JobServicer
 
-    async def stop(self, grace: float | None = SHUTDOWN_GRACE_S) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """``grace``: seconds the unary calls in flight get to finish (default settings.shutdown_grace_s;
+        0 cancels them at once)."""
+        if grace is None:
+            grace = self.servicer.settings.shutdown_grace_s
         # Tell load balancers first, end the open watches (clients resume elsewhere), then let the
         # unary calls in flight finish.
         await self.health.enter_graceful_shutdown()
@@ -119,6 +120,6 @@ async def serve(deps: GatewayDeps) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down", extra={"grace_s": SHUTDOWN_GRACE_S})
-    await gateway.stop(SHUTDOWN_GRACE_S)
+    log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
+    await gateway.stop(settings.shutdown_grace_s)
     log.info("stopped")

@@ -28,9 +28,6 @@ from shared.states import TERMINAL_STATES
 
 log = logging.getLogger("llada.gateway")
 
-# WatchJob re-reads the database this often even without events: the safety net for an event lost
-# by the bus (or published by a process that has no bus), so a watch never stalls for long.
-WATCH_POLL_INTERVAL_S = 2.0
 MAX_REQUEST_ID_CHARS = 128  # the column width of jobs.request_id
 
 
@@ -43,7 +40,6 @@ class GatewayDeps:
     store: object          # shared.objectstore.ObjectStore
     events: object         # shared.events.EventBus
     enqueue: Callable[[str, int], None]
-    watch_poll_interval_s: float = WATCH_POLL_INTERVAL_S
 
 
 class JobServicer(pb_grpc.JobServiceServicer):
@@ -236,7 +232,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def _wait_for_change(self, wake: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(self.closing.wait())]
         try:
-            await asyncio.wait(waiters, timeout=self.deps.watch_poll_interval_s,
+            await asyncio.wait(waiters, timeout=self.settings.watch_poll_interval_s,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:

@@ -82,14 +82,14 @@ class GatewayHarness:
 
 
 def _make_harness(tmp_path, loop: LoopThread, *, events=None, store=None, **overrides) -> GatewayHarness:
+    overrides.setdefault("watch_poll_interval_s", 0.25)
     settings = Settings(data_dir=tmp_path, metrics_port=0, **overrides)
     upgrade(settings.database_url)
     sessions = session_factory(make_engine(settings.database_url))
     store = store or LocalObjectStore(tmp_path / "objects")
     events = events or EmbeddedEventBus(tmp_path / "events.db", poll_interval_s=0.02)
     queue = QueueProducerDouble()
-    deps = GatewayDeps(settings=settings, sessions=sessions, store=store, events=events, enqueue=queue,
-                       watch_poll_interval_s=0.25)
+    deps = GatewayDeps(settings=settings, sessions=sessions, store=store, events=events, enqueue=queue)
     gateway = loop.run(start_gateway(deps, listen="127.0.0.1:0"))
     address = f"127.0.0.1:{gateway.port}"
     channel = grpc.insecure_channel(address)

@@ -1,0 +1,64 @@
+"""Gateway behaviour chosen by Settings: the WatchJob re-read interval and the shutdown grace period."""
+
+import threading
+import time
+
+import grpc
+
+from shared import repository as repo
+from shared.objectstore import LocalObjectStore
+from shared.proto.llada.serve.v1 import jobs_pb2 as pb
+from images_for_tests import png
+
+TIMEOUT = 10
+
+
+class SlowPutStoreDouble(LocalObjectStore):
+    """A local store whose put() holds a SubmitJob in flight for `delay_s` (signals `entered` first)."""
+
+    def __init__(self, root, delay_s: float):
+        super().__init__(root)
+        self.delay_s = delay_s
+        self.entered = threading.Event()
+
+    def put(self, key, data, content_type="application/octet-stream"):
+        self.entered.set()
+        time.sleep(self.delay_s)
+        super().put(key, data, content_type)
+
+
+def test_watch_rereads_the_database_at_the_configured_interval(make_gateway):
+    gw = make_gateway(watch_poll_interval_s=0.1)
+    md = gw.key("settings-poll")
+    job = gw.stub.SubmitJob(pb.SubmitJobRequest(text_to_image=pb.TextToImageParams(prompt="p")), metadata=md)
+    stream = gw.stub.WatchJob(pb.WatchJobRequest(job_id=job.id), metadata=md, timeout=TIMEOUT)
+    assert next(stream).state == pb.JOB_STATE_QUEUED
+    # Changed without any event: only the periodic re-read can find it, well before the 2 s default.
+    gw.db(repo.claim_job, job.id, "worker-settings", heartbeat_timeout_s=60)
+    changed = time.monotonic()
+    assert next(stream).state == pb.JOB_STATE_RUNNING
+    assert time.monotonic() - changed < 1.0
+    stream.cancel()
+
+
+def test_stop_gives_calls_in_flight_the_configured_grace(make_gateway, tmp_path, loop_thread):
+    store = SlowPutStoreDouble(tmp_path / "objects", delay_s=5)
+    gw = make_gateway(store=store, shutdown_grace_s=0.3)
+    md = gw.key("settings-grace")
+    outcome = {}
+
+    def submit():
+        request = pb.SubmitJobRequest(edit=pb.EditParams(image=png(), instruction="make it blue"))
+        try:
+            gw.stub.SubmitJob(request, metadata=md, timeout=TIMEOUT)
+            outcome["code"] = grpc.StatusCode.OK
+        except grpc.RpcError as err:
+            outcome["code"] = err.code()
+    caller = threading.Thread(target=submit, daemon=True)
+    caller.start()
+    assert store.entered.wait(TIMEOUT)
+    started = time.monotonic()
+    loop_thread.run(gw.gateway.stop())  # no argument: settings.shutdown_grace_s
+    assert time.monotonic() - started < 2.5  # cut off after the grace, not after the 5 s put
+    caller.join(TIMEOUT)
+    assert outcome["code"] in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
