@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LLADA_"
@@ -183,6 +183,12 @@ def check_environment(environ: Mapping[str, str]) -> list[str]:
         log.warning("environment variable %s is not a llada-serve setting and is ignored%s", name,
                     f" (did you mean {ENV_PREFIX}{hint[0].upper()}?)" if hint else "", extra={"variable": name})
     return unknown
+
+
+def describe_settings_error(err: ValidationError) -> str:
+    """One line per problem, naming the setting, without pydantic's echo of the inputs (secrets among them)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'environment'}: {e['msg'].removeprefix('Value error, ')}"
+                     for e in err.errors())
 
 
 @lru_cache(maxsize=1)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from services.gateway.server import serve
 from services.gateway.wiring import deps_from_settings
 from shared.logs import configure_logging
-from shared.settings import get_settings
+from shared.settings import describe_settings_error, get_settings
 
 SERVICE = "gateway"
 
@@ -21,7 +21,7 @@ def main() -> None:
     try:
         settings = get_settings()
     except ValidationError as err:
-        log.error("invalid settings: %s", err)
+        log.error("invalid settings: %s", describe_settings_error(err))
         raise SystemExit(2)
     configure_logging(settings, service=SERVICE)
     try:

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shared.settings import Settings, check_environment
+from shared.settings import Settings, check_environment, describe_settings_error
 
 
 def test_embedded_defaults_live_under_data_dir(tmp_path, monkeypatch):
@@ -112,3 +112,22 @@ def test_engine_layout_settings_are_read_from_json(monkeypatch):
     s = Settings()
     assert s.engine_placement == {"tokenizer": 0, "denoiser": 1, "decoder": 0} and s.engine_replicas == 2
     assert Settings.model_fields["engine_device"].default is None  # the engine's own default applies
+
+
+def test_settings_errors_are_described_one_line_each_without_the_inputs(monkeypatch):
+    monkeypatch.setenv("LLADA_S3_SECRET_KEY", "very-secret")
+    monkeypatch.setenv("LLADA_MAX_ATTEMPTS", "0")
+    monkeypatch.setenv("LLADA_METRICS_PORT", "70000")
+    with pytest.raises(ValidationError) as err:
+        Settings()
+    text = describe_settings_error(err.value)
+    assert sorted(text.split("; ")) == ["max_attempts: Input should be greater than or equal to 1",
+                                        "metrics_port: Input should be less than or equal to 65535"]
+    assert "very-secret" not in text
+    monkeypatch.delenv("LLADA_MAX_ATTEMPTS")
+    monkeypatch.delenv("LLADA_METRICS_PORT")
+    monkeypatch.setenv("LLADA_MAX_ATEMPTS", "2")
+    with pytest.raises(ValidationError) as err:
+        Settings()
+    assert describe_settings_error(err.value) == \
+        "environment: environment variable LLADA_MAX_ATEMPTS is not a setting; did you mean LLADA_MAX_ATTEMPTS?"
