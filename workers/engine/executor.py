@@ -108,6 +108,8 @@ class EngineExecutor:
                     break
                 self._admission.wait()
         try:
+            if replica.crashed:
+                replica.wait_restarted()
             yield replica
         finally:
             with self._admission:

@@ -13,15 +13,22 @@ import uuid
 from contextlib import contextmanager
 
 import ray
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from workers.engine.calls import Progress, ShouldCancel, call_stage
 from workers.engine.config import STAGES, EngineConfig
 from workers.engine.decoder_actor import DecoderActor
+from workers.engine.errors import EngineCrashed
 from workers.engine.denoiser_actor import DenoiserActor
 from workers.engine.placement import actor_options, reserve_replica, torch_device
 from workers.engine.tokenizer_actor import TokenizerActor
 from workers.model.errors import Cancelled
 from workers.model.pipeline import ImageResult, TextResult
+
+
+# A restarted actor reloads its weights; on a real checkpoint that takes minutes.
+ACTOR_RESTART_TIMEOUT_S = 600.0
+RESTART_POLL_S = 0.2
 
 
 class _Stages:
@@ -62,6 +69,7 @@ class Replica:
         self.denoiser = start(DenoiserActor, "denoiser", max_batch=config.max_batch)
         self.decoder = start(DecoderActor, "decoder")
         self.inflight = 0  # jobs admitted to this replica; kept by the executor under its lock
+        self.crashed = False  # an actor died under a job: wait for its restart before the next job
 
     def actors(self) -> dict:
         return {"tokenizer": self.tokenizer, "denoiser": self.denoiser, "decoder": self.decoder}
@@ -71,9 +79,28 @@ class Replica:
         refs = [self.actors()[s].describe.remote() for s in STAGES]
         return dict(zip(STAGES, ray.get(refs, timeout=timeout_s)))
 
+    def wait_restarted(self, timeout_s: float = ACTOR_RESTART_TIMEOUT_S) -> None:
+        """Block until every actor answers again (restarted and reloaded), or raise `EngineCrashed`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.describe(timeout_s=max(0.1, deadline - time.monotonic()))
+                self.crashed = False
+                return
+            except ActorUnavailableError:  # restarting: its calls fail until it is back
+                if time.monotonic() > deadline:
+                    raise EngineCrashed(f"replica {self.index}: an actor did not restart in {timeout_s:.0f} s")
+                time.sleep(RESTART_POLL_S)
+            except (RayActorError, GetTimeoutError) as err:  # out of restarts, or too slow to come back
+                raise EngineCrashed(f"replica {self.index}: an actor is gone ({type(err).__name__})") from err
+
     def _call(self, stage, method, key, *args, progress=None, should_cancel=None, **kwargs):
-        return call_stage(self.actors()[stage], method, key, *args, stage=stage, progress=progress,
-                          should_cancel=should_cancel, poll_interval_s=self.config.poll_interval_s, **kwargs)
+        try:
+            return call_stage(self.actors()[stage], method, key, *args, stage=stage, progress=progress,
+                              should_cancel=should_cancel, poll_interval_s=self.config.poll_interval_s, **kwargs)
+        except EngineCrashed:
+            self.crashed = True
+            raise
 
     # -- routes (arguments already checked by the executor, as the Pipeline checks them) ----------------
     def text_to_image(self, prompt: str, *, grid_h: int, grid_w: int, seed: int, options: dict, decoder: str,
