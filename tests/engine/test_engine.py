@@ -129,6 +129,17 @@ def test_cancel_stops_a_running_job_and_frees_its_slot(engine):
     assert engine.understand_image(png(picture()), "And now?", **UNDERSTAND).text is not None
 
 
+def test_a_replica_the_cluster_has_no_free_devices_for_is_refused(engine):
+    from workers.engine.config import EngineConfig
+    from workers.engine.errors import PlacementError
+    from workers.engine.placement import reserve_replica
+
+    # The module's engine holds both CPU devices of this Ray instance.
+    another = EngineConfig(model_path="unused", placement={"tokenizer": 0, "denoiser": 0, "decoder": 0})
+    with pytest.raises(PlacementError, match=f"^engine_placement: replica 1 needs 1 x {CPU_DEVICE_RESOURCE}"):
+        reserve_replica(another, "cpu", 1, timeout_s=1.0)
+
+
 def test_a_killed_denoiser_fails_its_job_as_retryable_and_comes_back(engine):
     import ray
 

@@ -40,17 +40,19 @@ def device_resource(kind: str) -> str:
     return "GPU" if kind == "gpu" else CPU_DEVICE_RESOURCE
 
 
-def reserve_replica(config: EngineConfig, kind: str, index: int) -> PlacementGroup:
-    """Reserve one replica's devices; a clear error when the cluster cannot hold them."""
+def reserve_replica(config: EngineConfig, kind: str, index: int,
+                    timeout_s: float = PLACEMENT_TIMEOUT_S) -> PlacementGroup:
+    """Reserve one replica's devices; a clear error when the cluster cannot hold them within `timeout_s`
+    (devices held by other replicas may free up meanwhile)."""
     bundles = [{device_resource(kind): 1.0} for _ in range(config.devices_per_replica)]
     group = placement_group(bundles, strategy=PLACEMENT_STRATEGY, name=f"llada-replica-{index}-{id(config):x}")
     try:
-        ray.get(group.ready(), timeout=PLACEMENT_TIMEOUT_S)
+        ray.get(group.ready(), timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
         remove_placement_group(group)
         available = ray.cluster_resources().get(device_resource(kind), 0)
         raise PlacementError(
-            f"replica {index} needs {config.devices_per_replica} x {device_resource(kind)} "
+            f"engine_placement: replica {index} needs {config.devices_per_replica} x {device_resource(kind)} "
             f"(engine_placement {dict(config.placement)}); the cluster has {available} in all"
         ) from None
     return group
