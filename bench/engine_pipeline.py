@@ -27,7 +27,8 @@ def stage_means(results) -> str:
 
 def latencies(runs) -> str:
     return (f"p50 latency {p50([t for _, t, _ in runs]):.3f} s, p50 first progress event "
-            f"{p50([f['any'] for _, _, f in runs]):.3f} s, first denoise step {p50([f['denoise'] for _, _, f in runs]):.3f} s")
+            f"{p50([f['any'] for _, _, f in runs]):.3f} s, "
+            f"first denoise step {p50([f['denoise'] for _, _, f in runs]):.3f} s")
 
 
 def main() -> None:

@@ -77,7 +77,7 @@ def test_engine_results_equal_the_in_process_pipeline_for_each_kind(engine, pipe
     assert (mine.text, mine.grid) == (theirs.text, theirs.grid)
 
     edit = dict(steps=2, block_length=8, decoder="turbo", decoder_steps=2, crop_base=64, seed=5)
-    mine, theirs = engine.edit_image(source, "make it blue", **edit), pipeline.edit_image(source, "make it blue", **edit)
+    mine, theirs = (p.edit_image(source, "make it blue", **edit) for p in (engine, pipeline))
     assert mine.codes == theirs.codes and png(mine.image) == png(theirs.image)
 
 

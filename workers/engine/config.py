@@ -36,7 +36,9 @@ class EngineConfig:
         missing = [s for s in STAGES if s not in self.placement]
         unknown = sorted(set(self.placement) - set(STAGES))
         if missing or unknown:
-            raise ValueError(f"engine_placement: needs exactly the stages {STAGES}; missing {missing}, unknown {unknown}")
+            raise ValueError(
+                f"engine_placement: needs exactly the stages {STAGES}; missing {missing}, unknown {unknown}"
+            )
         for stage, slot in self.placement.items():
             if isinstance(slot, bool) or not isinstance(slot, int) or slot < 0:
                 raise ValueError(f"engine_placement.{stage}: device slot must be an integer >= 0, got {slot!r}")

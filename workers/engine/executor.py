@@ -11,7 +11,6 @@ import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import ray
 import torch
@@ -63,7 +62,8 @@ def decoder_steps_of(mode: str, steps: int | None) -> int:
     spec = DECODER_MODES[mode]
     steps = spec.default_steps if steps is None else steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < spec.min_steps:
-        raise ModelInputError("decoder_steps", f"the {mode} decoder needs an integer >= {spec.min_steps}, got {steps!r}")
+        raise ModelInputError("decoder_steps",
+                              f"the {mode} decoder needs an integer >= {spec.min_steps}, got {steps!r}")
     return steps
 
 
