@@ -13,7 +13,9 @@ gibberish; what the demo shows is the service path. Sizes are small so it runs i
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import signal
 import socket
 import sys
 import time
@@ -31,6 +33,11 @@ from workers import embedded  # noqa: E402
 
 # Small jobs so the demo takes seconds on a CPU: 256×256 pixels is an 8×8 backbone grid (MODEL_SPEC §5.4).
 DEMO_SIZE = 256
+# Understanding and editing get the picture at 128×128: 8×8 image tokens for the backbone.
+SOURCE_SIZE = 128
+# MODEL_SPEC §3.5 crops every edit source to the 512-base crop list (~1024 tokens, a 1024² result): minutes
+# on a CPU. The demo's worker uses the 128 base instead (an 8×8 grid, a 256² result).
+DEMO_EDIT_CROP_BASE = "128"
 TEXT_TO_IMAGE = {"prompt": "a lighthouse on a cliff at sunset, oil painting", "width": DEMO_SIZE,
                  "height": DEMO_SIZE, "steps": 8, "seed": 7}
 UNDERSTAND = {"question": "Describe this picture in one sentence.", "gen_length": 32, "steps": 8,
@@ -75,6 +82,14 @@ def record(job, seconds: float, files: list[Path]) -> dict:
     }
 
 
+def smaller_png(path: Path, side: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").resize((side, side), Image.Resampling.LANCZOS).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def run_jobs(client: LladaClient, output: Path) -> list[dict]:
     results = []
     columns = [TextColumn("{task.description:<14}"), BarColumn(), TextColumn("{task.fields[status]:<20}"),
@@ -86,7 +101,7 @@ def run_jobs(client: LladaClient, output: Path) -> list[dict]:
         results.append(record(job, seconds, files))
         if not files:
             return results
-        image = files[0].read_bytes()
+        image = smaller_png(files[0], SOURCE_SIZE)
         # Both go in at once; the single worker runs them one after the other.
         understand = client.submit_understand(image, **UNDERSTAND)
         edit = client.submit_edit(image, **EDIT)
@@ -117,6 +132,10 @@ def print_summary(results: list[dict], total_s: float, output: Path) -> None:
     Console().print(table)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("demo-output"), help="where the outputs go")
@@ -129,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     # A free port and no metrics port: the demo never collides with a stack the user already runs.
     settings = embedded.settings_for(args.data_dir.expanduser().resolve(), f"127.0.0.1:{free_port()}", 0)
     console.print(f"starting the embedded stack in {settings.data_dir} ...")
+    # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so the stack below is always stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        info = embedded.start_stack(settings, log=console.print)
+        info = embedded.start_stack(settings, log=console.print,
+                                    extra_env={"LLADA_EDIT_CROP_BASE": DEMO_EDIT_CROP_BASE})
     except RuntimeError as err:
         console.print(f"[red]demo: {err}[/red]")
         return 1

@@ -7,10 +7,12 @@ worker, one message prefetched, a visibility timeout above the longest job.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from urllib.parse import urlparse
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 from shared.queue import RUN_JOB_TASK, celery_config
 from shared.settings import Settings, get_settings
@@ -53,6 +55,17 @@ def make_celery_app(settings: Settings | None = None) -> Celery:
     celery.conf.update(worker_config(settings))
     celery.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(run_job)
     return celery
+
+
+@worker_process_init.connect
+def _load_model_in_background(**_kwargs) -> None:
+    """Each pool process starts loading the model at once, so the first job does not wait for it alone.
+
+    In a thread: the process keeps answering the parent meanwhile; the first job waits on the same lock.
+    """
+    from workers.tasks import warm_up
+
+    threading.Thread(target=warm_up, name="model-warm-up", daemon=True).start()
 
 
 # `celery -A workers.celery_app` looks for `app`.

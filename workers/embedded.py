@@ -256,6 +256,10 @@ def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_
         stop_pids(info.pids, DEFAULT_STOP_TIMEOUT_S)
         (data_dir / PID_FILE).unlink(missing_ok=True)
         raise RuntimeError(f"the embedded stack did not start: {err}\n{tails}") from None
+    except BaseException:  # interrupted while starting: leave nothing running behind
+        stop_pids(info.pids, DEFAULT_STOP_TIMEOUT_S)
+        (data_dir / PID_FILE).unlink(missing_ok=True)
+        raise
     return info
 
 

@@ -24,6 +24,11 @@ ShouldCancel = Callable[[], bool]
 
 # Environment variable naming another executor factory, "module:callable" called with the Settings.
 EXECUTOR_ENV = "LLADA_WORKER_EXECUTOR"
+# MODEL_SPEC §3.5: the reference crops an edit's source to the crop list of base 512 (≤ 16² cells of 32 px),
+# whatever the input size, so every edit denoises ~1024 tokens and decodes ~1024² pixels. That is the
+# default here too (comparable results); a deployment may lower it — the CPU demo does, to edit in seconds.
+EDIT_CROP_BASE_ENV = "LLADA_EDIT_CROP_BASE"
+REFERENCE_EDIT_CROP_BASE = 512
 IMAGE_OUTPUT = "image.png"
 
 
@@ -76,10 +81,12 @@ def sprint_kwargs(sprint) -> dict[str, Any]:
 class PipelineExecutor:
     """Runs jobs on `workers.model.Pipeline`, loaded on first use and kept for the life of the process."""
 
-    def __init__(self, model_path: str, *, device: str | None = None, dtype: str | None = None):
+    def __init__(self, model_path: str, *, device: str | None = None, dtype: str | None = None,
+                 edit_crop_base: int = REFERENCE_EDIT_CROP_BASE):
         self.model_path = model_path
         self.device = device
         self.dtype = dtype
+        self.edit_crop_base = edit_crop_base
         self._pipeline = None
         self._lock = threading.Lock()
         self.load_seconds: float | None = None
@@ -105,7 +112,8 @@ class PipelineExecutor:
             result = pipe.understand_image(image, params.question, **understand_kwargs(params), **hooks)
         elif kind is JobKind.EDIT:
             image = decode_image(inputs["image"], "edit.image")
-            result = pipe.edit_image(image, params.instruction, **edit_kwargs(params), **hooks)
+            result = pipe.edit_image(image, params.instruction, crop_base=self.edit_crop_base,
+                                     **edit_kwargs(params), **hooks)
         else:  # pragma: no cover - JobKind is closed
             raise ValueError(f"unknown job kind {kind}")
         return output_of(result)
@@ -187,4 +195,9 @@ def executor_from_settings(settings: Settings) -> Executor:
         if not attr:
             raise ValueError(f"{EXECUTOR_ENV}={spec!r}: expected 'module:callable'")
         return getattr(importlib.import_module(module_name), attr)(settings)
-    return PipelineExecutor(settings.model_path)
+    crop_base = os.environ.get(EDIT_CROP_BASE_ENV, "")
+    try:
+        crop_base = int(crop_base) if crop_base else REFERENCE_EDIT_CROP_BASE
+    except ValueError:
+        raise ValueError(f"{EDIT_CROP_BASE_ENV}={crop_base!r}: expected an integer multiple of 32") from None
+    return PipelineExecutor(settings.model_path, edit_crop_base=crop_base)

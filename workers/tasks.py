@@ -96,6 +96,16 @@ def worker_context() -> WorkerContext:
         return _context
 
 
+def warm_up() -> None:
+    """Build this process's context and load the model now (a failure is left for the first job to report)."""
+    try:
+        load = getattr(worker_context().executor, "pipeline", None)
+        if load is not None:
+            load()
+    except Exception:
+        log.warning("model warm-up failed; the first job will try again", exc_info=True)
+
+
 def run_job(job_id: str) -> str:
     """Celery task `llada.run_job`: run the job once; returns what happened (for logs)."""
     return JobRunner(worker_context()).run(job_id)
