@@ -140,6 +140,24 @@ def test_a_replica_the_cluster_has_no_free_devices_for_is_refused(engine):
         reserve_replica(another, "cpu", 1, timeout_s=1.0)
 
 
+def test_the_worker_runs_a_job_through_the_engine(engine):
+    from shared.jobs import JobKind, TextToImageParams, UnderstandParams
+    from workers.engine.job_executor import EngineJobExecutor
+
+    runner = EngineJobExecutor(engine.config, engine=engine)
+    events = []
+    hooks = dict(progress=lambda *e: events.append(e), should_cancel=lambda: False)
+    params = TextToImageParams(prompt="a kite", width=128, height=128, steps=2, block_length=8, decoder="turbo",
+                               decoder_steps=2, seed=3)
+    output = runner.run(JobKind.TEXT_TO_IMAGE, params, {}, **hooks)
+    assert Image.open(io.BytesIO(output.objects["image.png"])).size == (128, 128)
+    assert set(output.timings) == {"tokenize", "denoise", "decode"} and events[-1][0] == "decode"
+
+    params = UnderstandParams(question="What is it?", gen_length=16, steps=4, block_length=8)
+    output = runner.run(JobKind.UNDERSTAND, params, {"image": png(picture())}, **hooks)
+    assert isinstance(output.text, str) and not output.objects
+
+
 def test_a_killed_denoiser_fails_its_job_as_retryable_and_comes_back(engine):
     import ray
 

@@ -12,9 +12,10 @@ from workers.executor import PipelineExecutor
 
 
 class EngineJobExecutor(PipelineExecutor):
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, engine: EngineExecutor | None = None):
         super().__init__(config.model_path)
         self.engine_config = config
+        self._pipeline = engine  # None: started on first use
 
     def pipeline(self) -> EngineExecutor:
         with self._lock:
