@@ -123,3 +123,28 @@ def test_a_bad_request_fails_alone_naming_the_field(backbone):
     batcher = StepBatcher(model, "cpu")
     with pytest.raises(ValueError, match="gen_length"):
         asyncio.run(batcher.run("bad", request(tok, "text", gen_length=0)))
+
+
+def test_a_failing_forward_fails_the_requests_it_held_and_the_batcher_goes_on(backbone):
+    model, tok = backbone
+
+    class FailingOnceStepDouble:
+        """Test double: the first forward raises as an out-of-memory error would; later ones run for real."""
+
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, model, states):
+            self.calls += 1
+            if self.calls == 1:
+                raise MemoryError("forward did not fit")
+            sampler_step(model, states)
+
+    batcher = StepBatcher(model, "cpu", step=FailingOnceStepDouble())
+
+    async def main():
+        with pytest.raises(MemoryError):
+            await batcher.run("first", request(tok, "text"))
+        return await batcher.run("second", request(tok, "text"))
+
+    assert asyncio.run(main()).ids == generate(model, [request(tok, "text")])[0].ids

@@ -144,6 +144,14 @@ class StepBatcher:
         return sorted(groups[chosen], key=lambda s: s.order)
 
     async def _loop(self) -> None:
+        try:
+            await self._serve()
+        except BaseException as err:  # the loop must never die silently with callers still waiting
+            for slot in list(self._slots.values()):
+                self._finish(slot, error=err if isinstance(err, Exception) else RuntimeError("batcher stopped"))
+            raise
+
+    async def _serve(self) -> None:
         while True:
             self._admit()
             group = self._next_group()

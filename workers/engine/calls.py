@@ -47,12 +47,15 @@ def call_stage(
 ):
     """Run `actor.<method>(key, *args, **kwargs)` to its result; raises what the method raised, or
     `EngineCrashed` when the actor died meanwhile."""
+    ref = None
+    finished = False
     try:
         ref = getattr(actor, method).remote(key, *args, **kwargs)
         last = None
         while True:
             ready, _ = ray.wait([ref], timeout=poll_interval_s)
             if ready:
+                finished = True
                 result = ray.get(ref)
                 if progress is not None and last is not None and last[1] < last[2]:
                     progress(last[0], last[2], last[2])  # the finished stage counts as all its steps
@@ -69,6 +72,18 @@ def call_stage(
         raise unwrap(err) from None
     except (RayActorError, WorkerCrashedError) as err:
         raise crashed(stage, err) from err
+    finally:
+        if ref is not None and not finished:
+            # The caller gave up (its progress callback or cancellation check raised, or the thread is being
+            # stopped): free the request's slot instead of leaving it to run for nobody.
+            _abandon(actor, key)
+
+
+def _abandon(actor, key: str) -> None:
+    try:
+        actor.cancel.remote(key)
+    except Exception:  # best effort: the actor may be gone
+        pass
 
 
 def _poll(actor, key: str):
