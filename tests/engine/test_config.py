@@ -39,3 +39,10 @@ def test_defaults_put_every_stage_on_one_device(tmp_path):
 def test_a_bad_layout_is_refused_naming_the_setting(kwargs, named):
     with pytest.raises(ValueError, match=f"^{named}"):
         EngineConfig(model_path="/models/x", **kwargs)
+
+
+def test_a_local_ray_instance_gets_a_cpu_device_per_slot_of_every_replica():
+    from workers.engine.placement import CPU_DEVICE_RESOURCE, local_init_resources
+
+    config = EngineConfig(model_path="/models/x", placement={"tokenizer": 0, "denoiser": 1, "decoder": 0}, replicas=3)
+    assert local_init_resources(config) == {CPU_DEVICE_RESOURCE: 6.0}

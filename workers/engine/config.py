@@ -30,7 +30,9 @@ class EngineConfig:
     device: str = "auto"
     ray_address: str | None = None  # None: start a local Ray instance
     poll_interval_s: float = 0.05  # how often a caller collects progress and checks cancellation
-    actor_max_restarts: int = 3
+    # -1: restart a crashed actor every time. A job that keeps killing it is bounded by the worker's
+    # max_attempts; an actor whose constructor fails (bad weights) is not restarted by Ray at all.
+    actor_max_restarts: int = -1
 
     def __post_init__(self) -> None:
         missing = [s for s in STAGES if s not in self.placement]
