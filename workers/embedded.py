@@ -37,6 +37,11 @@ DEFAULT_STOP_TIMEOUT_S = 30.0
 # The embedded reaper runs often: it is what recovers a message the filesystem broker lost.
 EMBEDDED_REAPER_INTERVAL_S = 2.0
 EXIT_OK, EXIT_FAILED, EXIT_NOT_RUNNING = 0, 1, 3
+# What the processes must agree on: where the data, the backends and the model are, and the addresses.
+EXPORTED_SETTINGS = ("data_dir", "database_url", "broker_url", "object_store_url", "event_bus_url", "model_path",
+                     "grpc_listen", "metrics_port", "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_secure",
+                     "s3_region", "s3_public_endpoint", "heartbeat_interval_s", "heartbeat_timeout_s",
+                     "max_attempts")
 
 
 @dataclass
@@ -230,15 +235,10 @@ def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_
     logs_dir = data_dir / LOG_DIR
     logs_dir.mkdir(exist_ok=True)
     env = dict(os.environ)
-    env.update({
-        "LLADA_DATA_DIR": str(data_dir),
-        "LLADA_GRPC_LISTEN": settings.grpc_listen,
-        "LLADA_METRICS_PORT": str(settings.metrics_port),
-        "LLADA_DEFAULT_API_KEY": api_key,
-        "LLADA_MODEL_PATH": str(settings.model_path),
-        "PYTHONUNBUFFERED": "1",
-        **(extra_env or {}),
-    })
+    # The settings this stack was started with reach every process, whatever chose them (flags, code).
+    env.update({f"LLADA_{name.upper()}": str(getattr(settings, name)) for name in EXPORTED_SETTINGS
+                if getattr(settings, name) is not None})
+    env.update({"LLADA_DEFAULT_API_KEY": api_key, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
     info = StackInfo(data_dir=str(data_dir), grpc_address=settings.grpc_listen, api_key=api_key)
     project_root = Path(__file__).resolve().parent.parent
     try:

@@ -1,0 +1,113 @@
+"""End to end through gRPC on the production backends — Postgres, Redis (broker and events) and S3 (moto's
+server standing in for MinIO) — with the real tiny model: the same three job kinds as embedded, the same
+processes, only the settings differ (ARCHITECTURE §5). Everything on loopback, stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from e2e_jobs import E2E_EDIT_CROP_BASE, free_port, run_three_kinds
+from shared.settings import Settings
+from workers import embedded
+
+POSTGRES_ADMIN_URL = os.environ.get("LLADA_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+MOTO_SERVER = Path(sys.executable).with_name("moto_server")
+
+
+def _wait_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{what} exited at start")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{what} did not listen on {port}")
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    try:
+        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2).close()
+    except psycopg.Error:
+        pytest.skip("no PostgreSQL at " + POSTGRES_ADMIN_URL)
+    name = f"llada_e2e_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """Our own redis-server and moto S3 server on free loopback ports (the shared Redis stays untouched)."""
+    if shutil.which("redis-server") is None or not MOTO_SERVER.exists():
+        pytest.skip("redis-server or moto_server not installed")
+    folder = tmp_path_factory.mktemp("servers")
+    redis_port, s3_port = free_port(), free_port()
+    started = []
+    try:
+        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no", "--dir", str(folder)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(redis)
+        moto = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(s3_port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(moto)
+        _wait_port(redis_port, redis, "redis-server")
+        _wait_port(s3_port, moto, "moto_server")
+        yield f"redis://127.0.0.1:{redis_port}/0", f"127.0.0.1:{s3_port}"
+    finally:
+        for process in started:
+            process.terminate()
+            process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def production_stack(tmp_path_factory, tiny_checkpoint, postgres_url, servers):
+    redis_url, s3_endpoint = servers
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("production"), database_url=postgres_url, broker_url=redis_url,
+        event_bus_url=redis_url, object_store_url="s3://llada-e2e", s3_endpoint=s3_endpoint,
+        s3_access_key="testing", s3_secret_key="testing", model_path=str(tiny_checkpoint),
+        grpc_listen=f"127.0.0.1:{free_port()}", metrics_port=0,
+    )
+    info = embedded.start_stack(settings, log=lambda message: None,
+                                extra_env={"LLADA_EDIT_CROP_BASE": E2E_EDIT_CROP_BASE})
+    try:
+        yield info, settings
+    finally:
+        embedded.stop_stack(settings.data_dir)
+
+
+def test_three_kinds_on_postgres_redis_and_s3(production_stack, tmp_path):
+    info, settings = production_stack
+
+    run_three_kinds(info.grpc_address, info.api_key, tmp_path)
+
+    # The results live in the bucket, and the jobs in Postgres, not in the data folder.
+    from shared.objectstore import object_store_from_settings
+
+    store = object_store_from_settings(settings)
+    with psycopg.connect(settings.database_url.replace("+psycopg", "")) as conn:
+        rows = conn.execute("SELECT id, kind, state, output_keys FROM jobs ORDER BY created_at").fetchall()
+    assert [(kind, state) for _, kind, state, _ in rows] == [
+        ("TEXT_TO_IMAGE", "SUCCEEDED"), ("UNDERSTAND", "SUCCEEDED"), ("EDIT", "SUCCEEDED")]
+    for job_id, kind, _, output_keys in rows:
+        if kind != "UNDERSTAND":
+            assert output_keys == {"image": f"results/{job_id}/image.png"}
+            assert store.exists(output_keys["image"])
+    assert not (settings.data_dir / "jobs.db").exists() and not (settings.data_dir / "objects").exists()
