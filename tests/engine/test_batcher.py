@@ -18,9 +18,11 @@ from workers.model.text_tokenizer import TextTokenizer
 
 @pytest.fixture(scope="module")
 def backbone(tiny_ckpt):
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster and leaves the shared CPU to others
     model = load_backbone(tiny_ckpt, device="cpu", dtype=torch.float32)
-    return model, TextTokenizer.from_folder(tiny_ckpt, model.config)
+    yield model, TextTokenizer.from_folder(tiny_ckpt, model.config)
+    torch.set_num_threads(threads)
 
 
 class RecordingStepDouble:

@@ -30,8 +30,10 @@ def pipeline(tiny_ckpt):
 
     # Ray runs actors with OMP_NUM_THREADS=1; the in-process Pipeline uses the same thread count so that
     # float reductions happen in the same order and images can be compared byte for byte.
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    return Pipeline.from_pretrained(tiny_ckpt, device="cpu", decoders=("turbo",))
+    yield Pipeline.from_pretrained(tiny_ckpt, device="cpu", decoders=("turbo",))
+    torch.set_num_threads(threads)
 
 
 def png(image) -> bytes:
