@@ -82,7 +82,13 @@ class EngineExecutor:
         self.config = config
         start_ray(config)
         self.kind = device_kind(config)
-        self.replicas = [Replica(config, self.kind, i) for i in range(config.replicas)]
+        self.replicas: list[Replica] = []
+        try:
+            for index in range(config.replicas):
+                self.replicas.append(Replica(config, self.kind, index))
+        except BaseException:  # e.g. PlacementError for a later replica: release the devices already held
+            self.close()
+            raise
         self._admission = threading.Condition()
 
     @classmethod
