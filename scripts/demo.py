@@ -42,7 +42,7 @@ TEXT_TO_IMAGE = {"prompt": "a lighthouse on a cliff at sunset, oil painting", "w
                  "height": DEMO_SIZE, "steps": 8, "seed": 7}
 UNDERSTAND = {"question": "Describe this picture in one sentence.", "gen_length": 32, "steps": 8,
               "block_length": 32}
-EDIT = {"instruction": "make the sky stormy", "steps": 8, "seed": 7}
+EDIT = {"instruction": "make the sky stormy", "steps": 4, "seed": 7}
 JOB_TIMEOUT_S = 600.0
 
 console = Console(stderr=True)
@@ -119,17 +119,23 @@ def run_jobs(client: LladaClient, output: Path) -> list[dict]:
 
 
 def print_summary(results: list[dict], total_s: float, output: Path) -> None:
-    table = Table(title=f"llada-serve demo — {total_s:.1f} s in all, outputs in {output}")
-    for column in ("job", "state", "attempts", "wall s", "stage seconds", "output"):
+    table = Table(title=f"llada-serve demo: {total_s:.1f} s in all, outputs in {output}")
+    for column in ("job", "state", "tries", "wall s", "denoise s", "decode s", "output"):
         table.add_column(column)
     for r in results:
-        stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stage_seconds"].items())
-        out = r["error"]["code"] + ": " + r["error"]["message"] if r["error"] else ", ".join(
-            Path(f).name for f in r["files"])
+        stages = r["stage_seconds"]
+        out = f"{r['error']['code']}: {r['error']['message']}" if r["error"] else ", ".join(Path(f).name for f in r["files"])
+        table.add_row(r["kind"].lower(), r["state"], str(r["attempts"]), f"{r['wall_seconds']:.1f}",
+                      f"{stages.get('denoise', 0):.1f}", f"{stages.get('decode', 0):.1f}" if "decode" in stages else "",
+                      out)
+    console_out = Console()
+    if not console_out.is_terminal:  # a log or a pipe: no terminal width to fit, keep rows on one line
+        console_out = Console(width=120)
+    console_out.print(table)
+    for r in results:
         if r["text"]:
-            out += f"  “{r['text'][:60]}”"
-        table.add_row(r["kind"], r["state"], str(r["attempts"]), f"{r['wall_seconds']:.2f}", stages, out)
-    Console().print(table)
+            # The tiny checkpoint has random weights: its answer is noise, the path that carried it is real.
+            console_out.print(f"answer of the understanding job: {r['text'][:120]!r}")
 
 
 def _interrupt(signum, frame):
