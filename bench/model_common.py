@@ -108,6 +108,12 @@ def tiny_checkpoint(folder: Path, *, with_image_components: bool = True) -> Path
     return make_tiny_checkpoint(folder, seed=0, with_image_components=with_image_components)
 
 
+def one_thread() -> None:
+    """Run torch on one thread: on a small shared CPU, a second thread mostly adds contention (here up to 15x
+    slower for tiny tensors), which would swamp the differences being measured. Ratios are the result."""
+    torch.set_num_threads(1)
+
+
 def size_on_disk(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
