@@ -18,13 +18,12 @@ from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 from workers.engine.calls import Progress, ShouldCancel, call_stage
 from workers.engine.config import STAGES, EngineConfig
 from workers.engine.decoder_actor import DecoderActor
-from workers.engine.errors import EngineCrashed
 from workers.engine.denoiser_actor import DenoiserActor
+from workers.engine.errors import EngineCrashed
 from workers.engine.placement import actor_options, reserve_replica, torch_device
 from workers.engine.tokenizer_actor import TokenizerActor
 from workers.model.errors import Cancelled
 from workers.model.pipeline import ImageResult, TextResult
-
 
 # A restarted actor reloads its weights; on a real checkpoint that takes minutes.
 ACTOR_RESTART_TIMEOUT_S = 600.0

@@ -12,9 +12,9 @@ from workers.engine import requests as R
 from workers.engine.actor_info import compute_dtype, describe
 from workers.engine.errors import portable_errors
 from workers.engine.tracking import JobTable
+from workers.model import pipeline_inputs as inputs
 from workers.model.config import BackboneConfig
 from workers.model.errors import Cancelled
-from workers.model import pipeline_inputs as inputs
 from workers.model.image_prep import understanding_resize
 from workers.model.image_tokenizer import load_image_tokenizer
 from workers.model.sampler import GenerationRequest, GenerationResult
