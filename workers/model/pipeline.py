@@ -371,8 +371,8 @@ class Pipeline:
         The source is cropped to the closest of the reference's crop sizes (<= (crop_base/32)² cells of
         32 px, aspect <= 4; `crop` = "cover" resizes to cover it first, "reference" crops the un-resized
         image as the official code does), tokenised at 16 px per token, edited on the same grid and decoded:
-        the result is crop size x resolution_multiplier / 1 — with the defaults a 512² crop gives 1024², as
-        the reference. Defaults: steps 8, cfg_text_scale 4.0, cfg_image_scale 0.0 (README).
+        the result is crop size x resolution_multiplier — with the defaults a 512² crop gives 1024², as the
+        reference. Defaults: steps 8, cfg_text_scale 4.0, cfg_image_scale 0.0 (README).
         """
         tokenizer = self._require_image_tokenizer()
         inputs.check_text("instruction", instruction)
