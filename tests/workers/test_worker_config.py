@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from PIL import Image
 
-from conftest import png_bytes
+from worker_harness import png_bytes
 from shared.jobs import JobKind, validate_params
 from shared.queue import RUN_JOB_TASK
 from shared.settings import Settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import png_bytes
+from worker_harness import png_bytes
 from shared import repository as repo
 from shared.jobs import JobKind
 from workers.reaper import Reaper

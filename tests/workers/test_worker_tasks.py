@@ -9,7 +9,7 @@ import time
 
 from PIL import Image
 
-from conftest import png_bytes
+from worker_harness import png_bytes
 from shared import repository as repo
 from shared.jobs import JobKind, JobState
 
