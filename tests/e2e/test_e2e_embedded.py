@@ -52,3 +52,22 @@ def test_up_keeps_data_logs_key_and_pids_in_one_folder_and_serves(stack):
 def test_text_to_image_understanding_and_edit_over_grpc(stack, tmp_path):
     _, address, api_key, _ = stack
     run_three_kinds(address, api_key, tmp_path)
+
+
+def test_cancel_a_running_job_over_grpc(stack):
+    from client import LladaClient, stage_name, state_name
+
+    _, address, api_key, _ = stack
+    with LladaClient(address, api_key=api_key) as client:
+        # 64 denoising steps (2 blocks × 32): long enough to be caught mid-way.
+        job = client.submit_text_to_image("a slow red fox", width=256, height=256, steps=32, seed=3,
+                                          decoder_steps=2)
+        for snapshot in client.watch(job.id, timeout=120):
+            if state_name(snapshot) == "RUNNING" and stage_name(snapshot) == "denoise" and snapshot.progress.step:
+                break
+        client.cancel(job.id)
+        final = client.wait(job.id, timeout=60)
+
+    assert state_name(final) == "CANCELLED" and final.cancel_requested
+    assert final.progress.step < final.progress.total  # stopped mid-way, not run to the end
+    assert not final.outputs.objects
