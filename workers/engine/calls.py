@@ -12,8 +12,7 @@ from collections.abc import Callable
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
 
-from workers.engine.errors import EngineCrashed, PortableInputError
-from workers.model.errors import ModelInputError
+from workers.engine.errors import EngineCrashed
 
 Progress = Callable[[str, int, int], None]
 ShouldCancel = Callable[[], bool]
@@ -25,8 +24,6 @@ POLL_ANSWER_TIMEOUT_S = 2.0
 def unwrap(err: RayTaskError) -> BaseException:
     """The exception the actor's method raised (Cancelled, ModelInputError, …), not Ray's wrapper."""
     cause = getattr(err, "cause", None)
-    if isinstance(cause, PortableInputError):
-        return ModelInputError(cause.field, cause.message)
     return cause if isinstance(cause, BaseException) else err
 
 

@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from workers.engine.actor_info import compute_dtype, describe
-from workers.engine.errors import portable_errors
 from workers.engine.tracking import JobTable
 from workers.model.errors import Cancelled
 from workers.model.pipeline import DEFAULT_DECODERS, _Decoders
@@ -34,7 +33,6 @@ class DecoderActor:
         self.jobs = JobTable()
         self._device_lock = asyncio.Lock()  # one decode at a time: each saturates the device
 
-    @portable_errors
     async def decode(self, key: str, codes: list[int], h: int, w: int, *, mode: str, steps: int, seed: int,
                      resolution_multiplier: int) -> Image.Image:
         self.jobs.open(key, STAGE_DECODE)

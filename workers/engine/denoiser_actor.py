@@ -9,7 +9,6 @@ import torch
 
 from workers.engine.actor_info import compute_dtype, describe
 from workers.engine.batcher import StepBatcher
-from workers.engine.errors import portable_errors
 from workers.model.backbone import load_backbone
 from workers.model.sampler import GenerationRequest, GenerationResult
 
@@ -24,7 +23,6 @@ class DenoiserActor:
         self.load_seconds = time.perf_counter() - started
         self.batcher = StepBatcher(self.model, self.device, max_batch=max_batch)
 
-    @portable_errors
     async def generate(self, key: str, request: GenerationRequest, stage: str = "denoise") -> GenerationResult:
         return await self.batcher.run(key, request, stage)
 

@@ -14,30 +14,3 @@ class EngineCrashed(ConnectionError):
 
 class PlacementError(RuntimeError):
     """The stage → device map cannot be satisfied by the Ray cluster's resources."""
-
-
-class PortableInputError(Exception):
-    """A `ModelInputError` on its way from an actor to the caller. Ray pickles exceptions by their args and
-    `ModelInputError(field, message)` keeps only one, so it cannot travel as itself; the caller turns this
-    back into a `ModelInputError` (`workers.engine.calls.unwrap`)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(field, message)
-        self.field = field
-        self.message = message
-
-
-def portable_errors(method):
-    """Decorate an async actor method so the model's input errors reach the caller intact."""
-    import functools
-
-    from workers.model.errors import ModelInputError
-
-    @functools.wraps(method)
-    async def wrapper(*args, **kwargs):
-        try:
-            return await method(*args, **kwargs)
-        except ModelInputError as err:
-            raise PortableInputError(err.field, err.message) from None
-
-    return wrapper

@@ -10,7 +10,6 @@ import torch
 
 from workers.engine import requests as R
 from workers.engine.actor_info import compute_dtype, describe
-from workers.engine.errors import portable_errors
 from workers.engine.tracking import JobTable
 from workers.model import pipeline_inputs as inputs
 from workers.model.config import BackboneConfig
@@ -35,23 +34,19 @@ class TokenizerActor:
         self._device_lock = asyncio.Lock()  # one image encode at a time on the device
 
     # -- text-to-image ----------------------------------------------------------------------------------
-    @portable_errors
     async def text_to_image_request(self, key: str, prompt: str, options: dict) -> tuple[str, GenerationRequest]:
         return R.text_to_image_first_request(self.tok, prompt, **options)
 
-    @portable_errors
     async def thinking_phase2_request(self, key: str, prompt: str, phase1: GenerationResult,
                                       options: dict) -> tuple[GenerationRequest, str]:
         return R.text_to_image_phase2_request(self.tok, prompt, phase1, **options)
 
-    @portable_errors
     async def image_codes(self, key: str, result: GenerationResult, grid_h: int, grid_w: int) -> list[int]:
         return R.image_codes(self.tok, result, grid_h, grid_w)
 
     # -- understanding / editing ------------------------------------------------------------------------
     # Images arrive as the caller gave them (PIL image or encoded bytes) and are checked and prepared
     # exactly as the Pipeline's tokenize stage does.
-    @portable_errors
     async def understand_request(self, key: str, image, question: str,
                                  options: dict) -> tuple[GenerationRequest, int, int]:
         inputs.check_text("question", question)
@@ -60,7 +55,6 @@ class TokenizerActor:
         R.check_length(self.tok, "image", len(codes) + options.get("gen_length", 2048))
         return R.understand_request(self.tok, codes, h, w, question, **options), h, w
 
-    @portable_errors
     async def edit_request(self, key: str, image, instruction: str, options: dict, *, crop: str,
                            crop_base: int) -> tuple[GenerationRequest, int, int]:
         inputs.check_text("instruction", instruction)

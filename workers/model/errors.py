@@ -14,3 +14,8 @@ class ModelInputError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+    def __reduce__(self):
+        # Exceptions pickle as `cls(*self.args)`, and `args` holds only the formatted text; rebuild from
+        # (field, message) so the error crosses process boundaries (Ray actors) as itself.
+        return type(self), (self.field, self.message)
