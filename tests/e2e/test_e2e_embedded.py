@@ -71,3 +71,15 @@ def test_cancel_a_running_job_over_grpc(stack):
     assert state_name(final) == "CANCELLED" and final.cancel_requested
     assert final.progress.step < final.progress.total  # stopped mid-way, not run to the end
     assert not final.outputs.objects
+
+
+def test_first_run_made_the_tiny_checkpoint_once(tiny_checkpoint):
+    from shared.settings import Settings
+    from workers.embedded import ensure_model
+
+    folder = Path(tiny_checkpoint)
+    assert folder.name == "tiny-checkpoint" and (folder / "config.json").is_file()
+    assert not folder.with_name("tiny-checkpoint.partial").exists()
+    made_at = (folder / "config.json").stat().st_mtime_ns
+    ensure_model(Settings(data_dir=folder.parent), log=lambda message: None)  # second `llada up`: kept
+    assert (folder / "config.json").stat().st_mtime_ns == made_at
