@@ -186,9 +186,7 @@ class JobRunner:
             try:
                 output = ctx.executor.run(kind, params, inputs, progress=ProgressReporter(ctx, job_id),
                                           should_cancel=lambda: self._should_cancel(job_id, beat))
-            except BaseException as err:  # noqa: BLE001 - KeyboardInterrupt/SystemExit re-raised below
-                if isinstance(err, (KeyboardInterrupt, SystemExit)):
-                    raise
+            except Exception as err:  # the model's own errors, Cancelled, out of memory, or infrastructure
                 return self._settle_error(job_id, kind, err, beat)
             if beat.lost.is_set():
                 return self._lost(job_id)
@@ -229,7 +227,7 @@ class JobRunner:
 
     # ------------------------------------------------------------------ endings
 
-    def _settle_error(self, job_id: str, kind: JobKind, err: BaseException, beat: Heartbeat) -> str:
+    def _settle_error(self, job_id: str, kind: JobKind, err: Exception, beat: Heartbeat) -> str:
         if beat.lost.is_set():
             return self._lost(job_id)
         if is_cancellation(err):

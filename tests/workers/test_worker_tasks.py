@@ -172,3 +172,27 @@ def test_a_run_whose_job_was_reaped_stops_and_writes_nothing(harness):
     job = harness.job(job_id)
     assert (job.state, job.attempts) == ("QUEUED", 1)
     assert [p for p in stored_objects(harness) if p.startswith("results/")] == []
+
+
+class UnreachableStoreExecutorDouble:
+    """Stands in for the executor when a backend drops away mid-job (an infrastructure error)."""
+
+    def run(self, kind, params, inputs, *, progress, should_cancel):
+        raise ConnectionError("object store unreachable")
+
+
+def test_infrastructure_error_leaves_the_job_for_the_reaper_instead_of_failing_it(harness):
+    harness.ctx.executor = UnreachableStoreExecutorDouble()
+    job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
+
+    try:
+        harness.runner().run(job_id)
+    except ConnectionError:
+        pass
+    else:
+        raise AssertionError("the error should reach Celery")
+
+    job = harness.job(job_id)
+    assert (job.state, job.attempts, job.error_code) == ("RUNNING", 1, None)
+    requeued, _ = harness.ctx.db(repo.reap_stale, heartbeat_timeout_s=0, max_attempts=3)
+    assert requeued == [job_id]  # the next attempt gets its chance
