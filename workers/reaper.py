@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -149,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     reaper = reaper_from_settings(get_settings())
     if args.once:
-        report = reaper.run_once()
+        try:
+            report = reaper.run_once()
+        except Exception as err:  # e.g. an unmigrated database: one line, not a traceback
+            print(f"reaper: pass failed: {type(err).__name__}: {str(err).splitlines()[0]}", file=sys.stderr)
+            return 1
         print(f"requeued={len(report.requeued)} dead={len(report.dead)} resent={len(report.resent)} "
               f"expired={len(report.expired)}")
         return 0
