@@ -89,6 +89,22 @@ def is_alive(pid: int) -> bool:
         return True
 
 
+# A word of each process's command line: a pid from an old pid file that now belongs to some other
+# program (after a reboot) is never signalled.
+COMMAND_MARKERS = {"gateway": "services.gateway", "worker": "workers.celery_app", "reaper": "workers.reaper"}
+
+
+def is_ours(name: str, pid: int) -> bool:
+    """Alive and still running the stack's command (where /proc can tell; elsewhere alive is enough)."""
+    if not is_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return True
+    return COMMAND_MARKERS.get(name, "") in cmdline
+
+
 def _signal_group(pid: int, signum: int) -> None:
     # Each process leads its own session (start_new_session): the group holds the worker's pool children.
     try:
@@ -101,7 +117,7 @@ def stop_pids(pids: dict[str, int], timeout_s: float) -> dict[str, str]:
     """SIGTERM every process group, wait up to `timeout_s`, SIGKILL what is left. Returns name → how."""
     how = {}
     for name, pid in pids.items():
-        if is_alive(pid):
+        if is_ours(name, pid):
             # The leader only: Celery's parent then finishes the running job (warm shutdown) and stops
             # its pool child itself; a SIGTERM to the child directly would lose the job.
             os.kill(pid, signal.SIGTERM)
@@ -207,7 +223,7 @@ def settings_for(data_dir: Path, grpc_listen: str | None = None, metrics_port: i
 
 def running_stack(data_dir: Path) -> StackInfo | None:
     info = StackInfo.load(data_dir)
-    if info is not None and all(is_alive(pid) for pid in info.pids.values()):
+    if info is not None and all(is_ours(name, pid) for name, pid in info.pids.items()):
         return info
     return None
 
@@ -276,7 +292,8 @@ def stack_status(data_dir: Path) -> dict[str, str]:
     info = StackInfo.load(data_dir)
     if info is None:
         return {}
-    status = {name: ("running" if is_alive(pid) else "exited") + f" (pid {pid})" for name, pid in info.pids.items()}
+    status = {name: ("running" if is_ours(name, pid) else "exited") + f" (pid {pid})"
+              for name, pid in info.pids.items()}
     try:
         wait_serving(info.grpc_address, 2.0)
         status["health"] = f"SERVING at {info.grpc_address}"
