@@ -11,6 +11,7 @@ import torch
 from workers.engine import requests as R
 from workers.engine.actor_info import compute_dtype, describe
 from workers.engine.tracking import JobTable
+from workers.model import generation as G
 from workers.model import pipeline_inputs as inputs
 from workers.model.config import BackboneConfig
 from workers.model.errors import Cancelled
@@ -42,7 +43,7 @@ class TokenizerActor:
         return R.text_to_image_phase2_request(self.tok, prompt, phase1, **options)
 
     async def image_codes(self, key: str, result: GenerationResult, grid_h: int, grid_w: int) -> list[int]:
-        return R.image_codes(self.tok, result, grid_h, grid_w)
+        return G.image_codes(self.tok, result, grid_h, grid_w)
 
     # -- understanding / editing ------------------------------------------------------------------------
     # Images arrive as the caller gave them (PIL image or encoded bytes) and are checked and prepared
@@ -52,19 +53,19 @@ class TokenizerActor:
         inputs.check_text("question", question)
         source = understanding_resize(inputs.open_image(image, "image"))
         codes, h, w = await self._encode(key, source)
-        R.check_length(self.tok, "image", len(codes) + options.get("gen_length", 2048))
-        return R.understand_request(self.tok, codes, h, w, question, **options), h, w
+        inputs.check_positions(self.tok.config, "image", len(codes) + options.get("gen_length", 2048))
+        return G.understand_request(self.tok, codes, h, w, question, **options), h, w
 
     async def edit_request(self, key: str, image, instruction: str, options: dict, *, crop: str,
                            crop_base: int) -> tuple[GenerationRequest, int, int]:
         inputs.check_text("instruction", instruction)
         source = inputs.edit_source(inputs.open_image(image, "image"), crop=crop, base=crop_base)
         codes, h, w = await self._encode(key, source)
-        R.check_length(self.tok, "image", 2 * len(codes))
-        return R.edit_request(self.tok, codes, h, w, instruction, **options), h, w
+        inputs.check_positions(self.tok.config, "image", 2 * len(codes))
+        return G.edit_request(self.tok, codes, h, w, instruction, **options), h, w
 
     async def answer_text(self, key: str, result: GenerationResult) -> str:
-        return R.answer_text(self.tok, result)
+        return G.answer_text(self.tok, result)
 
     async def _encode(self, key: str, image):
         self.jobs.open(key, STAGE_TOKENIZE)

@@ -291,7 +291,7 @@ class Pipeline:
         def tokenize() -> None:
             # The prompt ids are built again inside the sampler call; here they size-check the request.
             cond, _ = P.t2i_prompts(self.text_tokenizer, inputs.check_text("prompt", prompt), grid_h, grid_w)
-            self._check_length("prompt", len(cond) + grid_h * grid_w)
+            inputs.check_positions(self.config, "prompt", len(cond) + grid_h * grid_w)
             _report(progress, "tokenize")
 
         stages.run("tokenize", tokenize)
@@ -334,7 +334,7 @@ class Pipeline:
         def tokenize() -> tuple[list[int], int, int]:
             picture = inputs.open_image(image, "image")
             encoded = tokenizer.encode(image_prep.understanding_resize(picture))
-            self._check_length("image", len(encoded[0]) + gen_length)
+            inputs.check_positions(self.config, "image", len(encoded[0]) + gen_length)
             _report(progress, "tokenize")
             return encoded
 
@@ -384,7 +384,7 @@ class Pipeline:
         def tokenize() -> tuple[list[int], int, int]:
             source = inputs.edit_source(inputs.open_image(image, "image"), crop=crop, base=crop_base)
             encoded = tokenizer.encode(source)
-            self._check_length("image", 2 * len(encoded[0]))
+            inputs.check_positions(self.config, "image", 2 * len(encoded[0]))
             _report(progress, "tokenize")
             return encoded
 
@@ -411,11 +411,6 @@ class Pipeline:
             raise ModelInputError("decoder_steps", f"the {mode} decoder needs an integer >= {spec.min_steps}, "
                                                    f"got {steps!r}")
         return self.get_decoder(mode), steps
-
-    def _check_length(self, field_name: str, tokens: int) -> None:
-        limit = self.config.max_position_embeddings
-        if tokens > limit:
-            raise ModelInputError(field_name, f"the request needs {tokens} positions; the backbone has {limit}")
 
 
 def resolve_seed(seed: int | None) -> int:

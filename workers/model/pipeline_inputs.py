@@ -53,6 +53,15 @@ def check_side(field_name: str, value: Any, multiple: int, low: int, high: int) 
     return value
 
 
+def check_positions(config, field_name: str, tokens: int) -> int:
+    """Prompt plus generated positions must fit the backbone's `max_position_embeddings` (config.json);
+    refused up front, naming the user input (`prompt`, `image`) that made the request this long."""
+    limit = config.max_position_embeddings
+    if tokens > limit:
+        raise ModelInputError(field_name, f"the request needs {tokens} positions; the backbone has {limit}")
+    return tokens
+
+
 def _decode(data: bytes, field_name: str) -> Image.Image:
     if not data:
         raise ModelInputError(field_name, "is empty (0 bytes)")
