@@ -13,7 +13,7 @@ from PIL import Image
 from workers.engine.actor_info import compute_dtype, describe
 from workers.engine.tracking import JobTable
 from workers.model.errors import Cancelled
-from workers.model.pipeline import DEFAULT_DECODERS, _Decoders
+from workers.model.pipeline import DEFAULT_DECODERS, DecoderSet
 
 STAGE_DECODE = "decode"
 
@@ -26,7 +26,7 @@ class DecoderActor:
                  dtype: str | None = None):
         started = time.perf_counter()
         self.device = torch.device(device)
-        self.decoders = _Decoders(Path(model_path), self.device, compute_dtype(self.device, dtype))
+        self.decoders = DecoderSet(Path(model_path), self.device, compute_dtype(self.device, dtype))
         for mode in decoders:
             self.decoders.get(mode)
         self.load_seconds = time.perf_counter() - started

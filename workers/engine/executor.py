@@ -21,7 +21,6 @@ from workers.engine.placement import device_kind, local_init_resources
 from workers.engine.replica import Replica
 from workers.model import generation, image_prep
 from workers.model import pipeline_inputs as inputs
-from workers.model.decoder import MODES as DECODER_MODES
 from workers.model.decoder.pipeline import DEFAULT_RESOLUTION_MULTIPLIER
 from workers.model.errors import ModelInputError
 from workers.model.pipeline import (
@@ -33,8 +32,8 @@ from workers.model.pipeline import (
     ShouldCancel,
     Sprint,
     TextResult,
-    _seed,
-    _sprint,
+    resolve_seed,
+    sprint_setting,
 )
 
 # Ray's own telemetry stays off unless the operator sets it (the workers may have no internet access).
@@ -53,18 +52,6 @@ def start_ray(config: EngineConfig) -> None:
         return
     gpus = config.device == "gpu" or (config.device == "auto" and torch.cuda.is_available())
     ray.init(resources=None if gpus else local_init_resources(config), include_dashboard=False)
-
-
-def decoder_steps_of(mode: str, steps: int | None) -> int:
-    """The Pipeline's decoder checks, without loading a decoder in this process."""
-    if mode not in DECODER_MODES:
-        raise ModelInputError("decoder", f"must be one of {sorted(DECODER_MODES)}, got {mode!r}")
-    spec = DECODER_MODES[mode]
-    steps = spec.default_steps if steps is None else steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < spec.min_steps:
-        raise ModelInputError("decoder_steps",
-                              f"the {mode} decoder needs an integer >= {spec.min_steps}, got {steps!r}")
-    return steps
 
 
 def _image_input(image):
@@ -147,12 +134,12 @@ class EngineExecutor:
         cell = inputs.check_resolution_multiplier(resolution_multiplier) * PATCH
         grid_h = inputs.check_side("height", height, cell, IMAGE_SIDE_MIN, IMAGE_SIDE_MAX) // cell
         grid_w = inputs.check_side("width", width, cell, IMAGE_SIDE_MIN, IMAGE_SIDE_MAX) // cell
-        decoder_steps = decoder_steps_of(decoder, decoder_steps)
-        seed = _seed(seed)
+        decoder_steps = inputs.check_decoder(decoder, decoder_steps)
+        seed = resolve_seed(seed)
         inputs.check_text("prompt", prompt)
         options = dict(steps=steps, cfg_scale=cfg_scale, block_length=block_length, mode=mode,
                        thinking_steps=thinking_steps, thinking_gen_length=thinking_gen_length,
-                       threshold=threshold, sprint=_sprint(sprint))
+                       threshold=threshold, sprint=sprint_setting(sprint))
         with self._replica() as replica:
             return replica.text_to_image(
                 prompt, grid_h=grid_h, grid_w=grid_w, seed=seed, options=options, decoder=decoder,
@@ -176,7 +163,7 @@ class EngineExecutor:
     ) -> TextResult:
         inputs.check_text("question", question)
         options = dict(steps=steps, gen_length=gen_length, block_length=block_length, threshold=threshold,
-                       seed=seed, sprint=_sprint(sprint))
+                       seed=seed, sprint=sprint_setting(sprint))
         with self._replica() as replica:
             return replica.understand(_image_input(image), question, options=options, progress=progress,
                                       should_cancel=should_cancel)
@@ -203,10 +190,10 @@ class EngineExecutor:
     ) -> ImageResult:
         inputs.check_text("instruction", instruction)
         inputs.check_resolution_multiplier(resolution_multiplier)
-        decoder_steps = decoder_steps_of(decoder, decoder_steps)
-        seed = _seed(seed)
+        decoder_steps = inputs.check_decoder(decoder, decoder_steps)
+        seed = resolve_seed(seed)
         options = dict(steps=steps, block_length=block_length, cfg_text_scale=cfg_text_scale,
-                       cfg_image_scale=cfg_image_scale, threshold=threshold, sprint=_sprint(sprint))
+                       cfg_image_scale=cfg_image_scale, threshold=threshold, sprint=sprint_setting(sprint))
         with self._replica() as replica:
             return replica.edit(
                 _image_input(image), instruction, seed=seed, options=options, crop=crop, crop_base=crop_base,

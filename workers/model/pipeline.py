@@ -403,13 +403,7 @@ class Pipeline:
     # ---- helpers ---------------------------------------------------------------------------------------
     def _decoder_and_steps(self, mode: str, steps: int | None) -> tuple[ImageDecoder, int]:
         """Check the decoder choice and its steps before any work, then fetch (or load) that decoder."""
-        if mode not in DECODER_MODES:
-            raise ModelInputError("decoder", f"must be one of {sorted(DECODER_MODES)}, got {mode!r}")
-        spec = DECODER_MODES[mode]
-        steps = spec.default_steps if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < spec.min_steps:
-            raise ModelInputError("decoder_steps", f"the {mode} decoder needs an integer >= {spec.min_steps}, "
-                                                   f"got {steps!r}")
+        steps = inputs.check_decoder(mode, steps)
         return self.get_decoder(mode), steps
 
 
@@ -435,8 +429,3 @@ def _report(progress: Progress | None, stage: str) -> None:
     if progress is not None:
         progress(stage, 1, 1)
 
-
-# Earlier private names, still imported by workers/engine.
-_Decoders = DecoderSet
-_seed = resolve_seed
-_sprint = sprint_setting

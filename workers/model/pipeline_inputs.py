@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from workers.model import image_prep
+from workers.model.decoder import MODES as DECODER_MODES
 from workers.model.errors import ModelInputError
 from workers.model.image_tokenizer.preprocess import to_rgb
 
@@ -60,6 +61,19 @@ def check_positions(config, field_name: str, tokens: int) -> int:
     if tokens > limit:
         raise ModelInputError(field_name, f"the request needs {tokens} positions; the backbone has {limit}")
     return tokens
+
+
+def check_decoder(mode: Any, steps: Any) -> int:
+    """The decoder choice ("turbo" or "normal") and its step count (None = that decoder's default), checked
+    without loading a decoder; returns the steps to run."""
+    if mode not in DECODER_MODES:
+        raise ModelInputError("decoder", f"must be one of {sorted(DECODER_MODES)}, got {mode!r}")
+    spec = DECODER_MODES[mode]
+    steps = spec.default_steps if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < spec.min_steps:
+        raise ModelInputError("decoder_steps", f"the {mode} decoder needs an integer >= {spec.min_steps}, "
+                                               f"got {steps!r}")
+    return steps
 
 
 def _decode(data: bytes, field_name: str) -> Image.Image:
