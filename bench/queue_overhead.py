@@ -90,6 +90,7 @@ def bare_latencies(settings: Settings, jobs: int, env: dict[str, str]) -> tuple[
             result = app.send_task(bare_celery_app.BARE_TASK, queue=bare_celery_app.BARE_QUEUE)
             started, ended = result.get(timeout=60, interval=RESULT_POLL_S)
             seen = time.time()
+            result.forget()  # leave no result keys behind on a shared Redis
             if i >= WARMUP:
                 starts.append(started - sent)
                 finishes.append(seen - ended)
