@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from workers.model.decoder import load_decoder
+from workers.model.decoder import DecoderNoise, load_decoder
 from workers.model.decoder.pipeline import pixels_to_image
 from workers.model.decoder.samplers import normal_time_grid, sample_normal, sample_turbo
 from workers.model.decoder.transformer import load_transformer
@@ -151,6 +151,53 @@ def test_turbo_decode_is_deterministic_per_seed(turbo):
     again = np.asarray(turbo.decode(CODES_2x3, 2, 3, steps=1, seed=3, resolution_multiplier=1))
     other = np.asarray(turbo.decode(CODES_2x3, 2, 3, steps=1, seed=4, resolution_multiplier=1))
     assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+def seeded_draws(decoder, steps: int, seed: int, rmul: int = 1) -> DecoderNoise:
+    """The draws the seeded path makes, replayed by hand: the fp32 starting latent, then (turbo) one
+    float64 re-noising draw per step, all from one generator."""
+    shape = decoder.latent_shape(2, 3, rmul)
+    gen = torch.Generator().manual_seed(seed)
+    initial = torch.randn(shape, generator=gen, dtype=torch.float32)
+    if decoder.mode == "normal":
+        return DecoderNoise(initial)
+    return DecoderNoise(initial, tuple(torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(steps)))
+
+
+@pytest.mark.parametrize("which, steps", [("turbo", 3), ("normal", 3)])
+def test_supplied_noise_gives_the_image_of_the_seed_that_drew_it(which, steps, request):
+    decoder = request.getfixturevalue(which)
+    seeded = np.asarray(decoder.decode(CODES_2x3, 2, 3, steps=steps, seed=21, resolution_multiplier=1))
+    noise = seeded_draws(decoder, steps, seed=21)
+    supplied = np.asarray(decoder.decode(CODES_2x3, 2, 3, steps=steps, resolution_multiplier=1, noise=noise))
+    assert np.array_equal(supplied, seeded)
+    other = seeded_draws(decoder, steps, seed=22)
+    assert not np.array_equal(np.asarray(decoder.decode(CODES_2x3, 2, 3, steps=steps, resolution_multiplier=1,
+                                                         noise=other)), seeded)
+
+
+def test_turbo_renoise_draws_are_used_step_by_step(turbo):
+    noise = seeded_draws(turbo, 2, seed=5)
+    base = np.asarray(turbo.decode(CODES_2x3, 2, 3, steps=2, resolution_multiplier=1, noise=noise))
+    # Only the first re-noising draw changed: it enters the state at step 1 (t_next = 0.5), so the image moves.
+    changed = DecoderNoise(noise.initial, (torch.zeros_like(noise.renoise[0]), noise.renoise[1]))
+    assert not np.array_equal(np.asarray(turbo.decode(CODES_2x3, 2, 3, steps=2, resolution_multiplier=1,
+                                                      noise=changed)), base)
+    # The last draw is multiplied by 0 (t_next = 1): changing it leaves the image as it was.
+    last = DecoderNoise(noise.initial, (noise.renoise[0], torch.zeros_like(noise.renoise[1])))
+    assert np.array_equal(np.asarray(turbo.decode(CODES_2x3, 2, 3, steps=2, resolution_multiplier=1, noise=last)),
+                          base)
+
+
+def test_noise_of_the_wrong_shape_or_count_is_refused(turbo, normal):
+    with pytest.raises(ModelInputError) as err:
+        turbo.decode(CODES_2x3, 2, 3, steps=2, resolution_multiplier=1, noise=torch.zeros(1, 2, 3))
+    assert err.value.field == "noise"
+    short = seeded_draws(turbo, 1, seed=0)
+    with pytest.raises(ModelInputError, match="renoise needs 2"):
+        turbo.decode(CODES_2x3, 2, 3, steps=2, resolution_multiplier=1, noise=short)
+    with pytest.raises(ModelInputError, match="turbo decoder only"):
+        normal.decode(CODES_2x3, 2, 3, steps=2, resolution_multiplier=1, noise=short)
 
 
 @pytest.mark.parametrize("rmul", [1, 2])

@@ -1,5 +1,5 @@
 """Diffusion image decoder (MODEL_SPEC §5): SigVQ embedder → Z-Image DiT (normal / turbo) → FLUX VAE."""
 
-from workers.model.decoder.pipeline import MODES, ImageDecoder, load_decoder
+from workers.model.decoder.pipeline import MODES, DecoderNoise, ImageDecoder, load_decoder
 
-__all__ = ["MODES", "ImageDecoder", "load_decoder"]
+__all__ = ["MODES", "DecoderNoise", "ImageDecoder", "load_decoder"]

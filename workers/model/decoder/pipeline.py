@@ -40,6 +40,20 @@ LATENT_DOWNSAMPLE = 8  # the FLUX VAE's 4 levels (§5.5)
 DEFAULT_RESOLUTION_MULTIPLIER = 2  # §5.4: 2 = 1024 px from a 32×32 grid
 
 
+@dataclass(frozen=True)
+class DecoderNoise:
+    """The random draws of one decode, supplied by the caller instead of a seed (MODEL_SPEC §5.4), so two
+    implementations can be compared step by step.
+
+    `initial`: the starting latent, shape `ImageDecoder.latent_shape(h, w, rmul)`, drawn in fp32 by the
+    seeded path. `renoise`: the turbo sampler's fresh noise, one tensor of that shape per step (float64 in
+    the seeded path); empty = draw them from `seed`. The normal sampler uses `initial` only.
+    """
+
+    initial: torch.Tensor
+    renoise: tuple[torch.Tensor, ...] = ()
+
+
 def pixels_to_image(pixels: torch.Tensor) -> Image.Image:
     """[3, H, W] in [0, 1] → RGB PIL image; ×255 then **truncation**, as torchvision's to_pil_image (§5.4)."""
     array = (pixels.float().cpu() * 255).permute(1, 2, 0).numpy()
@@ -78,6 +92,26 @@ class ImageDecoder:
             raise ModelInputError("codes", f"{len(codes)} codes for a {h}x{w} grid (expected {h * w})")
         if not isinstance(steps, int) or steps < self._mode.min_steps:
             raise ModelInputError("steps", f"{self.mode} decoder needs at least {self._mode.min_steps}, got {steps!r}")
+
+    def latent_shape(self, h: int, w: int, resolution_multiplier: int = DEFAULT_RESOLUTION_MULTIPLIER):
+        """Shape of the starting latent for an h×w grid: [1, C, 1, H/8, W/8] of the output image."""
+        side = LATENT_DOWNSAMPLE  # latent cells per image side = pixels / 8
+        return (1, self.transformer.config.in_channels, 1,
+                h * PATCH * resolution_multiplier // side, w * PATCH * resolution_multiplier // side)
+
+    def _check_noise(self, noise, shape, steps: int) -> DecoderNoise:
+        if isinstance(noise, torch.Tensor):
+            noise = DecoderNoise(noise)
+        if not isinstance(noise, DecoderNoise):
+            raise ModelInputError("noise", f"expected a tensor or DecoderNoise, got {type(noise).__name__}")
+        if tuple(noise.initial.shape) != tuple(shape):
+            raise ModelInputError("noise", f"initial latent of shape {tuple(noise.initial.shape)}, expected {shape}")
+        if noise.renoise:
+            if self.mode != "turbo":
+                raise ModelInputError("noise", "re-noising draws apply to the turbo decoder only")
+            if len(noise.renoise) != steps or any(tuple(r.shape) != tuple(shape) for r in noise.renoise):
+                raise ModelInputError("noise", f"renoise needs {steps} tensors of shape {shape}, one per step")
+        return noise
 
     def features(self, codes: Sequence[int], h: int, w: int) -> torch.Tensor:
         """SigVQ conditioning [4·h·w, cap_feat_dim] in the model dtype."""
@@ -121,27 +155,36 @@ class ImageDecoder:
         resolution_multiplier: int = DEFAULT_RESOLUTION_MULTIPLIER,
         progress: Progress = None,
         should_cancel: ShouldCancel = None,
+        noise: DecoderNoise | torch.Tensor | None = None,
     ) -> Image.Image:
-        """PIL image of size (w·16·rmul, h·16·rmul) from an h×w grid of codes (no offset), raster order."""
+        """PIL image of size (w·16·rmul, h·16·rmul) from an h×w grid of codes (no offset), raster order.
+
+        `noise` (a `DecoderNoise`, or a tensor = its `initial` only) replaces the seeded draws it supplies;
+        the seed still feeds any it leaves out.
+        """
         steps = self._mode.default_steps if steps is None else steps
         self._check(codes, h, w, steps, resolution_multiplier)
+        shape = self.latent_shape(h, w, resolution_multiplier)
+        supplied = None if noise is None else self._check_noise(noise, shape, steps)
         features = self.features(codes, h, w)
         generator = torch.Generator(device=self.device)
         if seed is None:
             generator.seed()
         else:
             generator.manual_seed(int(seed))
-        side = LATENT_DOWNSAMPLE  # latent cells per image side = pixels / 8
-        shape = (1, self.transformer.config.in_channels, 1,
-                 h * PATCH * resolution_multiplier // side, w * PATCH * resolution_multiplier // side)
-        # The reference draws the initial noise in fp32 from the same stream as the turbo re-noising draws.
-        noise = torch.randn(shape, generator=generator, dtype=torch.float32, device=self.device)
+        if supplied is not None:
+            start = supplied.initial.to(device=self.device, dtype=torch.float32)
+        else:
+            # The reference draws the initial noise in fp32 from the same stream as the turbo re-noising draws.
+            start = torch.randn(shape, generator=generator, dtype=torch.float32, device=self.device)
         if self.mode == "normal":
             velocity = self._velocity([features, torch.zeros_like(features)])
-            latents = sample_normal(velocity, noise, steps, progress=progress, should_cancel=should_cancel)
+            latents = sample_normal(velocity, start, steps, progress=progress, should_cancel=should_cancel)
         else:
             velocity = self._velocity([features])
-            latents = sample_turbo(velocity, noise, steps, generator, progress=progress, should_cancel=should_cancel)
+            draws = dict(renoise=supplied.renoise) if supplied is not None and supplied.renoise else {}
+            latents = sample_turbo(velocity, start, steps, None if draws else generator, **draws,
+                                   progress=progress, should_cancel=should_cancel)
         if should_cancel is not None and should_cancel():  # last chance before the VAE
             raise Cancelled("decode cancelled")
         pixels = latents_to_pixels(self.vae, latents.squeeze(2))

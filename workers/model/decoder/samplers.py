@@ -7,7 +7,7 @@ after it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -66,16 +66,22 @@ def sample_turbo(
     velocity: Velocity,
     noise: torch.Tensor,
     steps: int,
-    generator: torch.Generator,
+    generator: torch.Generator | None = None,
     *,
+    renoise: Sequence[torch.Tensor] | None = None,
     progress: Progress = None,
     should_cancel: ShouldCancel = None,
 ) -> torch.Tensor:
     """Distilled CFG-free sampler: predict x_data, re-noise with fresh noise at t_next; float64 state.
 
-    Fresh noise is drawn at every step, including the last, where it is multiplied by 0 (t_next = 1): drawing
-    it anyway keeps a seeded random stream aligned with the reference (§5.4 turbo 3).
+    Fresh noise is drawn from `generator` at every step, including the last, where it is multiplied by 0
+    (t_next = 1): drawing it anyway keeps a seeded random stream aligned with the reference (§5.4 turbo 3).
+    `renoise` supplies those `steps` draws instead (to compare implementations step by step).
     """
+    if (generator is None) == (renoise is None):
+        raise ValueError("sample_turbo needs exactly one of generator and renoise")
+    if renoise is not None and len(renoise) != steps:
+        raise ValueError(f"renoise holds {len(renoise)} draws for {steps} steps")
     grid = turbo_time_grid(steps).tolist()
     x = noise.to(torch.float64)
     for k in range(steps):
@@ -83,7 +89,10 @@ def sample_turbo(
         t, t_next = grid[k], grid[k + 1]
         v = velocity(x, t).to(torch.float64)
         x_data = x + (1.0 - t) * v
-        fresh = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=x.device)
+        if renoise is not None:
+            fresh = renoise[k].to(device=x.device, dtype=torch.float64)
+        else:
+            fresh = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=x.device)
         x = t_next * x_data + (1.0 - t_next) * fresh  # = x_data exactly at the last step
         if progress is not None:
             progress(STAGE, k + 1, steps)
