@@ -43,6 +43,18 @@ class CallRecorder:
         return self.transformer(x=x, t=t, cap_feats=cap_feats, **kwargs)
 
 
+def test_a_sibling_decoder_shares_sigvq_and_vae_and_decodes_as_one_loaded_alone(turbo, normal, tiny_ckpt):
+    sibling = turbo.load_sibling(tiny_ckpt, "normal")
+    assert sibling.mode == "normal" and sibling.sigvq is turbo.sigvq and sibling.vae is turbo.vae
+    assert torch.equal(sibling.transformer.x_pad_token, normal.transformer.x_pad_token)
+    decode = dict(steps=3, seed=4, resolution_multiplier=1)
+    assert np.array_equal(np.asarray(sibling.decode(CODES_2x3, 2, 3, **decode)),
+                          np.asarray(normal.decode(CODES_2x3, 2, 3, **decode)))
+    with pytest.raises(ModelInputError) as err:
+        turbo.load_sibling(tiny_ckpt, "fast")
+    assert err.value.field == "mode"
+
+
 def test_cap_embedder_holds_the_files_semantic_embedder(normal, tiny_ckpt):
     state = load_file(tiny_ckpt / "decoder/model.safetensors")
     for suffix in ("0.weight", "1.weight", "1.bias"):

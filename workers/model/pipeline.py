@@ -31,11 +31,8 @@ from workers.model import prompts as P
 from workers.model.backbone import LLaDA2MoeModelLM, load_backbone
 from workers.model.config import BackboneConfig
 from workers.model.decoder import MODES as DECODER_MODES
-from workers.model.decoder import ImageDecoder
+from workers.model.decoder import ImageDecoder, load_decoder
 from workers.model.decoder.pipeline import DEFAULT_RESOLUTION_MULTIPLIER
-from workers.model.decoder.sigvq import load_sigvq
-from workers.model.decoder.transformer import load_transformer
-from workers.model.decoder.vae import load_vae
 from workers.model.errors import Cancelled, ModelInputError
 from workers.model.image_tokenizer import ImageTokenizer, load_image_tokenizer
 from workers.model.sampler import SprintOptions
@@ -131,7 +128,6 @@ class DecoderSet:
 
     def __init__(self, root: Path, device: torch.device, dtype: torch.dtype):
         self.root, self.device, self.dtype = root, device, dtype
-        self._sigvq = self._vae = None
         self._loaded: dict[str, ImageDecoder] = {}
         self._lock = threading.Lock()
 
@@ -143,16 +139,11 @@ class DecoderSet:
             raise ModelInputError("decoder", f"must be one of {sorted(DECODER_MODES)}, got {mode!r}")
         with self._lock:
             if mode not in self._loaded:
-                if self._sigvq is None:
-                    self._sigvq = load_sigvq(
-                        self.root / "image_tokenizer" / "sigvq_embedding.pt", device=self.device, dtype=self.dtype
-                    )
-                    self._vae = load_vae(self.root / "vae", device=self.device, dtype=self.dtype)
-                transformer = load_transformer(
-                    self.root / DECODER_MODES[mode].subfolder, cap_feat_dim=self._sigvq.width,
-                    device=self.device, dtype=self.dtype,
-                )
-                self._loaded[mode] = ImageDecoder(self._sigvq, transformer, self._vae, mode)
+                if self._loaded:  # a later mode reuses the first one's SigVQ embedder and VAE
+                    first = next(iter(self._loaded.values()))
+                    self._loaded[mode] = first.load_sibling(self.root, mode)
+                else:
+                    self._loaded[mode] = load_decoder(self.root, mode=mode, device=self.device, dtype=self.dtype)
             return self._loaded[mode]
 
 

@@ -93,6 +93,16 @@ class ImageDecoder:
         if not isinstance(steps, int) or steps < self._mode.min_steps:
             raise ModelInputError("steps", f"{self.mode} decoder needs at least {self._mode.min_steps}, got {steps!r}")
 
+    def load_sibling(self, path: str | Path, mode: str) -> "ImageDecoder":
+        """The `mode` decoder of checkpoint root `path` over *this* decoder's SigVQ embedder and VAE (one copy
+        of each for both modes), its DiT loaded on this decoder's device and dtype."""
+        if mode not in MODES:
+            raise ModelInputError("mode", f"must be one of {sorted(MODES)}, got {mode!r}")
+        transformer = load_transformer(
+            Path(path) / MODES[mode].subfolder, cap_feat_dim=self.sigvq.width, device=self.device, dtype=self.dtype
+        )
+        return ImageDecoder(self.sigvq, transformer, self.vae, mode)
+
     def latent_shape(self, h: int, w: int, resolution_multiplier: int = DEFAULT_RESOLUTION_MULTIPLIER):
         """Shape of the starting latent for an h×w grid: [1, C, 1, H/8, W/8] of the output image."""
         side = LATENT_DOWNSAMPLE  # latent cells per image side = pixels / 8
@@ -201,7 +211,8 @@ def load_decoder(
     """Load SigVQ (`image_tokenizer/sigvq_embedding.pt`), the DiT (`decoder/` or `decoder-turbo/`) and `vae/`.
 
     `path` is the checkpoint root. `dtype` is the compute dtype of all three (the reference uses bf16 on CUDA,
-    fp32 on CPU); the sampler state stays fp32 (normal) / float64 (turbo) whatever it is.
+    fp32 on CPU); the sampler state stays fp32 (normal) / float64 (turbo) whatever it is. For the other mode
+    as well, `decoder.load_sibling(path, other_mode)` shares this one's SigVQ embedder and VAE.
     """
     if mode not in MODES:
         raise ModelInputError("mode", f"must be one of {sorted(MODES)}, got {mode!r}")
