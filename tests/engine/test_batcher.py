@@ -125,6 +125,9 @@ def test_a_bad_request_fails_alone_naming_the_field(backbone):
     batcher = StepBatcher(model, "cpu")
     with pytest.raises(ValueError, match="gen_length"):
         asyncio.run(batcher.run("bad", request(tok, "text", gen_length=0)))
+    beyond = model.config.max_position_embeddings  # plus the prompt: past the backbone's positions
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        asyncio.run(batcher.run("long", request(tok, "text", gen_length=beyond)))
 
 
 def test_a_failing_forward_fails_the_requests_it_held_and_the_batcher_goes_on(backbone):

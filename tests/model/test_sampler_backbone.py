@@ -57,3 +57,17 @@ def test_pruned_sprint_returns_gen_length_tokens(backbone):
                            image_only=True, image_token_offset=tok.image_token_offset, sprint=sprint)
     [result] = generate(model, [request])
     assert len(result.ids) == 24 and min(result.ids) >= tok.image_token_offset
+
+
+def test_a_prompt_plus_gen_length_beyond_the_backbones_positions_is_refused(backbone):
+    from workers.model import block_diffusion_generate
+    from workers.model.errors import ModelInputError
+
+    model, tok = backbone
+    prompt = tok.encode("a long answer please")
+    too_long = model.config.max_position_embeddings - len(prompt) + 1
+    with pytest.raises(ModelInputError, match="max_position_embeddings") as err:
+        generate(model, [text_request(tok, "a long answer please", gen_length=too_long)])
+    assert err.value.field == "gen_length"
+    with pytest.raises(ModelInputError, match="max_position_embeddings"):
+        block_diffusion_generate(model, prompt, gen_length=too_long, mask_id=tok.mask_id, eos_id=tok.eos_id)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from workers.model.errors import Cancelled
-from workers.model.sampler import GenerationRequest, GenerationResult, RequestState, start_request
+from workers.model.sampler import GenerationRequest, GenerationResult, RequestState, max_positions, start_request
 from workers.model.sampler import step as sampler_step
 
 
@@ -58,13 +58,14 @@ class StepBatcher:
         *,
         max_batch: int = 8,
         step: Callable[[Any, list[RequestState]], None] = sampler_step,
-        start: Callable[[GenerationRequest, Any], RequestState] = start_request,
+        start: Callable[..., RequestState] = start_request,
     ):
         self.model = model
         self.device = device
         self.max_batch = max_batch
         self._step = step
         self._start = start
+        self._max_positions = max_positions(model)
         self._pending: deque[_Slot] = deque()
         self._active: dict[str, _Slot] = {}
         self._slots: dict[str, _Slot] = {}
@@ -79,7 +80,8 @@ class StepBatcher:
         """Queue a request and wait for its result; raises `Cancelled` if `cancel(key)` is called first."""
         if key in self._slots:
             raise ValueError(f"request key {key!r} is already running")
-        state = self._start(request, self.device)  # validates: a bad request fails here, alone
+        # Validates (the backbone's position limit included): a bad request fails here, alone.
+        state = self._start(request, self.device, max_positions=self._max_positions)
         slot = _Slot(key, stage, state, asyncio.get_running_loop().create_future(), next(self._counter))
         slot.progress = state.progress()
         self._slots[key] = slot

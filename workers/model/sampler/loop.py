@@ -20,6 +20,11 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def max_positions(model: torch.nn.Module) -> int | None:
+    """The backbone's `max_position_embeddings` (config.json), or None for a model without that setting."""
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+
 def generate(
     model: torch.nn.Module,
     requests: list[GenerationRequest],
@@ -35,7 +40,8 @@ def generate(
     (total, total)). `should_cancel()` is checked before every step; True raises `Cancelled`.
     """
     device = model_device(model)
-    states = [start_request(r, device) for r in requests]
+    limit = max_positions(model)
+    states = [start_request(r, device, max_positions=limit) for r in requests]
     while not all(s.done for s in states):
         if should_cancel is not None and should_cancel():
             raise Cancelled(f"cancelled during {stage}")

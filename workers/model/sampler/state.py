@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from workers.model.errors import ModelInputError
 from workers.model.sampler import sprint as sprint_ops
 from workers.model.sampler.acceptance import select_transfer
 from workers.model.sampler.batch import RowInput, block_visibility
@@ -190,9 +191,21 @@ class RequestState:
         )
 
 
-def start_request(request: GenerationRequest, device: torch.device | str = "cpu") -> RequestState:
-    """Validate a request and lay out its rows (MODEL_SPEC §3.1 steps 1-2, §3.2 padding)."""
+def start_request(
+    request: GenerationRequest, device: torch.device | str = "cpu", *, max_positions: int | None = None
+) -> RequestState:
+    """Validate a request and lay out its rows (MODEL_SPEC §3.1 steps 1-2, §3.2 padding).
+
+    `max_positions`: the backbone's `max_position_embeddings`; a prompt plus `gen_length` beyond it is
+    refused (RoPE positions past it were never trained). None skips that check.
+    """
     request.validate()
+    if max_positions is not None:
+        needed = len(request.prompts[0]) + request.gen_length
+        if needed > max_positions:
+            raise ModelInputError(
+                "gen_length", f"prompt ({len(request.prompts[0])}) + gen_length ({request.gen_length}) = {needed} "
+                              f"positions exceed the backbone's max_position_embeddings ({max_positions})")
     device = torch.device(device)
     branches = [list(p) for p in request.prompts]
     if len(branches) == 2 and request.cfg_scale == 1.0:
