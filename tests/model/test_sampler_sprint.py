@@ -111,3 +111,15 @@ def test_bad_sprint_options_are_named(field, options):
     with pytest.raises(ModelInputError) as err:
         generate(ScriptedBackboneDouble(), [make_request([PAD_FREE_IDS[:5]], sprint=options)])
     assert err.value.field == field
+
+
+def test_sprint_defaults_are_the_services_and_sprint_true_uses_them():
+    from shared.jobs import SprintOptions as ServiceSprintOptions
+    from workers.model.pipeline import sprint_setting
+
+    mine, service = SprintOptions(), ServiceSprintOptions()
+    names = ("keep_ratio", "cache_warmup_steps", "confidence_alpha", "image_keep_ratio", "text_keep_ratio",
+             "remasking")
+    assert {n: getattr(mine, n) for n in names} == {n: getattr(service, n) for n in names}
+    assert (mine.keep_ratio, mine.cache_warmup_steps) == (0.5, 1)  # MODEL_SPEC §3.6: the official README's
+    assert sprint_setting(True) == mine and sprint_setting(False) is None

@@ -408,7 +408,8 @@ def resolve_seed(seed: int | None) -> int:
 
 
 def sprint_setting(sprint: Sprint) -> SprintOptions | Mapping[str, Any] | None:
-    """`True` = SPRINT with its default options, `False`/None = off; options pass through as given."""
+    """`True` = SPRINT with the sampler's defaults (the official README's, MODEL_SPEC §3.6: keep 0.5, warm-up 1;
+    the service's too), `False`/None = off; options pass through as given."""
     if sprint is True:
         return SprintOptions()
     if sprint is False:
