@@ -120,6 +120,14 @@ def test_an_abandoned_call_frees_its_slot(backbone):
     assert len(asyncio.run(main()).ids) > 0
 
 
+def test_a_finished_requests_last_progress_stays_readable_for_the_callers_final_poll(backbone):
+    model, tok = backbone
+    batcher = StepBatcher(model, "cpu")
+    asyncio.run(batcher.run("done", request(tok, "a short one"), "think"))
+    stage, step, total = batcher.progress("done")
+    assert stage == "think" and step == total > 0
+
+
 def test_a_bad_request_fails_alone_naming_the_field(backbone):
     model, tok = backbone
     batcher = StepBatcher(model, "cpu")

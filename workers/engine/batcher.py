@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from workers.engine.tracking import FinishedProgress
 from workers.model.errors import Cancelled
 from workers.model.sampler import GenerationRequest, GenerationResult, RequestState, max_positions, start_request
 from workers.model.sampler import step as sampler_step
@@ -69,6 +70,7 @@ class StepBatcher:
         self._pending: deque[_Slot] = deque()
         self._active: dict[str, _Slot] = {}
         self._slots: dict[str, _Slot] = {}
+        self._finished = FinishedProgress()  # finished requests' last progress, for the caller's final poll
         self._last_stepped: dict[tuple, int] = {}
         self._counter = itertools.count()
         self._wake = asyncio.Event()
@@ -107,7 +109,7 @@ class StepBatcher:
 
     def progress(self, key: str) -> tuple[str, int, int] | None:
         slot = self._slots.get(key)
-        return None if slot is None else (slot.stage, *slot.progress)
+        return self._finished.get(key) if slot is None else (slot.stage, *slot.progress)
 
     def occupancy(self) -> dict[str, int]:
         return {"active": len(self._active), "pending": len(self._pending), "max_batch": self.max_batch}
@@ -116,6 +118,8 @@ class StepBatcher:
     def _release(self, slot: _Slot) -> None:
         if self._slots.get(slot.key) is slot:
             del self._slots[slot.key]
+            if slot.state.done:
+                self._finished.record(slot.key, (slot.stage, *slot.progress))
         if self._active.get(slot.key) is slot:
             del self._active[slot.key]
         try:

@@ -54,8 +54,11 @@ def call_stage(
             if ready:
                 finished = True
                 result = ray.get(ref)
-                if progress is not None and last is not None and last[1] < last[2]:
-                    progress(last[0], last[2], last[2])  # the finished stage counts as all its steps
+                if progress is not None and (last is None or last[1] < last[2]):
+                    # The stage ended between polls: the actor still holds its last progress for this key.
+                    final = _poll(actor, key) or last
+                    if final is not None and final[2] > 0:
+                        progress(final[0], final[2], final[2])  # the finished stage counts as all its steps
                 return result
             if should_cancel is not None and should_cancel():
                 # Fire and forget, repeated every poll: the actor may not have registered the key yet.

@@ -2,11 +2,36 @@
 
 The caller (the replica, in the worker process) polls `progress(key)` and calls `cancel(key)`; the model
 code running in the actor reports through `reporter(key)` and checks `should_cancel(key)` between steps.
+A finished job's last progress stays readable for a while (`FinishedProgress`): a stage shorter than one
+poll interval would otherwise never reach the caller's progress callback.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
+
+# Finished jobs whose last progress an actor remembers; the caller reads it right after the call returns.
+FINISHED_KEPT = 1024
+
+
+class FinishedProgress:
+    """The last progress of recently finished keys, the oldest forgotten beyond `FINISHED_KEPT`."""
+
+    def __init__(self, kept: int = FINISHED_KEPT) -> None:
+        self._kept = kept
+        self._last: OrderedDict[str, tuple[str, int, int]] = OrderedDict()
+
+    def record(self, key: str, progress: tuple[str, int, int] | None) -> None:
+        if progress is None:
+            return
+        self._last.pop(key, None)
+        self._last[key] = progress
+        while len(self._last) > self._kept:
+            self._last.popitem(last=False)
+
+    def get(self, key: str) -> tuple[str, int, int] | None:
+        return self._last.get(key)
 
 
 class JobTable:
@@ -14,6 +39,7 @@ class JobTable:
         self._lock = threading.Lock()  # model code reports from a worker thread
         self._progress: dict[str, tuple[str, int, int]] = {}
         self._cancelled: set[str] = set()
+        self._finished = FinishedProgress()
 
     def open(self, key: str, stage: str) -> None:
         with self._lock:
@@ -21,7 +47,7 @@ class JobTable:
 
     def close(self, key: str) -> None:
         with self._lock:
-            self._progress.pop(key, None)
+            self._finished.record(key, self._progress.pop(key, None))
             self._cancelled.discard(key)
 
     def reporter(self, key: str):
@@ -43,5 +69,6 @@ class JobTable:
             return True
 
     def progress(self, key: str) -> tuple[str, int, int] | None:
+        """The running job's progress, else the last progress of a recently finished one, else None."""
         with self._lock:
-            return self._progress.get(key)
+            return self._progress.get(key) or self._finished.get(key)
