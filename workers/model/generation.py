@@ -2,8 +2,9 @@
 
 Builds each task's sampler requests (`*_request`, the one place they are built: the Pipeline uses them
 through the task functions `*_tokens`, the engine's tokenizer actor calls them directly), runs the
-block-diffusion sampler and reads its ids back (`image_codes`, `answer_text`, `thinking_output`). Defaults mirror the reference implementation (MODEL_SPEC §3.3–3.5). Image codes go in and
-come out *without* `image_token_offset`.
+block-diffusion sampler and reads its ids back (`image_codes`, `answer_text`, `thinking_output`).
+Defaults mirror the reference implementation (MODEL_SPEC §3.3–3.5). Image codes go in and come out *without*
+`image_token_offset`.
 """
 
 from __future__ import annotations
