@@ -27,7 +27,7 @@ _EXPORTS = {
     "load_backbone": ("workers.model.backbone", "load_backbone"),
     "load_image_tokenizer": ("workers.model.image_tokenizer", "load_image_tokenizer"),
     "load_decoder": ("workers.model.decoder", "load_decoder"),
-    "block_diffusion_generate": ("workers.model.text_generation", "block_diffusion_generate"),
+    "block_diffusion_generate": ("workers.model.sampler.block_diffusion", "block_diffusion_generate"),
     "make_tiny_checkpoint": ("workers.model.tiny_checkpoint", "make_tiny_checkpoint"),
     "Cancelled": ("workers.model.errors", "Cancelled"),
     "ModelInputError": ("workers.model.errors", "ModelInputError"),
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from workers.model.errors import Cancelled, ModelInputError
     from workers.model.image_tokenizer import load_image_tokenizer
     from workers.model.pipeline import ImageResult, Pipeline, TextResult
-    from workers.model.text_generation import block_diffusion_generate
+    from workers.model.sampler.block_diffusion import block_diffusion_generate
     from workers.model.tiny_checkpoint import make_tiny_checkpoint
 
 
