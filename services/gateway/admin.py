@@ -9,11 +9,12 @@ import sys
 from shared.db import make_engine, session_factory
 from shared.jobs import InvalidArgument
 from shared.repository import create_api_key, revoke_api_key
-from shared.settings import get_settings
+# A command reads the environment as it is now, not a process-wide cached copy.
+from shared.settings import Settings
 
 
 def _sessions(database_url: str | None):
-    return session_factory(make_engine(database_url or get_settings().database_url))
+    return session_factory(make_engine(database_url or Settings().database_url))
 
 
 def main(argv: list[str] | None = None) -> int:

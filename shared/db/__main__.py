@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from shared.db.migrate import current_revision, new_revision, upgrade
-from shared.settings import get_settings
+from shared.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "revision":
             cmd.add_argument("-m", "--message", required=True)
     args = parser.parse_args(argv)
-    url = args.url or get_settings().database_url
+    url = args.url or Settings().database_url
     if args.command == "upgrade":
         upgrade(url)
         print(f"database at revision {current_revision(url)}")
