@@ -41,6 +41,9 @@ def worker_config(settings: Settings) -> dict[str, Any]:
         # One job at a time per worker process: a prefetched message would wait behind a long job.
         worker_prefetch_multiplier=1,
         worker_lost_wait=WORKER_LOST_WAIT_S,
+        # A broker connection blip must not kill a job minutes into the GPU: it keeps running and records
+        # its outcome in the database; the message redelivered later finds the job finished (claim: no-op).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_ignore_result=True,  # no result backend: Postgres holds the outcome
     )
     return config
