@@ -3,7 +3,9 @@ kills its worker every time, a lost broker message, duplicate deliveries, a rest
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -72,6 +74,19 @@ def test_lost_broker_message_is_recovered_by_the_reaper(stack):
     job = stack.wait_state(job_id, "SUCCEEDED", reap_every=0.3)
 
     assert job.attempts == 1 and stack.runs("a message that never arrives") == 1
+
+
+def test_sigterm_lets_the_running_job_finish_then_stops(stack):
+    """What `llada down` and Kubernetes send first: a warm shutdown, not a lost job."""
+    job_id = stack.submit("slow job during shutdown")
+    stack.wait(lambda: stack.job(job_id).state == "RUNNING", what="job running")
+
+    os.kill(stack.worker.pid, signal.SIGTERM)  # the leader only, as workers.embedded.stop_pids does
+    stack.worker.wait(30)
+
+    job = stack.job(job_id)
+    assert (job.state, job.attempts) == ("SUCCEEDED", 1)
+    assert stack.results(job_id) == ["image.png"]
 
 
 # ---------------------------------------------------------------- Redis restarted while jobs are queued
