@@ -114,7 +114,7 @@ def _signal_group(pid: int, signum: int) -> None:
 
 
 def stop_pids(pids: dict[str, int], timeout_s: float) -> dict[str, str]:
-    """SIGTERM every process group, wait up to `timeout_s`, SIGKILL what is left. Returns name → how."""
+    """SIGTERM each process, wait up to `timeout_s`, SIGKILL the groups of what is left. Returns name → how."""
     how = {}
     for name, pid in pids.items():
         if is_ours(name, pid):
@@ -135,8 +135,9 @@ def stop_pids(pids: dict[str, int], timeout_s: float) -> dict[str, str]:
         else:
             how[name] = "stopped"
         _signal_group(pid, signal.SIGKILL)  # stragglers of the group (e.g. a pool child)
+    ours = [pid for name, pid in pids.items() if how[name] != "not running"]
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(is_alive(pid) for pid in pids.values()):
+    while time.monotonic() < deadline and any(is_alive(pid) for pid in ours):
         time.sleep(0.05)
     return how
 
