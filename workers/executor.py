@@ -53,19 +53,6 @@ def encode_png(image) -> bytes:
     return buffer.getvalue()
 
 
-def decode_image(data: bytes, field_name: str):
-    from PIL import Image, UnidentifiedImageError
-
-    from workers.model.errors import ModelInputError
-
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError) as err:
-        raise ModelInputError(field_name, f"could not be decoded as an image: {err}") from None
-    return image.convert("RGB")
-
-
 def sprint_kwargs(sprint) -> dict[str, Any]:
     """shared SprintOptions → the Pipeline's `sprint` mapping (None when off) and acceptance threshold.
 
@@ -108,11 +95,11 @@ class PipelineExecutor:
         if kind is JobKind.TEXT_TO_IMAGE:
             result = pipe.generate_image(params.prompt, **text_to_image_kwargs(params), **hooks)
         elif kind is JobKind.UNDERSTAND:
-            image = decode_image(inputs["image"], "understand.image")
-            result = pipe.understand_image(image, params.question, **understand_kwargs(params), **hooks)
+            # Encoded bytes as stored: the model's own input path decodes them (bomb guard, 16-bit, EXIF,
+            # alpha) and names the field "image" in its errors; the runner prefixes the job kind.
+            result = pipe.understand_image(inputs["image"], params.question, **understand_kwargs(params), **hooks)
         elif kind is JobKind.EDIT:
-            image = decode_image(inputs["image"], "edit.image")
-            result = pipe.edit_image(image, params.instruction, crop_base=self.edit_crop_base,
+            result = pipe.edit_image(inputs["image"], params.instruction, crop_base=self.edit_crop_base,
                                      **edit_kwargs(params), **hooks)
         else:  # pragma: no cover - JobKind is closed
             raise ValueError(f"unknown job kind {kind}")

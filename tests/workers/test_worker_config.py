@@ -83,14 +83,15 @@ def test_text_to_image_params_reach_the_pipeline_and_the_image_is_png():
     assert output.timings == {"denoise": 1.5, "decode": 0.5}
 
 
-def test_understanding_decodes_the_input_image_and_returns_text():
+def test_understanding_hands_the_stored_image_bytes_to_the_pipeline_and_returns_text():
     executor, double = executor_with_double()
     params = validate_params(JobKind.UNDERSTAND, {"question": "what?", "gen_length": 64}, max_prompt_chars=100)
 
-    output = executor.run(JobKind.UNDERSTAND, params, {"image": png_bytes((20, 10))}, **hooks())
+    image_bytes = png_bytes((20, 10))
+    output = executor.run(JobKind.UNDERSTAND, params, {"image": image_bytes}, **hooks())
 
     _, image, question, kwargs = double.calls[0]
-    assert image.size == (20, 10) and image.mode == "RGB" and question == "what?"
+    assert image == image_bytes and question == "what?"  # decoded by the Pipeline's own input checks
     assert kwargs["gen_length"] == 64 and kwargs["sprint"] is None and kwargs["threshold"] == 0.95
     assert output.text == "a blue square" and output.objects == {}
 
