@@ -6,7 +6,7 @@
     llada get|watch|cancel|delete|fetch JOB_ID      llada list [--state queued] [--all]
 
 ``--server`` / ``--api-key`` default to $LLADA_SERVER / $LLADA_API_KEY. ``llada run ...`` (the model
-runtime's own command), ``llada up|down`` (the embedded stack) and ``llada keys create`` (the gateway's
+runtime's own command), ``llada up|down|status`` (the embedded stack) and ``llada keys create`` (the gateway's
 admin command) are handed to modules that are imported only when asked for.
 """
 
@@ -25,6 +25,7 @@ DELEGATED = {
     "run": ("workers.model.cli", False),
     "up": ("workers.embedded", True),
     "down": ("workers.embedded", True),
+    "status": ("workers.embedded", True),
     "keys": ("services.gateway.admin", False),
 }
 
