@@ -210,6 +210,28 @@ def test_bool_mask_equals_additive_mask(model):
     assert torch.allclose(a, b)
 
 
+def test_public_call_form_with_default_positions_and_attention_allowed(model):
+    """Issue 2's form: model(input_ids, position_ids=None, attention_allowed=bool [B, Lq, Lk])."""
+    ids, mask = tokens(model, 8, batch=2), block_causal(8)
+    expected = model(ids, positions(8, batch=2), mask).logits
+    allowed = torch.isfinite(mask)[0].expand(2, 8, 8)
+    got = model(ids, attention_allowed=allowed).logits
+    assert got.shape == (2, 8, model.config.vocab_size)
+    assert torch.allclose(got, expected)
+    # with a cache, default positions continue after the cached keys (blocks of 4: prefix, then block)
+    cache = model(ids[:, :4], use_cache=True).past_key_values
+    tail = model(ids[:, 4:], past_key_values=cache).logits
+    assert torch.allclose(tail, model(ids, attention_mask=block_causal(8, block=4)).logits[:, 4:], atol=1e-5)
+
+
+def test_attention_allowed_must_be_bool_and_alone(model):
+    ids, mask = tokens(model, 8), block_causal(8)
+    with pytest.raises(ModelInputError, match="attention_allowed"):
+        model(ids, attention_allowed=mask[0])  # additive floats, not bool
+    with pytest.raises(ModelInputError, match="attention_allowed"):
+        model(ids, attention_mask=mask, attention_allowed=torch.isfinite(mask)[0])
+
+
 def test_bad_shapes_name_the_argument(model):
     ids = tokens(model, 8)
     with pytest.raises(ModelInputError, match="attention_mask"):

@@ -67,22 +67,37 @@ class LLaDA2MoeModelLM(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        position_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         past_key_values: list[KVCache] | None = None,
         use_cache: bool = False,
         logits_to_keep: int = 0,
         key_importance: bool = False,
+        *,
+        attention_allowed: torch.Tensor | None = None,
     ) -> BackboneOutput:
-        """Run the backbone on `input_ids` [B, Lq] at `position_ids` [B, Lq].
+        """Run the backbone on `input_ids` [B, Lq] at `position_ids` [B, Lq] (None: past_len … past_len+Lq−1).
 
         attention_mask: additive [B or 1, 1, Lq, Lk] (0 visible, −inf blocked; a bool mask with True =
         visible is also accepted) over keys [past ; current], Lk = past_len + Lq; None = all visible.
+        attention_allowed: the same as a bool [B, Lq, Lk] (True = may attend); give one of the two.
+        The logits [B, Lq, vocab] are `.logits` of the result (fp32).
         past_key_values: one (k, v) per layer, k after q/k-norm and RoPE. use_cache: return past+current KV.
         logits_to_keep: n > 0 → lm_head on the last n positions only. key_importance: also return the
         attention mass each key receives, averaged over layers, heads and queries (explicit softmax path).
         """
         cfg = self.config
+        if attention_allowed is not None:
+            if attention_mask is not None:
+                raise ModelInputError("attention_allowed", "give attention_mask or attention_allowed, not both")
+            if attention_allowed.dtype != torch.bool or attention_allowed.dim() != 3:
+                raise ModelInputError("attention_allowed", "expected a bool [B, Lq, Lk] tensor, got "
+                                      f"{attention_allowed.dtype} {list(attention_allowed.shape)}")
+            attention_mask = attention_allowed[:, None]
+        if position_ids is None:
+            start = self._check_past(past_key_values, input_ids.shape[0]) if input_ids.dim() == 2 else 0
+            position_ids = torch.arange(start, start + input_ids.shape[-1], device=input_ids.device)
+            position_ids = position_ids.expand_as(input_ids)
         if input_ids.dim() != 2 or position_ids.shape != input_ids.shape:
             raise ModelInputError("position_ids", f"input_ids {list(input_ids.shape)} must be [B, L] and "
                                   f"position_ids the same shape, got {list(position_ids.shape)}")
