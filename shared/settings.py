@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     engine_device: str | None = None
     engine_ray_address: str | None = None
 
+    # Editing (MODEL_SPEC §3.5): the source image is cropped to the crop list of this base resolution.
+    # 512 is the reference (≤ 16² cells of 32 px, ~1024 tokens denoised and ~1024² px decoded whatever the
+    # input size), so results compare with it; a deployment may lower it (the CPU demo uses 128) to edit
+    # in seconds at a lower resolution. A positive multiple of the 32 px crop cell.
+    edit_crop_base: int = Field(default=512, ge=32, multiple_of=32)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: Any) -> Any:

@@ -24,10 +24,7 @@ ShouldCancel = Callable[[], bool]
 
 # Environment variable naming another executor factory, "module:callable" called with the Settings.
 EXECUTOR_ENV = "LLADA_WORKER_EXECUTOR"
-# MODEL_SPEC §3.5: the reference crops an edit's source to the crop list of base 512 (≤ 16² cells of 32 px),
-# whatever the input size, so every edit denoises ~1024 tokens and decodes ~1024² pixels. That is the
-# default here too (comparable results); a deployment may lower it — the CPU demo does, to edit in seconds.
-EDIT_CROP_BASE_ENV = "LLADA_EDIT_CROP_BASE"
+# MODEL_SPEC §3.5's reference crop base; a deployment sets another through `Settings.edit_crop_base`.
 REFERENCE_EDIT_CROP_BASE = 512
 IMAGE_OUTPUT = "image.png"
 
@@ -182,9 +179,4 @@ def executor_from_settings(settings: Settings) -> Executor:
         if not attr:
             raise ValueError(f"{EXECUTOR_ENV}={spec!r}: expected 'module:callable'")
         return getattr(importlib.import_module(module_name), attr)(settings)
-    crop_base = os.environ.get(EDIT_CROP_BASE_ENV, "")
-    try:
-        crop_base = int(crop_base) if crop_base else REFERENCE_EDIT_CROP_BASE
-    except ValueError:
-        raise ValueError(f"{EDIT_CROP_BASE_ENV}={crop_base!r}: expected an integer multiple of 32") from None
-    return PipelineExecutor(settings.model_path, edit_crop_base=crop_base)
+    return PipelineExecutor(settings.model_path, edit_crop_base=settings.edit_crop_base)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import io
 from types import SimpleNamespace
 
+import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from worker_harness import png_bytes
 from shared.jobs import JobKind, validate_params
 from shared.queue import RUN_JOB_TASK
 from shared.settings import Settings
 from workers.celery_app import make_celery_app
-from workers.executor import PipelineExecutor
+from workers.executor import PipelineExecutor, executor_from_settings
 
 
 def test_worker_app_acks_late_prefetches_one_and_registers_run_job(tmp_path):
@@ -105,3 +107,18 @@ def test_edit_passes_both_guidance_scales():
     _, _, instruction, kwargs = double.calls[0]
     assert instruction == "night" and (kwargs["cfg_text_scale"], kwargs["cfg_image_scale"]) == (4.0, 1.5)
     assert kwargs["crop_base"] == 512  # MODEL_SPEC §3.5's reference crop unless a deployment lowers it
+
+
+def test_edit_crop_base_is_a_setting_read_from_the_environment_without_a_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("LLADA_EDIT_CROP_BASE", "128")
+    with caplog.at_level("WARNING", logger="llada.settings"):
+        settings = Settings(data_dir=tmp_path)
+    assert "LLADA_EDIT_CROP_BASE" not in caplog.text
+    assert settings.edit_crop_base == 128
+    assert executor_from_settings(settings).edit_crop_base == 128
+    assert Settings(data_dir=tmp_path, edit_crop_base=512).edit_crop_base == 512
+
+
+def test_edit_crop_base_that_is_not_a_multiple_of_32_is_refused_naming_the_setting(tmp_path):
+    with pytest.raises(ValidationError, match="edit_crop_base"):
+        Settings(data_dir=tmp_path, edit_crop_base=100)

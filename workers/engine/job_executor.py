@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from workers.engine.config import EngineConfig
 from workers.engine.executor import EngineExecutor
-from workers.executor import PipelineExecutor
+from workers.executor import REFERENCE_EDIT_CROP_BASE, PipelineExecutor
 
 
 class EngineJobExecutor(PipelineExecutor):
-    def __init__(self, config: EngineConfig, engine: EngineExecutor | None = None):
-        super().__init__(config.model_path)
+    def __init__(self, config: EngineConfig, engine: EngineExecutor | None = None, *,
+                 edit_crop_base: int = REFERENCE_EDIT_CROP_BASE):
+        super().__init__(config.model_path, edit_crop_base=edit_crop_base)
         self.engine_config = config
         self._pipeline = engine  # None: started on first use
 
@@ -25,4 +26,4 @@ class EngineJobExecutor(PipelineExecutor):
 
 
 def engine_job_executor(settings) -> EngineJobExecutor:
-    return EngineJobExecutor(EngineConfig.from_settings(settings))
+    return EngineJobExecutor(EngineConfig.from_settings(settings), edit_crop_base=settings.edit_crop_base)
