@@ -41,4 +41,4 @@ HEALTHCHECK --interval=30s --timeout=15s --start-period=120s --retries=3 \
     CMD ["/bin/sh", "-c", "celery -A workers.celery_app inspect ping --destination \"celery@$(hostname)\" --timeout 10"]
 
 ENTRYPOINT ["tini", "--", "llada-worker-cpu-entrypoint"]
-CMD ["celery", "-A", "workers.celery_app", "worker", "--concurrency=1", "--prefetch-multiplier=1", "--loglevel=INFO"]
+CMD ["celery", "-A", "workers.celery_app", "worker", "--prefetch-multiplier=1", "--loglevel=INFO"]

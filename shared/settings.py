@@ -20,10 +20,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LLADA_"
 # LLADA_* variables that other parts of the project read themselves, not settings: the client (server
-# address, key), the worker (executor), docker-compose's interpolation (.env.example) and the tests.
+# address, key), docker-compose's interpolation (.env.example) and the tests.
 # A component that reads a new variable of its own adds it here, or every process warns about it.
 OTHER_VARIABLES = frozenset({
-    "LLADA_SERVER", "LLADA_API_KEY", "LLADA_WORKER_EXECUTOR",
+    "LLADA_SERVER", "LLADA_API_KEY",
     "LLADA_GATEWAY_IMAGE", "LLADA_WORKER_IMAGE", "LLADA_WORKER_CPU_IMAGE", "LLADA_MODEL_DIR",
     "LLADA_WORKER_STOP_GRACE", "LLADA_WORKER_SHM_SIZE", "LLADA_GRPC_PORT", "LLADA_METRICS_HOST_PORT",
     "LLADA_S3_PUBLIC_PORT", "LLADA_S3_BUCKET", "LLADA_SERVICES", "LLADA_COMPONENTS",
@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     engine_max_inflight: int | None = None
     engine_device: str | None = None
     engine_ray_address: str | None = None
+    # What runs a job in the Celery worker (ARCHITECTURE §4): "engine" — the Ray engine, which pipelines
+    # several jobs per replica (the worker then admits replicas × engine_max_inflight jobs at once, on
+    # threads); "pipeline" — the in-process Pipeline, one job per worker process (the embedded stack's
+    # choice); or "module:factory", a callable taking the Settings (benchmarks, tests).
+    worker_executor: str = Field(default="engine", pattern=r"^(engine|pipeline|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
 
     # Editing (MODEL_SPEC §3.5): the source image is cropped to the crop list of this base resolution.
     # 512 is the reference (≤ 16² cells of 32 px, ~1024 tokens denoised and ~1024² px decoded whatever the

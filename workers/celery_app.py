@@ -1,8 +1,10 @@
-"""The Celery worker app: ``celery -A workers.celery_app worker --concurrency=1 --prefetch-multiplier=1``.
+"""The Celery worker app: ``celery -A workers.celery_app worker``.
 
 Broker settings come from `shared.queue.celery_config` (the producer's side, so both agree on the queue
 and transport); this adds what only a consumer needs (ARCHITECTURE §3): late acks, reject on a lost
-worker, one message prefetched, a visibility timeout above the longest job.
+worker, one message prefetched per job slot, a visibility timeout above the longest job — and how many
+jobs the worker admits at once, which follows from `Settings.worker_executor` (`worker_pool_for`), so the
+deployment commands need no ``--pool`` / ``--concurrency`` flags.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from shared.queue import RUN_JOB_TASK, celery_config
 from shared.settings import Settings, get_settings
+from workers.executor import ENGINE_EXECUTOR
 
 # kombu's filesystem transport polls its folder; 0.05 s keeps queue latency small at a few syscalls
 # per second (the issue asks for ≤ 0.05 s).
@@ -23,6 +26,23 @@ FILESYSTEM_POLLING_INTERVAL_S = 0.05
 # After a pool child dies, Celery waits this long for a late result before declaring the job lost and
 # freeing the slot (default 10 s). Our jobs report through the database, never through that result.
 WORKER_LOST_WAIT_S = 1.0
+
+
+def worker_pool_for(settings: Settings) -> tuple[str, int]:
+    """(Celery pool, concurrency) for the configured executor.
+
+    The engine pipelines jobs across its replicas (tokenize one while another denoises, several denoising
+    in one batch): the worker admits exactly as many as it holds, replicas × max_inflight, each waiting on
+    its engine call in a thread (the work itself runs in the Ray actors, not under the GIL here).
+    The in-process Pipeline runs one job per process, in a prefork child: the parent outlives a child that
+    dies mid-job and rejects its message (task_reject_on_worker_lost), and keeps consuming.
+    """
+    if settings.worker_executor == ENGINE_EXECUTOR:
+        from workers.engine.config import EngineConfig  # plain dataclass: no Ray import
+
+        engine = EngineConfig.from_settings(settings)
+        return "threads", engine.replicas * engine.max_inflight
+    return "prefork", 1
 
 
 def worker_config(settings: Settings) -> dict[str, Any]:
@@ -34,11 +54,14 @@ def worker_config(settings: Settings) -> dict[str, Any]:
     if urlparse(settings.broker_url).scheme == "filesystem":
         options["polling_interval"] = FILESYSTEM_POLLING_INTERVAL_S
     config["broker_transport_options"] = options
+    pool, concurrency = worker_pool_for(settings)
     config.update(
+        worker_pool=pool,
+        worker_concurrency=concurrency,
         # Ack after the job, so a worker that dies mid-job leaves the message to be delivered again.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        # One job at a time per worker process: a prefetched message would wait behind a long job.
+        # One message per job slot: a message prefetched beyond them would wait behind a long job.
         worker_prefetch_multiplier=1,
         worker_lost_wait=WORKER_LOST_WAIT_S,
         # A broker connection blip must not kill a job minutes into the GPU: it keeps running and records
@@ -69,6 +92,16 @@ def _load_model_in_background(**_kwargs) -> None:
     from workers.tasks import warm_up
 
     threading.Thread(target=warm_up, name="model-warm-up", daemon=True).start()
+
+
+@worker_init.connect
+def _start_engine_in_background(sender=None, **_kwargs) -> None:
+    """The thread pool has no pool processes (no worker_process_init): the worker process itself starts
+    the engine (Ray, the actors loading their weights) as it comes up. Not under prefork: the parent
+    would load a model that only its children use."""
+    app_conf = getattr(getattr(sender, "app", None), "conf", None)
+    if app_conf is not None and app_conf.worker_pool == "threads":
+        _load_model_in_background()
 
 
 # `celery -A workers.celery_app` looks for `app`.

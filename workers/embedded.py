@@ -38,6 +38,7 @@ DEFAULT_STOP_TIMEOUT_S = 30.0
 EMBEDDED_REAPER_INTERVAL_S = 2.0
 EXIT_OK, EXIT_FAILED, EXIT_NOT_RUNNING = 0, 1, 3
 # What the processes must agree on: where the data, the backends and the model are, and the addresses.
+EMBEDDED_WORKER_EXECUTOR = "pipeline"  # Settings.worker_executor for the embedded stack; see start_stack
 EXPORTED_SETTINGS = ("data_dir", "database_url", "broker_url", "object_store_url", "event_bus_url", "model_path",
                      "grpc_listen", "metrics_port", "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_secure",
                      "s3_region", "s3_public_endpoint", "heartbeat_interval_s", "heartbeat_timeout_s",
@@ -147,9 +148,9 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
     return {
         "gateway": [python, "-m", "services.gateway"],
         "worker": [python, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel=INFO",
-                   # prefork with one child: the parent outlives a child that dies mid-job and
-                   # rejects its message (task_reject_on_worker_lost), and keeps consuming.
-                   "--pool=prefork", "--concurrency=1", "--prefetch-multiplier=1",
+                   # Pool and concurrency come from the app (workers.celery_app.worker_pool_for): with
+                   # the in-process Pipeline, one prefork child running one job at a time.
+                   "--prefetch-multiplier=1",
                    # One worker, no peers: skip the cluster chatter that only slows start-up.
                    "--without-gossip", "--without-mingle", "--without-heartbeat",
                    "--hostname", f"llada-embedded-{os.getpid()}@%h"],
@@ -234,7 +235,8 @@ def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_
     """Start the three processes (or return the stack already running in this data folder).
 
     `extra_env` reaches every process; `prepare_model=False` skips the checkpoint (an executor
-    chosen through LLADA_WORKER_EXECUTOR that needs none)."""
+    chosen through LLADA_WORKER_EXECUTOR that needs none). The worker runs the in-process Pipeline
+    unless LLADA_WORKER_EXECUTOR (environment or `extra_env`) names another executor."""
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     existing = running_stack(data_dir)
@@ -255,6 +257,10 @@ def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_
     # The settings this stack was started with reach every process, whatever chose them (flags, code).
     env.update({f"LLADA_{name.upper()}": str(getattr(settings, name)) for name in EXPORTED_SETTINGS
                 if getattr(settings, name) is not None})
+    # The in-process Pipeline unless the environment names another executor: the embedded stack is one
+    # small (often CPU-only) machine, where the Ray engine's start-up (a local cluster, three actors) costs
+    # seconds and memory and buys nothing — there are no devices to spread the stages over.
+    env.setdefault("LLADA_WORKER_EXECUTOR", EMBEDDED_WORKER_EXECUTOR)
     env.update({"LLADA_DEFAULT_API_KEY": api_key, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
     info = StackInfo(data_dir=str(data_dir), grpc_address=settings.grpc_listen, api_key=api_key)
     project_root = Path(__file__).resolve().parent.parent

@@ -1,15 +1,15 @@
 """The step that runs one job through the model: params + input bytes in, encoded outputs out.
 
-`PipelineExecutor` runs the in-process `workers.model.Pipeline` (loaded once, kept resident; the Ray
-engine replaces this step in its own issue). Anything with the same `run` method can stand in for it
-(`LLADA_WORKER_EXECUTOR=module:factory`), e.g. the benchmark's no-compute executor in `bench/`.
+`Settings.worker_executor` chooses it: "engine" (default) sends the work to the Ray engine
+(`workers.engine.job_executor`), "pipeline" runs the in-process `workers.model.Pipeline` (`PipelineExecutor`,
+loaded once, kept resident), and anything with the same `run` method can stand in for them
+("module:factory"), e.g. the benchmark's no-compute executor in `bench/`.
 """
 
 from __future__ import annotations
 
 import importlib
 import io
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,8 +22,9 @@ from shared.settings import Settings
 Progress = Callable[[str, int, int], None]
 ShouldCancel = Callable[[], bool]
 
-# Environment variable naming another executor factory, "module:callable" called with the Settings.
-EXECUTOR_ENV = "LLADA_WORKER_EXECUTOR"
+# Values of Settings.worker_executor besides "module:factory".
+ENGINE_EXECUTOR = "engine"
+PIPELINE_EXECUTOR = "pipeline"
 # MODEL_SPEC §3.5's reference crop base; a deployment sets another through `Settings.edit_crop_base`.
 REFERENCE_EDIT_CROP_BASE = 512
 IMAGE_OUTPUT = "image.png"
@@ -172,11 +173,14 @@ def classify_failure(err: BaseException) -> JobFailure | None:
 
 
 def executor_from_settings(settings: Settings) -> Executor:
-    """The Pipeline on `settings.model_path`, or the factory named by $LLADA_WORKER_EXECUTOR."""
-    spec = os.environ.get(EXECUTOR_ENV)
-    if spec:
-        module_name, _, attr = spec.partition(":")
-        if not attr:
-            raise ValueError(f"{EXECUTOR_ENV}={spec!r}: expected 'module:callable'")
-        return getattr(importlib.import_module(module_name), attr)(settings)
-    return PipelineExecutor(settings.model_path, edit_crop_base=settings.edit_crop_base)
+    """The executor `settings.worker_executor` names: the Ray engine, the in-process Pipeline on
+    `settings.model_path`, or what a "module:factory" callable returns for the settings."""
+    spec = settings.worker_executor
+    if spec == ENGINE_EXECUTOR:
+        from workers.engine.job_executor import engine_job_executor  # Ray is imported only when chosen
+
+        return engine_job_executor(settings)
+    if spec == PIPELINE_EXECUTOR:
+        return PipelineExecutor(settings.model_path, edit_crop_base=settings.edit_crop_base)
+    module_name, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module_name), attr)(settings)

@@ -14,7 +14,7 @@ SCHEMAS = Path(__file__).resolve().parent / "schemas"
 GATEWAY_COMMAND = ["python", "-m", "services.gateway"]
 MIGRATE_COMMAND = ["python", "-m", "shared.db", "upgrade"]
 REAPER_COMMAND = ["python", "-m", "workers.reaper"]
-WORKER_COMMAND = ["celery", "-A", "workers.celery_app", "worker", "--concurrency=1",
+WORKER_COMMAND = ["celery", "-A", "workers.celery_app", "worker",
                   "--prefetch-multiplier=1", "--loglevel=INFO"]
 
 

@@ -43,10 +43,11 @@ def test_up_keeps_data_logs_key_and_pids_in_one_folder_and_serves(stack):
     for path in ("jobs.db", "api-key", "stack.json", "objects", "broker/queue", "logs/gateway.log",
                  "logs/worker.log", "logs/reaper.log"):
         assert (data_dir / path).exists(), path
-    status = subprocess.run([sys.executable, "-m", "workers.embedded", "status"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    status = llada("status", env=env, timeout=60)
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"SERVING at {address}" in status.stdout
+    # The embedded stack runs the in-process Pipeline, one job per prefork child, not the Ray engine.
+    assert "concurrency: 1 (prefork)" in (data_dir / "logs/worker.log").read_text()
 
 
 def test_text_to_image_understanding_and_edit_over_grpc(stack, tmp_path):

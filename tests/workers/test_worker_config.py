@@ -122,3 +122,22 @@ def test_edit_crop_base_is_a_setting_read_from_the_environment_without_a_warning
 def test_edit_crop_base_that_is_not_a_multiple_of_32_is_refused_naming_the_setting(tmp_path):
     with pytest.raises(ValidationError, match="edit_crop_base"):
         Settings(data_dir=tmp_path, edit_crop_base=100)
+
+
+def test_worker_app_with_the_engine_admits_replicas_times_inflight_jobs_on_threads(tmp_path):
+    app = make_celery_app(Settings(data_dir=tmp_path, worker_executor="engine", engine_replicas=2,
+                                   engine_max_inflight=3))
+    assert (app.conf.worker_pool, app.conf.worker_concurrency) == ("threads", 6)
+    assert app.conf.worker_prefetch_multiplier == 1  # 6 messages reserved at most, one per slot
+    default = make_celery_app(Settings(data_dir=tmp_path))  # the engine is the default, 1 x 8
+    assert (default.conf.worker_pool, default.conf.worker_concurrency) == ("threads", 8)
+
+
+def test_worker_app_with_the_in_process_pipeline_runs_one_job_per_process(tmp_path):
+    app = make_celery_app(Settings(data_dir=tmp_path, worker_executor="pipeline", engine_replicas=2))
+    assert (app.conf.worker_pool, app.conf.worker_concurrency) == ("prefork", 1)
+
+
+def test_worker_executor_that_is_neither_a_known_name_nor_module_factory_is_refused(tmp_path):
+    with pytest.raises(ValidationError, match="worker_executor"):
+        Settings(data_dir=tmp_path, worker_executor="ray")
