@@ -412,13 +412,16 @@ def finish_job(
     output_keys: dict[str, str],
     output_text: str | None = None,
     timings: dict[str, float] | None = None,
+    seed: int | None = None,
     worker_id: str | None = None,
 ) -> Job:
     """RUNNING/CANCELLING → SUCCEEDED. Write the outputs to the object store first (ARCHITECTURE §3).
 
+    `seed`: the seed the job ran with (kept as `result_seed`, so a drawn seed can be replayed).
     With `worker_id`, only that worker's run may finish the job (a reaped run raises IllegalTransition).
     """
-    values: dict[str, Any] = {"output_keys": output_keys, "output_text": output_text, "finished_at": utcnow()}
+    values: dict[str, Any] = {"output_keys": output_keys, "output_text": output_text, "result_seed": seed,
+                              "finished_at": utcnow()}
     if timings is not None:
         values["timings"] = timings
     return _transition(s, job_id, JobState.SUCCEEDED, values, extra_where=_owned_by(worker_id))

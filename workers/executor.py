@@ -32,12 +32,14 @@ IMAGE_OUTPUT = "image.png"
 
 @dataclass
 class JobOutput:
-    """What a job produced: encoded objects by file name, the answer text, the thinking text, timings."""
+    """What a job produced: encoded objects by file name, the answer text, the thinking text, timings, and
+    the seed an image was made with (the request's, or the one the model drew: kept so it can be replayed)."""
 
     objects: dict[str, bytes] = field(default_factory=dict)
     text: str | None = None
     thinking: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    seed: int | None = None
 
 
 class Executor(Protocol):
@@ -109,7 +111,8 @@ def output_of(result) -> JobOutput:
     objects = {IMAGE_OUTPUT: encode_png(image)} if image is not None else {}
     timings = {str(k): float(v) for k, v in (getattr(result, "timings", None) or {}).items()}
     return JobOutput(objects=objects, text=getattr(result, "text", None),
-                     thinking=getattr(result, "thinking", None), timings=timings)
+                     thinking=getattr(result, "thinking", None), timings=timings,
+                     seed=getattr(result, "seed", None))
 
 
 def _decoder_kwargs(params: TextToImageParams | EditParams) -> dict[str, Any]:

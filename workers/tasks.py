@@ -195,7 +195,7 @@ class JobRunner:
         timings.setdefault("total", time.perf_counter() - started)
         text = output.thinking if kind is JobKind.TEXT_TO_IMAGE else output.text
         return self._terminal(job_id, JobState.SUCCEEDED, repo.finish_job, output_keys=keys, output_text=text,
-                              timings=timings)
+                              timings=timings, seed=output.seed)
 
     # ------------------------------------------------------------------ steps
 

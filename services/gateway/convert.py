@@ -105,6 +105,8 @@ def _fill_outputs(msg: pb.Job, job: Job, presign: Presign | None, expiry_s: int)
             msg.outputs.thinking_text = job.output_text
         else:
             msg.outputs.text = job.output_text
+    if job.result_seed is not None:
+        msg.outputs.seed = job.result_seed
     # URLs only for results that exist: a finished job's (EXPIRED ones have none left).
     signable = job.state == JobState.SUCCEEDED.value
     expires = datetime.now(timezone.utc) + timedelta(seconds=expiry_s)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db.types import UTCDateTime, utcnow
@@ -53,6 +53,9 @@ class Job(Base):
     error_field: Mapped[str | None] = mapped_column(String(128))
     output_keys: Mapped[dict[str, Any]] = mapped_column(default=dict)
     output_text: Mapped[str | None] = mapped_column(Text)
+    # The seed an image job ran with, the request's or the one the model drew (migration 0002): the result
+    # can then be reproduced by submitting it again with this seed.
+    result_seed: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -58,6 +58,21 @@ def test_a_text_to_image_job_runs_through_the_worker_on_the_engine(worker):
     assert job.state == "SUCCEEDED" and job.attempts == 1
     assert Image.open(worker.store.root / job.output_keys["image"]).size == (128, 128)
     assert job.stage == "decode" and job.timings["denoise"] > 0
+    assert job.result_seed == 3
+
+
+def test_a_job_submitted_without_a_seed_can_be_replayed_with_the_recorded_one(worker):
+    params = {"prompt": "a kite", "width": 128, "height": 128, "steps": 2, "block_length": 8, "decoder_steps": 2}
+    first = submit(worker, JobKind.TEXT_TO_IMAGE, params)
+    assert JobRunner(worker).run(first) == "SUCCEEDED"
+    seed = worker.db(repo.load_job, first).result_seed
+    assert seed is not None
+
+    again = submit(worker, JobKind.TEXT_TO_IMAGE, {**params, "seed": seed})
+    assert JobRunner(worker).run(again) == "SUCCEEDED"
+
+    images = [(worker.store.root / worker.db(repo.load_job, j).output_keys["image"]).read_bytes() for j in (first, again)]
+    assert images[0] == images[1]
 
 
 def test_an_undecodable_input_image_fails_the_job_naming_the_field(worker):

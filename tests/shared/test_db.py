@@ -39,6 +39,14 @@ def test_sqlite_is_in_wal_mode(tmp_path):
     engine.dispose()
 
 
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from shared.db.migrate import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
 def test_upgrade_command_reads_the_environment(tmp_path):
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     done = subprocess.run(
@@ -49,7 +57,7 @@ def test_upgrade_command_reads_the_environment(tmp_path):
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "0001" in done.stdout
+    assert f"database at revision {head_revision()}" in done.stdout
     assert "jobs" in inspect(make_engine(url)).get_table_names()
 
 

@@ -28,6 +28,7 @@ from workers.executor import IMAGE_OUTPUT, JobOutput
 from workers.model.errors import Cancelled, ModelInputError
 
 
+DRAWN_SEED = 2**62 + 5  # the seed the double "draws" for an image job submitted without one
 TEXT_FIELD = {JobKind.TEXT_TO_IMAGE: "prompt", JobKind.UNDERSTAND: "question", JobKind.EDIT: "instruction"}
 
 
@@ -69,8 +70,10 @@ class ScriptedExecutorDouble:
         image = Image.new("RGB", (8, 8), (200, 30, 30))
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
+        # Like the model: the request's seed, or one drawn for it (a fixed one here, for the assertions).
+        seed = params.seed if params.seed is not None else DRAWN_SEED
         return JobOutput(objects={IMAGE_OUTPUT: buffer.getvalue()}, thinking=None,
-                         timings={"denoise": self.steps * step_s, "decode": 0.0})
+                         timings={"denoise": self.steps * step_s, "decode": 0.0}, seed=seed)
 
     @staticmethod
     def _misbehave(text: str) -> None:

@@ -9,6 +9,7 @@ import time
 
 from PIL import Image
 
+from executor_doubles import DRAWN_SEED
 from worker_harness import png_bytes
 from shared import repository as repo
 from shared.jobs import JobKind, JobState
@@ -49,10 +50,19 @@ def test_text_to_image_succeeds_with_outputs_timings_and_events(harness):
     assert job.timings["denoise"] > 0 and job.timings["total"] > 0
     assert (job.stage, job.progress_step, job.progress_total) == ("denoise", 5, 5)
     assert job.finished_at is not None and job.error_code is None
+    assert job.result_seed == DRAWN_SEED  # submitted without a seed: the drawn one is kept for replay
     events = published(harness, job_id)
     assert events[0] == {"type": "state", "state": "RUNNING", "attempt": 1}
     assert {"type": "progress", "stage": "denoise", "step": 5, "total": 5} in events
     assert events[-1] == {"type": "state", "state": "SUCCEEDED"}
+
+
+def test_the_requested_seed_is_recorded_with_the_result(harness):
+    job_id = harness.submit(JobKind.EDIT, instruction="night", seed=11, image=png_bytes())
+
+    assert harness.runner().run(job_id) == "SUCCEEDED"
+
+    assert harness.job(job_id).result_seed == 11
 
 
 def test_understanding_answer_is_stored_as_text(harness):

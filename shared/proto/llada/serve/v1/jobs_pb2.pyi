@@ -220,14 +220,16 @@ class OutputObject(_message.Message):
     def __init__(self, name: _Optional[str] = ..., object_key: _Optional[str] = ..., url: _Optional[str] = ..., url_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class JobOutputs(_message.Message):
-    __slots__ = ("objects", "text", "thinking_text")
+    __slots__ = ("objects", "text", "thinking_text", "seed")
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     THINKING_TEXT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     objects: _containers.RepeatedCompositeFieldContainer[OutputObject]
     text: str
     thinking_text: str
-    def __init__(self, objects: _Optional[_Iterable[_Union[OutputObject, _Mapping]]] = ..., text: _Optional[str] = ..., thinking_text: _Optional[str] = ...) -> None: ...
+    seed: int
+    def __init__(self, objects: _Optional[_Iterable[_Union[OutputObject, _Mapping]]] = ..., text: _Optional[str] = ..., thinking_text: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "request_id", "kind", "priority", "state", "stage", "progress", "queue_position", "attempts", "stage_seconds", "error", "outputs", "params", "cancel_requested", "created_at", "started_at", "finished_at")

@@ -1,0 +1,84 @@
+"""The seed a job ran with is kept (migration 0002, `jobs.result_seed`): written by finish_job, read back,
+and the migration goes down and up again on SQLite and Postgres with the data of other columns intact."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from alembic import command
+from sqlalchemy import inspect
+
+from shared import repository as repo
+from shared.db import make_engine, session_factory, upgrade
+from shared.db.migrate import alembic_config, current_revision
+from shared.jobs import JobKind
+
+LARGEST_SEED = 2**63 - 1  # the model draws seeds in [0, 2**63): needs a 64-bit column
+
+
+def test_finish_job_stores_the_seed_and_it_reads_back(s):
+    job, _ = repo.submit_job(s, tenant="t", request_id=None, kind=JobKind.TEXT_TO_IMAGE, params={"prompt": "x"},
+                             input_keys={}, priority=0)
+    repo.claim_job(s, job.id, "w1", heartbeat_timeout_s=60)
+    repo.finish_job(s, job.id, output_keys={"image": f"results/{job.id}/image.png"}, seed=LARGEST_SEED,
+                    worker_id="w1")
+    s.expire_all()
+
+    assert repo.get_job(s, "t", job.id).result_seed == LARGEST_SEED
+
+
+def test_a_job_without_an_image_has_no_seed(s):
+    job, _ = repo.submit_job(s, tenant="t", request_id=None, kind=JobKind.UNDERSTAND, params={"question": "?"},
+                             input_keys={}, priority=0)
+    repo.claim_job(s, job.id, "w1", heartbeat_timeout_s=60)
+    repo.finish_job(s, job.id, output_keys={}, output_text="an answer")
+    s.expire_all()
+
+    assert repo.get_job(s, "t", job.id).result_seed is None
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_db_url(request, tmp_path):
+    """A database of its own: the round trip below must not touch the one other tests share."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'roundtrip.db'}"
+        return
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    name = f"llada_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield f"{admin_url.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def seed_columns(url: str) -> list[str]:
+    engine = make_engine(url)
+    try:
+        return [c["name"] for c in inspect(engine).get_columns("jobs") if c["name"] == "result_seed"]
+    finally:
+        engine.dispose()
+
+
+def test_migration_0002_downgrades_and_upgrades_keeping_the_jobs(fresh_db_url):
+    upgrade(fresh_db_url)
+    assert current_revision(fresh_db_url) == "0002" and seed_columns(fresh_db_url) == ["result_seed"]
+    engine = make_engine(fresh_db_url)
+    with session_factory(engine)() as s:
+        job, _ = repo.submit_job(s, tenant="t", request_id="r1", kind=JobKind.TEXT_TO_IMAGE,
+                                 params={"prompt": "kept"}, input_keys={}, priority=0)
+        job_id = job.id
+    engine.dispose()
+
+    command.downgrade(alembic_config(fresh_db_url), "0001")
+    assert current_revision(fresh_db_url) == "0001" and seed_columns(fresh_db_url) == []
+    upgrade(fresh_db_url)
+
+    assert seed_columns(fresh_db_url) == ["result_seed"]
+    engine = make_engine(fresh_db_url)
+    with session_factory(engine)() as s:
+        job = repo.get_job(s, "t", job_id)
+        assert job.params == {"prompt": "kept"} and job.result_seed is None
+    engine.dispose()
