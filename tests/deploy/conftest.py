@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-SCHEMAS = Path(__file__).resolve().parent / "schemas"
-
-# The commands the images run, as agreed between the service authors.
-GATEWAY_COMMAND = ["python", "-m", "services.gateway"]
-MIGRATE_COMMAND = ["python", "-m", "shared.db", "upgrade"]
-REAPER_COMMAND = ["python", "-m", "workers.reaper"]
-WORKER_COMMAND = ["celery", "-A", "workers.celery_app", "worker",
-                  "--prefetch-multiplier=1", "--loglevel=INFO"]
+from deploy_paths import REPO
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 from compose_interpolation import interpolate, variables_used
-from conftest import (GATEWAY_COMMAND, MIGRATE_COMMAND, REAPER_COMMAND, REPO, SCHEMAS,
+from deploy_paths import (GATEWAY_COMMAND, MIGRATE_COMMAND, REAPER_COMMAND, REPO, SCHEMAS,
                       WORKER_COMMAND)
 
 LLADA_SERVICES = ("migrate", "gateway", "reaper", "worker", "worker-cpu")

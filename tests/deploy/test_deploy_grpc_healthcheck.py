@@ -8,7 +8,7 @@ from concurrent import futures
 
 import grpc
 import pytest
-from conftest import REPO
+from deploy_paths import REPO
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 SCRIPT = REPO / "docker" / "grpc_healthcheck.py"

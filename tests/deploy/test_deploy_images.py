@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import GATEWAY_COMMAND, REPO, WORKER_COMMAND
+from deploy_paths import GATEWAY_COMMAND, REPO, WORKER_COMMAND
 from packaging.requirements import Requirement
 
 DOCKER = REPO / "docker"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from conftest import GATEWAY_COMMAND, MIGRATE_COMMAND, REAPER_COMMAND, REPO, WORKER_COMMAND
+from deploy_paths import GATEWAY_COMMAND, MIGRATE_COMMAND, REAPER_COMMAND, REPO, WORKER_COMMAND
 from k8s_manifests import (OVERLAYS, RendererMissing, find, find_prefixed, kustomize_command, pod_specs,
                            render, validate)
 

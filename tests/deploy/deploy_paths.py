@@ -1,0 +1,16 @@
+"""Paths and agreed commands the deployment checks share. A module of its own name: `from conftest import`
+would pick whichever test folder's conftest was imported first when several folders run together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+
+# The commands the images run, as agreed between the service authors. The worker takes no --pool or
+# --concurrency: the Celery app sets them from the executor (workers.celery_app.worker_pool_for).
+GATEWAY_COMMAND = ["python", "-m", "services.gateway"]
+MIGRATE_COMMAND = ["python", "-m", "shared.db", "upgrade"]
+REAPER_COMMAND = ["python", "-m", "workers.reaper"]
+WORKER_COMMAND = ["celery", "-A", "workers.celery_app", "worker", "--prefetch-multiplier=1", "--loglevel=INFO"]
