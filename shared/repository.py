@@ -15,10 +15,11 @@ import base64
 import hashlib
 import json
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -48,6 +49,46 @@ class FailedPrecondition(Exception):
 # ---------------------------------------------------------------- submit and read
 
 
+# Any fixed 64-bit number: the Postgres advisory lock that serialises checked submits (see submit_job).
+SUBMIT_LOCK_KEY = 0x11ADA_5B317
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """Backpressure bounds on QUEUED jobs, checked atomically with the insert by `submit_job`."""
+
+    per_tenant: int
+    total: int
+
+
+class QueueFull(Exception):
+    """A checked submit would exceed a queue limit; `scope` is "tenant" or "total"."""
+
+    def __init__(self, scope: str, limit: int):
+        what = "queued jobs for this tenant" if scope == "tenant" else "queued jobs in the service"
+        super().__init__(f"too many {what} (limit {limit})")
+        self.scope = scope
+        self.limit = limit
+
+
+class Submitted(tuple):
+    """`(job, created)` as `submit_job` has always returned, plus the job's `queue_position` read in
+    the same transaction (so a caller needs no second round trip to show it)."""
+
+    def __new__(cls, job: Job, created: bool, queue_position: int):
+        self = super().__new__(cls, (job, created))
+        self.queue_position = queue_position
+        return self
+
+    @property
+    def job(self) -> Job:
+        return self[0]
+
+    @property
+    def created(self) -> bool:
+        return self[1]
+
+
 def submit_job(
     s: Session,
     *,
@@ -58,48 +99,83 @@ def submit_job(
     input_keys: dict[str, str],
     priority: int = 0,
     job_id: str | None = None,
-) -> tuple[Job, bool]:
+    limits: QueueLimits | None = None,
+) -> Submitted:
     """Create a QUEUED job, or return the tenant's existing job with the same `request_id`.
 
-    Returns `(job, created)`. An empty `request_id` means "no idempotency". `job_id` lets the caller
-    choose the id (e.g. to name input objects before the row exists); by default a uuid4.
+    Returns `Submitted` — unpacks as `(job, created)`, and carries `.queue_position`. An empty
+    `request_id` means "no idempotency". `job_id` lets the caller choose the id (e.g. to name input
+    objects before the row exists); by default a uuid4. With `limits`, raises `QueueFull` instead of
+    inserting past them; an idempotent retry of an existing job is answered even when the queue is full.
+
+    One transaction: idempotency lookup, both queued counts in one query, insert, queue position.
+    With `limits` the check is atomic with the insert, so concurrent submits never overshoot: SQLite's
+    `BEGIN IMMEDIATE` already serialises writers; on Postgres a transaction-scoped advisory lock
+    serialises checked submits (held for those few statements, released by the commit).
     """
     kind = parse_kind(kind)
     request_id = request_id or None
-    if request_id is not None:
-        existing = find_job_by_request_id(s, tenant, request_id)
-        if existing is not None:
-            return existing, False
-    job = Job(
-        tenant=tenant,
-        request_id=request_id,
-        kind=kind.value,
-        params=params,
-        input_keys=input_keys,
-        priority=priority,
-        state=JobState.QUEUED.value,
-    )
-    if job_id is not None:
-        job.id = job_id
-    s.add(job)
     try:
+        if limits is not None and s.get_bind().dialect.name == "postgresql":
+            s.execute(select(func.pg_advisory_xact_lock(SUBMIT_LOCK_KEY)))
+        if request_id is not None:
+            existing = _request_id_match(s, tenant, request_id)
+            if existing is not None:
+                position = _position_in_open_transaction(s, existing)
+                s.commit()
+                return Submitted(existing, False, position)
+        if limits is not None:
+            _check_limits(s, tenant, limits)
+        job = Job(
+            tenant=tenant,
+            request_id=request_id,
+            kind=kind.value,
+            params=params,
+            input_keys=input_keys,
+            priority=priority,
+            state=JobState.QUEUED.value,
+        )
+        if job_id is not None:
+            job.id = job_id
+        s.add(job)
+        s.flush()
+        position = _position_in_open_transaction(s, job)
         s.commit()
     except IntegrityError:
-        # A concurrent submit with the same request id won the unique constraint.
+        # A concurrent unchecked submit with the same request id won the unique constraint.
         s.rollback()
         existing = find_job_by_request_id(s, tenant, request_id) if request_id is not None else None
         if existing is None:
             raise
-        return existing, False
-    return job, True
+        return Submitted(existing, False, queue_position(s, existing))
+    except BaseException:
+        s.rollback()
+        raise
+    return Submitted(job, True, position)
+
+
+def _request_id_match(s: Session, tenant: str, request_id: str) -> Job | None:
+    return s.scalars(
+        select(Job).where(Job.tenant == tenant, Job.request_id == request_id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def _check_limits(s: Session, tenant: str, limits: QueueLimits) -> None:
+    # Both counts in one scan of the QUEUED rows (COUNT skips the NULLs of other tenants).
+    total, mine = s.execute(
+        select(func.count(), func.count(case((Job.tenant == tenant, 1))))
+        .select_from(Job).where(Job.state == JobState.QUEUED.value)
+    ).one()
+    if mine >= limits.per_tenant:
+        raise QueueFull("tenant", limits.per_tenant)
+    if total >= limits.total:
+        raise QueueFull("total", limits.total)
 
 
 def find_job_by_request_id(s: Session, tenant: str, request_id: str) -> Job | None:
     """The tenant's job submitted with `request_id`, or None (also when only another tenant used it)."""
-    job = s.scalars(
-        select(Job).where(Job.tenant == tenant, Job.request_id == request_id)
-        .execution_options(populate_existing=True)
-    ).one_or_none()
+    job = _request_id_match(s, tenant, request_id)
     s.commit()
     return job
 
@@ -180,10 +256,15 @@ def _ahead_of(job: Job):
 
 def queue_position(s: Session, job: Job) -> int:
     """1-based place in line among all QUEUED jobs (all tenants); 0 when the job is not queued."""
+    position = _position_in_open_transaction(s, job)
+    s.commit()
+    return position
+
+
+def _position_in_open_transaction(s: Session, job: Job) -> int:
     if job.state != JobState.QUEUED.value:
         return 0
     ahead = s.scalar(select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED.value, _ahead_of(job)))
-    s.commit()
     return int(ahead or 0) + 1
 
 

@@ -42,6 +42,12 @@ class GatewayDeps:
     enqueue: Callable[[str, int], None]
 
 
+def _queue_full_message(err: repo.QueueFull) -> str:
+    if err.scope == "tenant":
+        return f"too many queued jobs for this tenant (limit {err.limit}); retry later"
+    return f"the service queue is full (limit {err.limit}); retry later"
+
+
 class JobServicer(pb_grpc.JobServiceServicer):
     def __init__(self, deps: GatewayDeps):
         self.deps = deps
@@ -113,23 +119,25 @@ class JobServicer(pb_grpc.JobServiceServicer):
                     check_image, getattr(message, name), field=f"{member}.{name}",
                     max_bytes=self.settings.max_image_bytes)
 
-            if request_id is not None:
-                existing = await self._db(self._existing_snapshot, tenant, request_id)
-                if existing is not None:
-                    return existing
-            await self._db(self._check_capacity, tenant)
-
             job_id = str(uuid.uuid4())
             input_keys = await self._store_inputs(job_id, images)
+            limits = repo.QueueLimits(per_tenant=self.settings.max_queued_per_tenant,
+                                      total=self.settings.max_queued_total)
             try:
-                job, created = await self._db(
+                # One transaction: idempotency lookup (a retry is answered even when the queue is full),
+                # both backpressure counts, insert and queue position; the limit check is atomic with
+                # the insert, so concurrent submits cannot overshoot it.
+                submitted = await self._db(
                     repo.submit_job, tenant=tenant, request_id=request_id, kind=kind,
                     params=params.model_dump(mode="json"), input_keys=input_keys, priority=priority,
-                    job_id=job_id)
-            except BaseException:
+                    job_id=job_id, limits=limits)
+            except BaseException as err:
                 await self._remove_objects(list(input_keys.values()))
+                if isinstance(err, repo.QueueFull):
+                    raise ResourceExhausted(_queue_full_message(err)) from None
                 raise
-            if not created:  # a concurrent submit with the same request_id won
+            job = submitted.job
+            if not submitted.created:  # an earlier submit with the same request_id: answer with its job
                 await self._remove_objects(list(input_keys.values()))
             else:
                 log.info("job submitted", extra={"job_id": job.id, "tenant": tenant, "kind": kind.value,
@@ -139,22 +147,13 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 except Exception:
                     # The row is committed and QUEUED: the reaper re-sends queued jobs whose message was lost.
                     log.exception("enqueue failed; the reaper will re-send", extra={"job_id": job.id})
-            return await self._db(self._snapshot_sync, job)
-
-    def _existing_snapshot(self, s: Session, tenant: str, request_id: str) -> pb.Job | None:
-        # Answered before anything is stored or counted: a retried submit must not hit backpressure.
-        job = repo.find_job_by_request_id(s, tenant, request_id)
-        return None if job is None else self._snapshot_sync(s, job)
-
-    def _check_capacity(self, s: Session, tenant: str) -> None:
-        # Checked before the insert, not atomically with it: concurrent submits may overshoot the
-        # bound by a few jobs, which a backlog limit tolerates.
-        if repo.count_queued(s, tenant) >= self.settings.max_queued_per_tenant:
-            raise ResourceExhausted(f"too many queued jobs for this tenant "
-                                    f"(limit {self.settings.max_queued_per_tenant}); retry later")
-        if repo.count_queued(s) >= self.settings.max_queued_total:
-            raise ResourceExhausted(f"the service queue is full (limit {self.settings.max_queued_total}); "
-                                    "retry later")
+            # A new job has no outputs to presign: build its snapshot here, without a thread hop.
+            if submitted.created:
+                return job_to_pb(job, queue_position=submitted.queue_position, presign=None,
+                                 presign_expiry_s=self.settings.presign_expiry_s)
+            return await asyncio.to_thread(
+                job_to_pb, job, queue_position=submitted.queue_position, presign=self._presign,
+                presign_expiry_s=self.settings.presign_expiry_s)
 
     async def _store_inputs(self, job_id: str, images: dict[str, CheckedImage]) -> dict[str, str]:
         keys: dict[str, str] = {}
