@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import String, and_, case, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.db.models import ApiKey, Job
+from shared.db.models import new_job_id
 from shared.db.types import utcnow
 from shared.jobs import InvalidArgument, JobKind, JobState, Stage, parse_kind, parse_state
 from shared.states import ACTIVE_STATES, TERMINAL_STATES, IllegalTransition, check_transition, sources_of
@@ -108,38 +109,42 @@ def submit_job(
     objects before the row exists); by default a uuid4. With `limits`, raises `QueueFull` instead of
     inserting past them; an idempotent retry of an existing job is answered even when the queue is full.
 
-    One transaction: idempotency lookup, both queued counts in one query, insert, queue position.
+    One transaction of one read and one insert: the read (`_submit_read`) finds a job with the same
+    request id, counts the queued jobs (total and the tenant's) and those ahead of the new one.
     With `limits` the check is atomic with the insert, so concurrent submits never overshoot: SQLite's
     `BEGIN IMMEDIATE` already serialises writers; on Postgres a transaction-scoped advisory lock
     serialises checked submits (held for those few statements, released by the commit).
     """
     kind = parse_kind(kind)
     request_id = request_id or None
+    # The id (and, below, the creation time) are fixed before the row exists, so the job's place in
+    # line can be counted in the same read as the backpressure counts.
+    job = Job(
+        id=job_id or new_job_id(),
+        tenant=tenant,
+        request_id=request_id,
+        kind=kind.value,
+        params=params,
+        input_keys=input_keys,
+        priority=priority,
+        state=JobState.QUEUED.value,
+    )
     try:
         if limits is not None and s.get_bind().dialect.name == "postgresql":
             s.execute(select(func.pg_advisory_xact_lock(SUBMIT_LOCK_KEY)))
-        if request_id is not None:
-            existing = _request_id_match(s, tenant, request_id)
-            if existing is not None:
-                position = _position_in_open_transaction(s, existing)
-                s.commit()
-                return Submitted(existing, False, position)
+        job.created_at = utcnow()  # after the lock: checked submits line up in the order they commit
+        existing_id, total, mine, ahead = _submit_read(s, job)
+        if existing_id is not None:
+            existing = s.get(Job, existing_id, populate_existing=True)
+            position = _position_in_open_transaction(s, existing)
+            s.commit()
+            return Submitted(existing, False, position)
         if limits is not None:
-            _check_limits(s, tenant, limits)
-        job = Job(
-            tenant=tenant,
-            request_id=request_id,
-            kind=kind.value,
-            params=params,
-            input_keys=input_keys,
-            priority=priority,
-            state=JobState.QUEUED.value,
-        )
-        if job_id is not None:
-            job.id = job_id
+            if mine >= limits.per_tenant:
+                raise QueueFull("tenant", limits.per_tenant)
+            if total >= limits.total:
+                raise QueueFull("total", limits.total)
         s.add(job)
-        s.flush()
-        position = _position_in_open_transaction(s, job)
         s.commit()
     except IntegrityError:
         # A concurrent unchecked submit with the same request id won the unique constraint.
@@ -151,31 +156,32 @@ def submit_job(
     except BaseException:
         s.rollback()
         raise
-    return Submitted(job, True, position)
+    return Submitted(job, True, ahead + 1)
 
 
-def _request_id_match(s: Session, tenant: str, request_id: str) -> Job | None:
-    return s.scalars(
-        select(Job).where(Job.tenant == tenant, Job.request_id == request_id)
-        .execution_options(populate_existing=True)
-    ).one_or_none()
-
-
-def _check_limits(s: Session, tenant: str, limits: QueueLimits) -> None:
-    # Both counts in one scan of the QUEUED rows (COUNT skips the NULLs of other tenants).
-    total, mine = s.execute(
-        select(func.count(), func.count(case((Job.tenant == tenant, 1))))
+def _submit_read(s: Session, job: Job) -> tuple[str | None, int, int, int]:
+    """One query for everything a submit decides on: the id of the tenant's job with the same request
+    id (or None), the QUEUED jobs in total and of this tenant, and those that run before `job`."""
+    if job.request_id is None:
+        existing = literal(None, String)
+    else:
+        existing = (select(Job.id).where(Job.tenant == job.tenant, Job.request_id == job.request_id)
+                    .scalar_subquery())
+    # COUNT skips NULLs, so each CASE counts only the rows its condition picks.
+    row = s.execute(
+        select(existing, func.count(), func.count(case((Job.tenant == job.tenant, 1))),
+               func.count(case((_ahead_of(job), 1))))
         .select_from(Job).where(Job.state == JobState.QUEUED.value)
     ).one()
-    if mine >= limits.per_tenant:
-        raise QueueFull("tenant", limits.per_tenant)
-    if total >= limits.total:
-        raise QueueFull("total", limits.total)
+    return row[0], int(row[1]), int(row[2]), int(row[3])
 
 
 def find_job_by_request_id(s: Session, tenant: str, request_id: str) -> Job | None:
     """The tenant's job submitted with `request_id`, or None (also when only another tenant used it)."""
-    job = _request_id_match(s, tenant, request_id)
+    job = s.scalars(
+        select(Job).where(Job.tenant == tenant, Job.request_id == request_id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
     s.commit()
     return job
 

@@ -17,7 +17,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
 
 
-def _new_id() -> str:
+def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
@@ -32,7 +32,7 @@ class Job(Base):
         Index("ix_jobs_state_priority_created", "state", "priority", "created_at"),
     )
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=_new_id)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_job_id)
     tenant: Mapped[str] = mapped_column(String(128))
     request_id: Mapped[str | None] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(32))
