@@ -140,10 +140,7 @@ def submit_job(
             s.commit()
             return Submitted(existing, False, position)
         if limits is not None:
-            if mine >= limits.per_tenant:
-                raise QueueFull("tenant", limits.per_tenant)
-            if total >= limits.total:
-                raise QueueFull("total", limits.total)
+            _raise_if_full(limits, total=total, mine=mine)
         s.add(job)
         s.commit()
     except IntegrityError:
@@ -157,6 +154,32 @@ def submit_job(
         s.rollback()
         raise
     return Submitted(job, True, ahead + 1)
+
+
+def precheck_submit(s: Session, *, tenant: str, request_id: str | None,
+                    limits: QueueLimits | None = None) -> Submitted | None:
+    """What `submit_job` would answer without inserting, for callers with costly work to do first
+    (uploading input images): the tenant's existing job for `request_id` (`created` False), else
+    None; raises `QueueFull` when the queue is already at a limit. Advisory only — takes no lock;
+    `submit_job` decides again atomically. One read, like `submit_job`'s."""
+    probe = Job(id="", tenant=tenant, request_id=request_id or None, priority=0, created_at=utcnow())
+    try:
+        existing_id, total, mine, _ = _submit_read(s, probe)
+        if existing_id is not None:
+            existing = s.get(Job, existing_id, populate_existing=True)
+            return Submitted(existing, False, _position_in_open_transaction(s, existing))
+        if limits is not None:
+            _raise_if_full(limits, total=total, mine=mine)
+        return None
+    finally:
+        s.commit()
+
+
+def _raise_if_full(limits: QueueLimits, *, total: int, mine: int) -> None:
+    if mine >= limits.per_tenant:
+        raise QueueFull("tenant", limits.per_tenant)
+    if total >= limits.total:
+        raise QueueFull("total", limits.total)
 
 
 def _submit_read(s: Session, job: Job) -> tuple[str | None, int, int, int]:

@@ -119,10 +119,21 @@ class JobServicer(pb_grpc.JobServiceServicer):
                     check_image, getattr(message, name), field=f"{member}.{name}",
                     max_bytes=self.settings.max_image_bytes)
 
-            job_id = str(uuid.uuid4())
-            input_keys = await self._store_inputs(job_id, images)
             limits = repo.QueueLimits(per_tenant=self.settings.max_queued_per_tenant,
                                       total=self.settings.max_queued_total)
+            if images:
+                # Before uploading images: a retried submit is answered, a full queue refused, without
+                # storing anything (one read; submit_job below still decides atomically).
+                try:
+                    earlier = await self._db(repo.precheck_submit, tenant=tenant, request_id=request_id,
+                                             limits=limits)
+                except repo.QueueFull as err:
+                    raise ResourceExhausted(_queue_full_message(err)) from None
+                if earlier is not None:
+                    return await asyncio.to_thread(self._submitted_to_pb, earlier)
+
+            job_id = str(uuid.uuid4())
+            input_keys = await self._store_inputs(job_id, images)
             try:
                 # One transaction: idempotency lookup (a retry is answered even when the queue is full),
                 # both backpressure counts, insert and queue position; the limit check is atomic with
@@ -147,13 +158,13 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 except Exception:
                     # The row is committed and QUEUED: the reaper re-sends queued jobs whose message was lost.
                     log.exception("enqueue failed; the reaper will re-send", extra={"job_id": job.id})
-            # A new job has no outputs to presign: build its snapshot here, without a thread hop.
-            if submitted.created:
-                return job_to_pb(job, queue_position=submitted.queue_position, presign=None,
-                                 presign_expiry_s=self.settings.presign_expiry_s)
-            return await asyncio.to_thread(
-                job_to_pb, job, queue_position=submitted.queue_position, presign=self._presign,
-                presign_expiry_s=self.settings.presign_expiry_s)
+            if submitted.created:  # no outputs to presign: build the snapshot here, without a thread hop
+                return self._submitted_to_pb(submitted)
+            return await asyncio.to_thread(self._submitted_to_pb, submitted)
+
+    def _submitted_to_pb(self, submitted: repo.Submitted) -> pb.Job:
+        return job_to_pb(submitted.job, queue_position=submitted.queue_position, presign=self._presign,
+                         presign_expiry_s=self.settings.presign_expiry_s)
 
     async def _store_inputs(self, job_id: str, images: dict[str, CheckedImage]) -> dict[str, str]:
         keys: dict[str, str] = {}

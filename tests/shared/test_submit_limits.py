@@ -68,3 +68,15 @@ def test_concurrent_submits_never_exceed_the_limit(Session):
     with Session() as s:
         assert repo.count_queued(s) == limits.total
     assert results.count("ok") == limits.total and results.count("full") == 3 * threads - limits.total
+
+
+def test_precheck_answers_a_retry_refuses_a_full_queue_and_inserts_nothing(s):
+    limits = repo.QueueLimits(per_tenant=1, total=5)
+    assert repo.precheck_submit(s, tenant="acme", request_id="r1", limits=limits) is None
+    first = checked_submit(s, "acme", request_id="r1", limits=limits)
+    earlier = repo.precheck_submit(s, tenant="acme", request_id="r1", limits=limits)
+    assert earlier.job.id == first.job.id and not earlier.created and earlier.queue_position == 1
+    with pytest.raises(repo.QueueFull):
+        repo.precheck_submit(s, tenant="acme", request_id="r2", limits=limits)
+    assert repo.precheck_submit(s, tenant="globex", request_id="r1", limits=limits) is None
+    assert repo.count_queued(s) == 1
