@@ -68,6 +68,9 @@ def worker_config(settings: Settings) -> dict[str, Any]:
         # its outcome in the database; the message redelivered later finds the job finished (claim: no-op).
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_ignore_result=True,  # no result backend: Postgres holds the outcome
+        # Celery's stdout/stderr proxies have no fileno(), which ray.init needs (faulthandler.enable):
+        # with the engine, the worker keeps the process's real streams (its log output is unchanged).
+        worker_redirect_stdouts=pool != "threads",
     )
     return config
 

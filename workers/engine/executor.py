@@ -51,7 +51,32 @@ def start_ray(config: EngineConfig) -> None:
         ray.init(address=config.ray_address)
         return
     gpus = config.device == "gpu" or (config.device == "auto" and torch.cuda.is_available())
-    ray.init(resources=None if gpus else local_init_resources(config), include_dashboard=False)
+    _init_local_ray_from_a_lasting_thread(resources=None if gpus else local_init_resources(config),
+                                          include_dashboard=False)
+
+
+def _init_local_ray_from_a_lasting_thread(**init_kwargs) -> None:
+    """`ray.init(**init_kwargs)` from a daemon thread that then lives as long as the process.
+
+    Ray starts its node processes (GCS, raylet) with PR_SET_PDEATHSIG, which Linux fires when the *thread*
+    that started them exits: the Celery worker starts the engine from its short-lived warm-up thread (or
+    a pool thread), whose end would SIGKILL the local instance under the running jobs."""
+    done, errors = threading.Event(), []
+
+    def own_ray() -> None:
+        try:
+            ray.init(**init_kwargs)
+        except BaseException as err:  # handed to the caller
+            errors.append(err)
+        finally:
+            done.set()
+        if not errors:
+            threading.Event().wait()  # until the process exits (ray.shutdown runs at exit)
+
+    threading.Thread(target=own_ray, name="ray-node-owner", daemon=True).start()
+    done.wait()
+    if errors:
+        raise errors[0]
 
 
 def _image_input(image):
