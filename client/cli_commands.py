@@ -16,12 +16,20 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 
 # --- output ------------------------------------------------------------------------------------
+def seed_line(job: pb.Job) -> str | None:
+    """``seed: N`` for an image job that recorded the seed it ran with (resubmit with it to reproduce the
+    image); None otherwise. `outputs.seed` is a proto3 optional: unset is not seed 0."""
+    return f"seed: {job.outputs.seed}" if job.outputs.HasField("seed") else None
+
+
 def summary(job: pb.Job) -> str:
     parts = [job.id, kind_name(job), state_name(job)]
     if job.state == pb.JOB_STATE_QUEUED and job.queue_position:
         parts.append(f"queue#{job.queue_position}")
     if job.stage:
         parts.append(f"{stage_name(job)} {job.progress.step}/{job.progress.total}")
+    if seed_line(job):
+        parts.append(seed_line(job))
     if job.error.code:
         field = f" [{job.error.field}]" if job.error.field else ""
         parts.append(f"{job.error.code}: {job.error.message}{field}")
@@ -61,6 +69,9 @@ def finish(client: LladaClient, job: pb.Job, output: str | None) -> int:
         print(f"[thinking]\n{job.outputs.thinking_text}\n[/thinking]")
     if job.outputs.text:
         print(job.outputs.text)
+    if seed_line(job):
+        # On stderr with the progress line: stdout keeps only the results (text, image paths) for scripts.
+        print(seed_line(job), file=sys.stderr)
     if job.outputs.objects:
         if output:
             for path in client.download(job, output):

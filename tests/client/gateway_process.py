@@ -53,7 +53,7 @@ class GatewayProcess:
             return fn(s, *args, **kwargs)
 
     def complete(self, job_id: str, *, image: bytes | None = None, text: str | None = None,
-                 fail: tuple[str, str] | None = None) -> None:
+                 fail: tuple[str, str] | None = None, seed: int | None = None) -> None:
         """Plays a worker: claim, two progress steps, outputs, terminal state, each announced on the bus."""
         self.db(repo.claim_job, job_id, WORKER, heartbeat_timeout_s=60)
         self.events.publish(job_id, {"type": "state"})
@@ -68,7 +68,7 @@ class GatewayProcess:
             if image is not None:
                 keys["image"] = result_key(job_id, "image.png")
                 self.store.put(keys["image"], image, "image/png")
-            self.db(repo.finish_job, job_id, output_keys=keys, output_text=text)
+            self.db(repo.finish_job, job_id, output_keys=keys, output_text=text, seed=seed)
         self.events.publish(job_id, {"type": "state"})
 
     def complete_soon(self, job_id: str, **kwargs) -> threading.Thread:

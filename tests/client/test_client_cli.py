@@ -124,3 +124,29 @@ def test_keys_create_prints_a_working_key(llada, server, monkeypatch):
     job_id = out.strip()
     monkeypatch.setenv("LLADA_API_KEY", server.api_key)  # the default tenant cannot see it
     assert llada("get", job_id)[0] == 1
+
+
+def test_a_finished_image_job_shows_the_seed_it_ran_with(llada, server, tmp_path):
+    result = io.BytesIO()
+    Image.new("RGB", (16, 16), (0, 90, 0)).save(result, format="PNG")
+    # The worker records the seed it drew for a request without one; the user needs it to reproduce.
+    driver = server.complete_next_queued(image=result.getvalue(), seed=987654321)
+    code, out, err = llada("submit", "t2i", "a green field", "--wait", "-o", str(tmp_path / "field.png"))
+    driver.join(5)
+    assert code == 0, err
+    assert "seed: 987654321" in err.splitlines()
+    assert out.strip() == str(tmp_path / "field.png")  # stdout keeps only the result for scripts
+    job_id = err.splitlines()[0].strip()
+    code, out, _ = llada("get", job_id)
+    assert code == 0 and "SUCCEEDED" in out and "seed: 987654321" in out
+
+
+def test_a_job_without_a_recorded_seed_shows_none(llada, server):
+    driver = server.complete_next_queued(text="Nothing but sky.")
+    code, out, err = llada("submit", "understand", str(png_file(server.settings.data_dir / "sky.png")), "What?",
+                           "--wait")
+    driver.join(5)
+    assert code == 0, err
+    assert "seed" not in out + err
+    code, out, _ = llada("get", err.splitlines()[0].strip())
+    assert code == 0 and "seed" not in out
