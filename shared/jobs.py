@@ -30,6 +30,10 @@ class JobState(str, enum.Enum):
 
 class Stage(str, enum.Enum):
     TOKENIZE = "tokenize"
+    # The thinking pass of a thinking-mode text-to-image job (MODEL_SPEC §3.3): a denoise phase of its own
+    # (text tokens, before the image's), named apart so users can tell the two phases' progress apart.
+    # ARCHITECTURE §2 lists tokenize|denoise|decode; `think` only ever precedes `denoise`.
+    THINK = "think"
     DENOISE = "denoise"
     DECODE = "decode"
 

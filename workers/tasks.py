@@ -34,8 +34,9 @@ log = logging.getLogger("llada.worker")
 # Progress is written to the database (and published) at most this often, plus at every stage change
 # and stage end: a tiny model steps in milliseconds, and each write takes SQLite's write lock.
 PROGRESS_MIN_INTERVAL_S = 0.2
-# Model stage names → the service's Stage. The thinking pass is text denoising (MODEL_SPEC §3.3).
-STAGE_OF = {"tokenize": Stage.TOKENIZE, "encode": Stage.TOKENIZE, "think": Stage.DENOISE,
+# Model stage names → the service's Stage. The thinking pass (MODEL_SPEC §3.3) is reported as its own
+# THINK stage so users can tell it from the image's denoising.
+STAGE_OF = {"tokenize": Stage.TOKENIZE, "encode": Stage.TOKENIZE, "think": Stage.THINK,
             "denoise": Stage.DENOISE, "decode": Stage.DECODE}
 # Params message of each kind in the public API: run-time errors name fields the way the gateway does.
 FIELD_PREFIX = {JobKind.TEXT_TO_IMAGE: "text_to_image", JobKind.UNDERSTAND: "understand", JobKind.EDIT: "edit"}

@@ -21,7 +21,7 @@ from shared.settings import Settings
 from workers import embedded
 
 # Small enough for a 2-core machine: a 128² image at 2 steps a block after a 16-token thinking pass at
-# 3 steps a block; the two passes then have different step totals (9 and 6 on the tiny checkpoint).
+# 3 steps a block.
 SIZE = 128
 IMAGE_STEPS, BLOCK_LENGTH = 2, 8
 THINKING_STEPS, THINKING_GEN_LENGTH = 3, 16
@@ -68,13 +68,16 @@ def test_thinking_text_to_image_on_the_engine_over_grpc(engine_stack, tmp_path):
         assert Image.open(image_path).size == (SIZE, SIZE)
         assert final.outputs.HasField("seed") and final.outputs.seed == 11
 
-    # Both denoise phases reported progress to the end. The engine names them "think" and "denoise"; the
-    # service reports both as its DENOISE stage (workers.tasks.STAGE_OF), so they show as two step counts.
-    phases: dict[int, int] = {}  # total → highest step seen, in order of appearance
+    # Both denoise phases reported progress to the end, each under its own stage: the thinking pass as
+    # `think` (its 16-token pass), then the image as `denoise`, never interleaved.
+    last_step: dict[str, tuple[int, int]] = {}  # stage → (highest step, total)
     for _, stage, step, total in seen:
-        if stage == "denoise" and total:
-            phases[total] = max(phases.get(total, 0), step)
-    assert len(phases) == 2 and all(step == total for total, step in phases.items()), seen
+        if stage in ("think", "denoise") and total:
+            last_step[stage] = max(last_step.get(stage, (0, total)), (step, total))
+    assert set(last_step) == {"think", "denoise"}, seen
+    assert all(step == total for step, total in last_step.values()), seen
+    stages = [stage for _, stage, _, _ in seen if stage]
+    assert stages.index("denoise") > max(i for i, stage in enumerate(stages) if stage == "think"), seen
 
     # The thinking text is the job's output text as the worker recorded it (random weights: any text).
     from shared import repository as repo

@@ -35,6 +35,7 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STAGE_TOKENIZE: _ClassVar[Stage]
     STAGE_DENOISE: _ClassVar[Stage]
     STAGE_DECODE: _ClassVar[Stage]
+    STAGE_THINK: _ClassVar[Stage]
 
 class GenerationMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -70,6 +71,7 @@ STAGE_UNSPECIFIED: Stage
 STAGE_TOKENIZE: Stage
 STAGE_DENOISE: Stage
 STAGE_DECODE: Stage
+STAGE_THINK: Stage
 GENERATION_MODE_UNSPECIFIED: GenerationMode
 GENERATION_MODE_NORMAL: GenerationMode
 GENERATION_MODE_THINKING: GenerationMode
