@@ -94,9 +94,37 @@ def test_bf16_moe_close_to_fp32(tiny_ckpt, hidden):
     assert (a - b.float()).abs().max() < 0.05 * a.abs().max()
 
 
-def test_each_expert_runs_once_per_forward(model, hidden):
-    """Tokens are grouped by expert: one call per expert that received tokens, whatever the token count."""
+def unpacked_copy(moe: MoE, cfg) -> MoE:
+    """The same layer with its experts as separate modules (the per-expert loop path)."""
+    copy = MoE(cfg).requires_grad_(False)
+    copy.load_state_dict(moe.state_dict())
+    return copy
+
+
+def test_loaded_experts_are_packed_as_views(model):
+    """One copy of the weights: each expert's Linear is a slice of its layer's stacked tensors."""
+    cfg = model.config
+    for layer in model.model.layers[cfg.first_k_dense_replace:]:
+        moe = layer.mlp
+        assert moe.packed is not None
+        storages = {moe.packed.gate_up.untyped_storage().data_ptr(), moe.packed.down.untyped_storage().data_ptr()}
+        for e, expert in enumerate(moe.experts):
+            for linear in (expert.gate_proj, expert.up_proj, expert.down_proj):
+                assert linear.weight.untyped_storage().data_ptr() in storages
+            assert torch.equal(moe.packed.gate_up[e, cfg.moe_intermediate_size:], expert.up_proj.weight)
+    assert "model.layers.2.mlp.experts.31.up_proj.weight" in model.state_dict()
+
+
+def test_grouped_matmul_equals_the_expert_loop(model, hidden):
     moe = model.model.layers[1].mlp
+    loop = unpacked_copy(moe, model.config)
+    assert loop.packed is None
+    torch.testing.assert_close(moe(hidden), loop(hidden), rtol=1e-5, atol=1e-6)
+
+
+def test_each_expert_runs_once_per_forward_in_the_loop(model, hidden):
+    """Unpacked, tokens are still grouped by expert: one call per expert that received tokens."""
+    moe = unpacked_copy(model.model.layers[1].mlp, model.config)
     calls: dict[int, int] = {}
     handles = [
         expert.register_forward_hook(lambda mod, args, out, e=e: calls.__setitem__(e, calls.get(e, 0) + 1))
@@ -110,3 +138,13 @@ def test_each_expert_runs_once_per_forward(model, hidden):
     ids, _ = moe.gate(hidden)
     assert set(calls) == set(ids.flatten().tolist())
     assert set(calls.values()) == {1}
+
+
+def test_no_grouped_matmul_keeps_the_loop(model, hidden):
+    """fp64 has no grouped matmul: packing declines, the experts stay as loaded and the layer still runs."""
+    moe = unpacked_copy(model.model.layers[1].mlp, model.config).double()
+    before = moe.experts[3].down_proj.weight
+    assert moe.pack_experts() is False and moe.packed is None
+    assert moe.experts[3].down_proj.weight is before
+    reference = model.model.layers[1].mlp(hidden)
+    torch.testing.assert_close(moe(hidden.double()).float(), reference, rtol=1e-4, atol=1e-5)

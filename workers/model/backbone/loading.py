@@ -9,6 +9,7 @@ import torch
 from ..config import BackboneConfig
 from ..weights import TensorSource, assert_materialised, load_strict
 from .model import LLaDA2MoeModelLM
+from .moe import MoE
 
 COMPONENT = "backbone"
 
@@ -27,7 +28,9 @@ def load_backbone(
     folder: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
 ) -> LLaDA2MoeModelLM:
     """Build on meta, fill strictly from `model.safetensors.index.json` (or the lone *.safetensors files),
-    compute the rotary `inv_freq` on `device`, and check nothing is left on meta."""
+    compute the rotary `inv_freq` on `device`, check nothing is left on meta, and pack each MoE layer's
+    experts for grouped matmuls (their parameters become views of the packed tensors: move or cast the
+    model by loading it again, not with `.to()`, which would copy them apart)."""
     folder = Path(folder)
     device = torch.device(device)
     dtype = dtype or default_dtype(device)
@@ -38,4 +41,7 @@ def load_backbone(
         load_strict(model, source, component=COMPONENT, device=device, dtype=dtype, keep_dtype=_keeps_fp32)
     model.model.rotary_emb.reset_inv_freq(device)
     assert_materialised(model, COMPONENT)
+    for module in model.modules():
+        if isinstance(module, MoE):
+            module.pack_experts()
     return model.eval().requires_grad_(False)

@@ -1,8 +1,9 @@
 """Sigmoid-scored, group-limited top-k mixture of experts with a shared expert (MODEL_SPEC §2.2).
 
-Tokens are grouped by expert: the (token, slot) pairs are sorted by expert id, each expert that received
-tokens runs one matmul over its contiguous slice, and the weighted results are scattered back with
-`index_add_`. The Python loop runs over experts with work, never over tokens.
+Tokens are grouped by expert: the (token, slot) pairs are sorted by expert id, the experts run over their
+contiguous slices, and the weighted results are scattered back with `index_add_`. Once the loader has packed
+the experts (`pack_experts`, see grouped_experts.py) that is two grouped matmuls per layer; unpacked, or where
+the device has no grouped matmul, a Python loop over the experts that received tokens. Never one over tokens.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from ..config import BackboneConfig
+from .grouped_experts import PackedExperts, pack_experts
 from .mlp import SwiGLU
 
 # §2.2 step 5: the renormalisation denominator is (sum of chosen scores + 1e-20).
@@ -60,6 +62,13 @@ class MoE(nn.Module):
             if cfg.num_shared_experts > 0
             else None
         )
+        self.packed: PackedExperts | None = None  # set by pack_experts() after loading
+
+    def pack_experts(self) -> bool:
+        """Stack the loaded experts for grouped matmuls (each expert keeps a view); False if unavailable here."""
+        if self.packed is None:
+            self.packed = pack_experts(self.experts)
+        return self.packed is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -76,13 +85,20 @@ class MoE(nn.Module):
         flat_ids = ids.reshape(-1)
         order = flat_ids.argsort(stable=True)
         token_of = order // top_k  # which token each sorted (token, slot) pair came from
-        counts = torch.bincount(flat_ids, minlength=len(self.experts)).tolist()
+        counts = torch.bincount(flat_ids, minlength=len(self.experts))
         inputs = flat.index_select(0, token_of)
+        if self.packed is not None:
+            outputs = self.packed(inputs, counts.cumsum(0).to(torch.int32))
+        else:
+            outputs = self._expert_loop(inputs, counts.tolist())
+        contrib = outputs.float() * weights.reshape(-1)[order, None]
+        return torch.zeros(flat.shape, dtype=torch.float32, device=flat.device).index_add_(0, token_of, contrib)
+
+    def _expert_loop(self, inputs: torch.Tensor, counts: list[int]) -> torch.Tensor:
         outputs = torch.empty_like(inputs)
         start = 0
         for expert, count in enumerate(counts):
             if count:
                 outputs[start : start + count] = self.experts[expert](inputs[start : start + count])
                 start += count
-        contrib = outputs.float() * weights.reshape(-1)[order, None]
-        return torch.zeros(flat.shape, dtype=torch.float32, device=flat.device).index_add_(0, token_of, contrib)
+        return outputs
