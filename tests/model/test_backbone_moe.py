@@ -89,6 +89,8 @@ def test_tokens_that_share_no_expert_and_a_single_token(model, hidden):
 def test_bf16_moe_close_to_fp32(tiny_ckpt, hidden):
     moe32 = load_backbone(tiny_ckpt).model.layers[1].mlp
     moe16 = load_backbone(tiny_ckpt, dtype=torch.bfloat16).model.layers[1].mlp
+    # bf16 on a CPU is the files' dtype: weights stay memory-mapped, so the experts are left unpacked.
+    assert moe32.packed is not None and moe16.packed is None
     a, b = moe32(hidden), moe16(hidden.bfloat16())
     assert b.dtype == torch.bfloat16
     assert (a - b.float()).abs().max() < 0.05 * a.abs().max()
@@ -96,7 +98,7 @@ def test_bf16_moe_close_to_fp32(tiny_ckpt, hidden):
 
 def unpacked_copy(moe: MoE, cfg) -> MoE:
     """The same layer with its experts as separate modules (the per-expert loop path)."""
-    copy = MoE(cfg).requires_grad_(False)
+    copy = MoE(cfg).requires_grad_(False).to(moe.experts[0].down_proj.weight.dtype)
     copy.load_state_dict(moe.state_dict())
     return copy
 
@@ -115,11 +117,12 @@ def test_loaded_experts_are_packed_as_views(model):
     assert "model.layers.2.mlp.experts.31.up_proj.weight" in model.state_dict()
 
 
-def test_grouped_matmul_equals_the_expert_loop(model, hidden):
-    moe = model.model.layers[1].mlp
-    loop = unpacked_copy(moe, model.config)
-    assert loop.packed is None
-    torch.testing.assert_close(moe(hidden), loop(hidden), rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grouped_matmul_equals_the_expert_loop(model, hidden, dtype):
+    loop = unpacked_copy(model.model.layers[1].mlp, model.config).to(dtype)
+    packed = unpacked_copy(loop, model.config)
+    assert loop.packed is None and packed.pack_experts()
+    torch.testing.assert_close(packed(hidden.to(dtype)), loop(hidden.to(dtype)), rtol=1e-5, atol=1e-6)
 
 
 def test_each_expert_runs_once_per_forward_in_the_loop(model, hidden):

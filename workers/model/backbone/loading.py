@@ -30,7 +30,11 @@ def load_backbone(
     """Build on meta, fill strictly from `model.safetensors.index.json` (or the lone *.safetensors files),
     compute the rotary `inv_freq` on `device`, check nothing is left on meta, and pack each MoE layer's
     experts for grouped matmuls (their parameters become views of the packed tensors: move or cast the
-    model by loading it again, not with `.to()`, which would copy them apart)."""
+    model by loading it again, not with `.to()`, which would copy them apart).
+
+    Not packed: the file's own dtype on a CPU, where the weights stay zero-copy views of the memory-mapped
+    files and a packed copy would sit beside their mapped pages (~2x RSS); there the experts run as a
+    per-expert loop, which on a CPU costs the same FLOPs as the grouped matmul."""
     folder = Path(folder)
     device = torch.device(device)
     dtype = dtype or default_dtype(device)
@@ -41,7 +45,8 @@ def load_backbone(
         load_strict(model, source, component=COMPONENT, device=device, dtype=dtype, keep_dtype=_keeps_fp32)
     model.model.rotary_emb.reset_inv_freq(device)
     assert_materialised(model, COMPONENT)
-    for module in model.modules():
-        if isinstance(module, MoE):
-            module.pack_experts()
+    if not (device.type == "cpu" and dtype == getattr(torch, cfg.torch_dtype)):
+        for module in model.modules():
+            if isinstance(module, MoE):
+                module.pack_experts()
     return model.eval().requires_grad_(False)
