@@ -1,8 +1,8 @@
 """Fused-QKV grouped-query attention with per-head q/k RMSNorm and partial RoPE (MODEL_SPEC §2.2).
 
 Two paths give the same output: the fast one uses `scaled_dot_product_attention` (its kernels keep the
-softmax in fp32); the explicit one materialises fp32 softmax probabilities so the caller can read how much
-attention each key receives (`key_importance`, used by SPRINT prefix pruning).
+softmax in fp32); the explicit one computes fp32 softmax probabilities, a chunk of queries at a time, so the
+caller can read how much attention each key receives (`key_importance`, used by SPRINT prefix pruning).
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from .rope import apply_partial_rope
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
 
+# The explicit path works through the queries in chunks of at most this many fp32 scores: a whole 4.6k-token
+# window would otherwise hold ~1.3 GB of probabilities per CFG row per layer on the real model.
+SCORES_PER_CHUNK = 1 << 26
+
 
 def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
     """[B, kv_heads, L, D] → [B, kv_heads·groups, L, D]; query head h reads kv head h // groups."""
@@ -26,6 +30,32 @@ def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
         return x
     b, kv, length, d = x.shape
     return x[:, :, None].expand(b, kv, groups, length, d).reshape(b, kv * groups, length, d)
+
+
+def explicit_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    query_weights: torch.Tensor,
+    scale: float,
+    scores_per_chunk: int = SCORES_PER_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention with fp32 softmax probabilities, plus the mass each key receives (weighted mean over
+    queries, plain mean over heads) → (out [B, heads, Lq, D], importance [B, Lk])."""
+    b, heads, lq, _ = q.shape
+    chunk = max(1, scores_per_chunk // (b * heads * k.shape[2]))
+    outs, mass = [], None
+    for start in range(0, lq, chunk):
+        rows = slice(start, start + chunk)
+        scores = torch.matmul(q[:, :, rows], k.transpose(2, 3)) * scale
+        if mask is not None:
+            scores = scores + mask[:, :, rows]
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+        part = (probs * query_weights[:, :, rows]).sum(dim=2)
+        mass = part if mass is None else mass + part
+        outs.append(torch.matmul(probs.to(v.dtype), v))
+    return torch.cat(outs, dim=2), mass.mean(dim=1)
 
 
 class Attention(nn.Module):
@@ -70,13 +100,7 @@ class Attention(nn.Module):
         kr, vr = repeat_kv(k, groups), repeat_kv(v, groups)
         importance = None
         if query_weights is not None:
-            scores = torch.matmul(q, kr.transpose(2, 3)) * self.scale
-            if mask is not None:
-                scores = scores + mask
-            probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
-            # mass each key receives: weighted mean over queries, plain mean over heads
-            importance = (probs * query_weights).sum(dim=2).mean(dim=1)
-            out = torch.matmul(probs.to(vr.dtype), vr)
+            out, importance = explicit_attention(q, kr, vr, mask, query_weights, self.scale)
         else:
             out = F.scaled_dot_product_attention(q, kr, vr, attn_mask=mask, scale=self.scale)
         out = out.transpose(1, 2).reshape(b, length, self.heads * self.head_dim)
