@@ -67,6 +67,7 @@ def test_thinking_text_to_image_on_the_engine_over_grpc(engine_stack, tmp_path):
         [image_path] = client.download(final, tmp_path / "lighthouse.png")  # through the presigned URL
         assert Image.open(image_path).size == (SIZE, SIZE)
         assert final.outputs.HasField("seed") and final.outputs.seed == 11
+        assert {"tokenize", "think", "denoise", "decode"} <= set(final.stage_seconds), final.stage_seconds
 
     # Both denoise phases reported progress to the end, each under its own stage: the thinking pass as
     # `think` (its 16-token pass), then the image as `denoise`, never interleaved.

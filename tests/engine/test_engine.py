@@ -72,7 +72,8 @@ def test_engine_results_equal_the_in_process_pipeline_for_each_kind(engine, pipe
         mine, theirs = engine.generate_image("a red fox", **kwargs), pipeline.generate_image("a red fox", **kwargs)
         assert mine.codes == theirs.codes and png(mine.image) == png(theirs.image), mode
         assert mine.thinking == theirs.thinking and mine.image.size == (128, 128)
-        assert set(mine.timings) == {"tokenize", "denoise", "decode"}
+        stages = {"tokenize", "denoise", "decode"} | ({"think"} if mode == "thinking" else set())
+        assert set(mine.timings) == set(theirs.timings) == stages, mode
 
     source = png(picture())
     mine, theirs = (p.understand_image(source, "What is shown?", **UNDERSTAND) for p in (engine, pipeline))

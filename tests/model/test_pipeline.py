@@ -67,6 +67,9 @@ def test_thinking_mode_returns_the_thinking_text(pipe):
     result = pipe.generate_image("a cat", **T2I, mode="thinking", thinking_steps=4, thinking_gen_length=16, seed=0)
     assert result.image.size == (128, 128)
     assert isinstance(result.thinking, str)
+    # The thinking pass is timed as its own stage, not inside denoise.
+    assert set(result.timings) == {"tokenize", "think", "denoise", "decode"}
+    assert all(seconds > 0 for seconds in result.timings.values())
 
 
 def test_understand_returns_text(pipe):

@@ -112,8 +112,9 @@ class Replica:
         with stages.stage("tokenize"):
             phase, request = self._call("tokenizer", "text_to_image_request", key, prompt, options)
             stages.tokenized()
-        with stages.stage("denoise"):
+        with stages.stage(phase):  # "think" first in thinking mode, else "denoise"
             result = self._call("denoiser", "generate", key, request, phase, **hooks)
+        with stages.stage("denoise"):
             if options.get("mode") == "thinking":  # §3.3: phase 2 draws the image after the thinking text
                 request, thinking = self._call("tokenizer", "thinking_phase2_request", key, prompt, result, options)
                 result = self._call("denoiser", "generate", key, request, "denoise", **hooks)

@@ -9,6 +9,7 @@ Defaults mirror the reference implementation (MODEL_SPEC §3.3–3.5). Image cod
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
@@ -62,8 +63,13 @@ def check_text(field: str, value: Any) -> str:
     return value
 
 
-def _run(model, request: GenerationRequest, stage: str, progress, should_cancel) -> GenerationResult:
-    return generate(model, [request], progress=progress, should_cancel=should_cancel, stage=stage)[0]
+def _run(model, request: GenerationRequest, stage: str, progress, should_cancel,
+         seconds: dict[str, float] | None = None) -> GenerationResult:
+    started = time.perf_counter()
+    result = generate(model, [request], progress=progress, should_cancel=should_cancel, stage=stage)[0]
+    if seconds is not None:
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - started
+    return result
 
 
 # ---- request builders: the one place each task's sampler requests are built (the Pipeline through the
@@ -314,10 +320,12 @@ def text_to_image_tokens(
     sprint: SprintOptions | Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
+    phase_seconds: dict[str, float] | None = None,
 ) -> dict:
     """Text-to-image tokens (MODEL_SPEC §3.3) -> {"codes": H·W codes (no offset), "h", "w", "thinking"}.
 
     Defaults: README (steps 8, cfg_scale 2.0, block 32; thinking_steps 32, thinking_gen_length 4096).
+    `phase_seconds`, if given, receives the wall-clock seconds of each sampler phase ("think", "denoise").
     """
     check_text_to_image(prompt, grid_h=grid_h, grid_w=grid_w, steps=steps, block_length=block_length, mode=mode,
                         thinking_steps=thinking_steps, thinking_gen_length=thinking_gen_length, sprint=sprint)
@@ -330,11 +338,11 @@ def text_to_image_tokens(
         phase1_request = thinking_phase1_request(
             tok, prompt, thinking_steps=thinking_steps, thinking_gen_length=thinking_gen_length, **common
         )
-        phase1 = _run(model, phase1_request, STAGE_THINK, progress, should_cancel)
+        phase1 = _run(model, phase1_request, STAGE_THINK, progress, should_cancel, phase_seconds)
         request, thinking = thinking_phase2_request(tok, prompt, phase1.ids, **image_options)
     else:
         request = text_to_image_request(tok, prompt, **image_options)
-    result = _run(model, request, STAGE_DENOISE, progress, should_cancel)
+    result = _run(model, request, STAGE_DENOISE, progress, should_cancel, phase_seconds)
     return {"codes": image_codes(tok, result, grid_h, grid_w), "h": grid_h, "w": grid_w, "thinking": thinking}
 
 

@@ -121,6 +121,12 @@ class _Stages:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
         return result
 
+    def carve(self, stage: str, part: str, seconds: float) -> None:
+        """Report `seconds` of `stage` under their own name (thinking's text pass runs inside denoise)."""
+        if seconds:
+            self.timings[stage] -= seconds
+            self.timings[part] = self.timings.get(part, 0.0) + seconds
+
 
 class DecoderSet:
     """The turbo and normal decoders over one shared SigVQ embedder and VAE; each DiT loaded once, on
@@ -286,12 +292,14 @@ class Pipeline:
             _report(progress, "tokenize")
 
         stages.run("tokenize", tokenize)
+        phases: dict[str, float] = {}
         tokens = stages.run("denoise", lambda: generation.text_to_image_tokens(
             self.backbone, self.text_tokenizer, prompt, grid_h=grid_h, grid_w=grid_w, steps=steps,
             block_length=block_length, cfg_scale=cfg_scale, mode=mode, thinking_steps=thinking_steps,
             thinking_gen_length=thinking_gen_length, threshold=threshold, seed=seed,
-            sprint=sprint_setting(sprint), progress=progress, should_cancel=should_cancel,
+            sprint=sprint_setting(sprint), progress=progress, should_cancel=should_cancel, phase_seconds=phases,
         ))
+        stages.carve("denoise", generation.STAGE_THINK, phases.get(generation.STAGE_THINK, 0.0))
         image = stages.run("decode", lambda: decode_with[0].decode(
             tokens["codes"], grid_h, grid_w, steps=decode_with[1], seed=seed,
             resolution_multiplier=resolution_multiplier, progress=progress, should_cancel=should_cancel,
