@@ -23,10 +23,20 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
 
 @torch.no_grad()
 def step(model: torch.nn.Module, states: list[RequestState]) -> None:
-    """Advance every request that is not done by one denoising step."""
+    """Advance every request that is not done by one denoising step.
+
+    Requests that run their whole window and requests that run only their active block over a SPRINT
+    prefix cache go through separate forwards: padded into one, every cached row would run the whole
+    window's queries (plus its cached keys), costing more than the two forwards together.
+    """
     active = [s for s in states if not s.done]
-    if not active:
-        return
+    for group in ([s for s in active if not s.uses_cache()], [s for s in active if s.uses_cache()]):
+        if group:
+            _forward(model, group)
+
+
+def _forward(model: torch.nn.Module, active: list[RequestState]) -> None:
+    """One batched backbone forward for `active`, then each request's own sampling step."""
     rows = [st.row_input(r) for st in active for r in range(st.num_rows)]
     batch = assemble(rows, dtype=model_dtype(model), pad_id=active[0].request.mask_id)
     capturing = [sprint_ops.captures_now(st.sprint, st.step_in_block, st.uses_cache()) for st in active]
