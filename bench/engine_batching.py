@@ -24,6 +24,13 @@ def image_bytes() -> bytes:
     return buffer.getvalue()
 
 
+def step_ms(before: dict, after: dict, size: int) -> float:
+    """Mean milliseconds of the denoiser's forwards of `size` requests between two stats readings."""
+    count = after["batch_sizes"].get(size, 0) - before["batch_sizes"].get(size, 0)
+    seconds = after["step_seconds"].get(size, 0.0) - before["step_seconds"].get(size, 0.0)
+    return 1000 * seconds / max(count, 1)
+
+
 def measure(engine, source, questions, name, options) -> None:
     import ray
 
@@ -34,9 +41,10 @@ def measure(engine, source, questions, name, options) -> None:
 
     n = len(questions)
     job(questions[0])  # warm-up: first calls pay one-off costs in every actor
+    denoiser = engine.replicas[0].denoiser
+    start = ray.get(denoiser.stats.remote())
     with Clock() as one_at_a_time:
         alone = [job(q) for q in questions]
-    denoiser = engine.replicas[0].denoiser
     before = ray.get(denoiser.stats.remote())
     with Clock() as concurrent, ThreadPoolExecutor(n) as pool:
         together = list(pool.map(job, questions))
@@ -51,6 +59,8 @@ def measure(engine, source, questions, name, options) -> None:
     print(f"  concurrent    : {concurrent.seconds:6.2f} s  ({n / concurrent.seconds:5.2f} jobs/s, "
           f"p50 latency {p50(together):.2f} s)")
     print(f"  denoiser forwards {forwards}, requests per forward {request_steps / max(forwards, 1):.2f}")
+    print(f"  denoiser step: {step_ms(start, before, 1):.1f} ms at batch 1 (one at a time), "
+          f"{step_ms(before, after, n):.1f} ms at batch {n} (concurrent); torch threads {after['torch_threads']}")
     print(f"  throughput ratio (batched / one at a time): {one_at_a_time.seconds / concurrent.seconds:.2f}x")
 
 

@@ -73,6 +73,9 @@ def test_concurrent_requests_share_forwards_and_match_their_results_alone(backbo
         assert "cfg" not in forward or forward == ["cfg"]
         assert "wide" not in forward or forward == ["wide"]
     assert batcher.occupancy() == {"active": 0, "pending": 0, "max_batch": 8}
+    # Forward seconds are kept per batch size, beside the count of forwards of that size.
+    assert batcher.stats.step_seconds.keys() == batcher.stats.batch_sizes.keys()
+    assert all(seconds > 0 for seconds in batcher.stats.step_seconds.values())
 
 
 def test_a_cancelled_request_leaves_before_the_next_step_and_its_slot_goes_to_the_next(backbone):

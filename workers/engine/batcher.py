@@ -47,6 +47,7 @@ class BatcherStats:
     largest_batch: int = 0
     cancelled: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)  # batch size -> forwards of that size
+    step_seconds: dict[int, float] = field(default_factory=dict)  # batch size -> seconds its forwards took
 
 
 class StepBatcher:
@@ -166,6 +167,7 @@ class StepBatcher:
                 await self._wake.wait()
                 continue
             states = [slot.state for slot in group]
+            started = time.perf_counter()
             try:
                 await asyncio.to_thread(self._step, self.model, states)
             except Exception as err:  # a failing forward fails the requests it held, not the loop
@@ -176,6 +178,8 @@ class StepBatcher:
             self.stats.request_steps += len(group)
             self.stats.largest_batch = max(self.stats.largest_batch, len(group))
             self.stats.batch_sizes[len(group)] = self.stats.batch_sizes.get(len(group), 0) + 1
+            seconds = time.perf_counter() - started
+            self.stats.step_seconds[len(group)] = self.stats.step_seconds.get(len(group), 0.0) + seconds
             for slot in group:
                 slot.steps += 1
                 slot.progress = slot.state.progress()

@@ -35,7 +35,8 @@ class DenoiserActor:
     async def stats(self) -> dict:
         s = self.batcher.stats
         return {**self.batcher.occupancy(), "forwards": s.forwards, "request_steps": s.request_steps,
-                "largest_batch": s.largest_batch, "cancelled": s.cancelled, "batch_sizes": dict(s.batch_sizes)}
+                "largest_batch": s.largest_batch, "cancelled": s.cancelled, "batch_sizes": dict(s.batch_sizes),
+                "step_seconds": dict(s.step_seconds), "torch_threads": torch.get_num_threads()}
 
     async def describe(self) -> dict:
         return describe("denoiser", self.device, load_seconds=self.load_seconds,
