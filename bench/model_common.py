@@ -82,13 +82,15 @@ def write_backbone(folder: Path, overrides: dict, *, shards: int = 4, seed: int 
     return total
 
 
-def write_decoders(folder: Path, overrides: dict, seed: int = 0) -> None:
-    """Replace decoder/ and decoder-turbo/ by random DiTs with `overrides` applied to their config."""
+def write_decoders(folder: Path, overrides: dict, seed: int = 0,
+                   subfolders: tuple[str, ...] = ("decoder", "decoder-turbo")) -> None:
+    """Replace decoder/ and decoder-turbo/ (or the given `subfolders`) by random DiTs with `overrides` applied
+    to their config."""
     from diffusers import ZImageTransformer2DModel
 
     from workers.model.decoder.transformer import CHECKPOINT_CAP_PREFIX, DIFFUSERS_CAP_PREFIX
 
-    for offset, sub in enumerate(("decoder", "decoder-turbo")):
+    for offset, sub in enumerate(subfolders):
         config = json.loads((folder / sub / "config.json").read_text())
         config.update(overrides)
         (folder / sub / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -100,6 +102,37 @@ def write_decoders(folder: Path, overrides: dict, seed: int = 0) -> None:
         }
         save_file(random_state(shapes, seed + offset), str(folder / sub / "model.safetensors"),
                   metadata={"format": "pt"})
+
+
+def write_vae(folder: Path, overrides: dict, seed: int = 0) -> None:
+    """Replace vae/ by a random AutoencoderKL with `overrides` applied to its config."""
+    from diffusers import AutoencoderKL
+
+    config = json.loads((folder / "vae" / "config.json").read_text())
+    config.update(overrides)
+    (folder / "vae" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    with torch.device("meta"):
+        shapes = expected_shapes(AutoencoderKL.from_config(config))
+    save_file(random_state(shapes, seed), str(folder / "vae" / "diffusion_pytorch_model.safetensors"),
+              metadata={"format": "pt"})
+
+
+def write_codebook(folder: Path, num_embeddings: int, sigvq_width: int, seed: int = 0) -> None:
+    """Give image_tokenizer/ a VQ codebook of `num_embeddings` codes and a SigVQ embedder of `sigvq_width`
+    (what the backbone's image vocabulary and the DiT's cap_feat_dim must match); the vision encoder keeps
+    its size."""
+    from workers.model.decoder.sigvq import SigVQEmbedder
+    from workers.model.image_tokenizer.model import build_siglip_vq
+
+    sub = folder / "image_tokenizer"
+    config = json.loads((sub / "config.json").read_text())
+    config["vq_config"]["num_embeddings"] = num_embeddings
+    (sub / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    with torch.device("meta"):
+        vq_shapes = {f"model.{n}": shape for n, shape in expected_shapes(build_siglip_vq(config)).items()}
+        sigvq_shapes = expected_shapes(SigVQEmbedder(num_embeddings, sigvq_width))
+    save_file(random_state(vq_shapes, seed), str(sub / "model.safetensors"), metadata={"format": "pt"})
+    torch.save(random_state(sigvq_shapes, seed + 1), sub / "sigvq_embedding.pt")
 
 
 def tiny_checkpoint(folder: Path, *, with_image_components: bool = True) -> Path:
