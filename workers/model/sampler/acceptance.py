@@ -19,13 +19,37 @@ def select_transfer(
     `scores` is `token_probs` there; SPRINT may rank by another strategy). Never more than are masked:
     the reference's top-k may pick unmasked positions, but writing those is a no-op.
     """
-    neg_inf = torch.tensor(float("-inf"), device=scores.device)
-    above = masked & (token_probs > threshold)
-    if int(above.sum()) >= count:
-        return above
-    count = min(count, int(masked.sum()))
-    chosen = torch.zeros_like(masked)
-    if count > 0:
-        ranked = torch.where(masked, scores.float(), neg_inf)
-        chosen[torch.topk(ranked, count).indices] = True
+    return select_transfer_rows(scores[None], token_probs[None], masked[None], [count], [threshold])[0]
+
+
+def select_transfer_rows(
+    scores: torch.Tensor,
+    token_probs: torch.Tensor,
+    masked: torch.Tensor,
+    counts: list[int],
+    thresholds: list[float],
+) -> torch.Tensor:
+    """`select_transfer` for N requests at once: [N, B] inputs, one count and threshold per row → bool [N, B].
+
+    One host read for the whole batch; rows that fall back to the top-k share one `topk` per distinct k
+    (a row's top-k does not depend on the other rows, so the choice is the same alone or batched).
+    """
+    # fp32 thresholds, as a Python float is compared with fp32 probabilities
+    limit = torch.tensor(thresholds, dtype=token_probs.dtype, device=token_probs.device)
+    above = masked & (token_probs > limit[:, None])
+    n_above, n_masked = torch.stack((above.sum(-1), masked.sum(-1))).tolist()
+    by_k: dict[int, list[int]] = {}
+    for row, (count, hits, open_) in enumerate(zip(counts, n_above, n_masked)):
+        k = min(count, open_)
+        if hits < count and k > 0:
+            by_k.setdefault(k, []).append(row)
+    if not by_k:
+        return above  # every row accepts its confident positions (with k = 0 those are none)
+    chosen = above.clone()
+    ranked = torch.where(masked, scores.float(), torch.tensor(float("-inf"), device=scores.device))
+    for k, rows in by_k.items():
+        index = torch.tensor(rows, device=masked.device)
+        top = torch.topk(ranked.index_select(0, index), k).indices
+        chosen[index] = torch.zeros((len(rows), masked.shape[-1]), dtype=torch.bool,
+                                    device=masked.device).scatter_(1, top, True)
     return chosen

@@ -1,7 +1,8 @@
 """Packing the rows of many requests into one backbone forward (left padding + additive masks).
 
-Every row brings its own query tokens, position ids, an optional cached past KV and a bool visibility
-matrix over [its past ; its queries]. Rows are left-padded to the longest query and the longest past; the
+Every row brings its own query tokens, position ids, an optional cached past KV and the few numbers that
+fix what its queries may see (`RowInput`). Rows are left-padded to the longest query and the longest past;
+the visibility of the whole batch is computed at once from those numbers (`batch_visibility`), and the
 additive mask (0 visible, -inf blocked) hides every padding column from every query. A query that sees no
 key at all (batch or CFG padding) is allowed its own column, so softmax stays finite; no real query ever
 sees a padding column, so real rows are unaffected by what padding rows compute.
@@ -16,11 +17,16 @@ import torch
 
 @dataclass
 class RowInput:
-    ids: torch.Tensor  # Long[q]
+    ids: torch.Tensor  # Long[q]: the row's tokens at own positions start .. start+q-1
     positions: torch.Tensor  # Long[q]
-    visible_current: torch.Tensor  # Bool[q, q]
-    visible_past: torch.Tensor  # Bool[q, p]
+    start: int  # own coordinate of the first query
+    pad: int  # CFG left padding: own positions below it are hidden from every query and see nothing
+    block_length: int
     past: list[tuple[torch.Tensor, torch.Tensor]] | None  # per layer ([h, p, d], [h, p, d]); None = p 0
+
+    @property
+    def past_length(self) -> int:
+        return 0 if self.past is None else int(self.past[0][0].shape[-2])
 
 
 @dataclass
@@ -37,58 +43,73 @@ class BatchInput:
         return self.past_length + self.query_length - row_query_length + own_column
 
 
-def block_visibility(window_end: int, block_length: int, pad: int, device: torch.device) -> torch.Tensor:
-    """Own-coordinate visibility over [0, window_end): block-causal (MODEL_SPEC §3.1 step 2), pads hidden.
+def batch_visibility(rows: list[RowInput], query_length: int, past_length: int, device) -> torch.Tensor:
+    """Bool [N, Q, P + Q]: which key each query may attend to, for every row at once.
 
-    A token in block b sees every token in blocks <= b. The first `pad` columns are CFG left padding
-    (§3.2): no query sees them, and they see nothing themselves.
+    Within a row's queries (own positions a, b): block-causal, b // block <= a // block (MODEL_SPEC §3.1
+    step 2), neither below the row's CFG pad. A cached past (SPRINT: the prefix before the active block,
+    pads excluded) is seen whole by every real query. Left padding (short queries, short pasts) is hidden.
     """
-    block = torch.arange(window_end, device=device) // block_length
-    visible = block[None, :] <= block[:, None]
-    visible[:, :pad] = False
-    visible[:pad, :] = False
-    return visible
+    shape = dict(dtype=torch.long, device=device)
+    q_len = torch.tensor([int(r.ids.shape[0]) for r in rows], **shape)
+    p_len = torch.tensor([r.past_length for r in rows], **shape)
+    start = torch.tensor([r.start for r in rows], **shape)
+    pad = torch.tensor([r.pad for r in rows], **shape)
+    block = torch.tensor([r.block_length for r in rows], **shape)
+
+    own = torch.arange(query_length, **shape)[None, :] - (query_length - q_len)[:, None]  # [N, Q]; < 0: padding
+    position = start[:, None] + own
+    real = (own >= 0) & (position >= pad[:, None])
+    block_of = torch.div(position, block[:, None], rounding_mode="floor")
+    current = (block_of[:, None, :] <= block_of[:, :, None]) & real[:, :, None] & real[:, None, :]
+    cached = torch.arange(past_length, **shape)[None, :] >= (past_length - p_len)[:, None]  # [N, P]
+    past = real[:, :, None] & cached[:, None, :]
+    return torch.cat((past, current), dim=-1)
 
 
 def assemble(rows: list[RowInput], *, dtype: torch.dtype, pad_id: int) -> BatchInput:
     device = rows[0].ids.device
     n = len(rows)
-    q_max = max(int(r.ids.shape[0]) for r in rows)
-    p_lens = [0 if r.past is None else int(r.past[0][0].shape[-2]) for r in rows]
-    p_max = max(p_lens)
-    k_total = p_max + q_max
+    q_lens = [int(r.ids.shape[0]) for r in rows]
+    p_lens = [r.past_length for r in rows]
+    q_max, p_max = max(q_lens), max(p_lens)
 
-    input_ids = torch.full((n, q_max), pad_id, dtype=torch.long, device=device)
-    position_ids = torch.zeros((n, q_max), dtype=torch.long, device=device)
-    visible = torch.zeros((n, q_max, k_total), dtype=torch.bool, device=device)
-    for i, row in enumerate(rows):
-        q, p = int(row.ids.shape[0]), p_lens[i]
-        input_ids[i, q_max - q :] = row.ids
-        position_ids[i, q_max - q :] = row.positions
-        visible[i, q_max - q :, k_total - q :] = row.visible_current
-        if p:
-            visible[i, q_max - q :, p_max - p : p_max] = row.visible_past
+    if all(q == q_max for q in q_lens):  # common case: rows of requests at the same step of equal prompts
+        input_ids = torch.stack([r.ids for r in rows])
+        position_ids = torch.stack([r.positions for r in rows])
+    else:
+        input_ids = torch.full((n, q_max), pad_id, dtype=torch.long, device=device)
+        position_ids = torch.zeros((n, q_max), dtype=torch.long, device=device)
+        for i, row in enumerate(rows):
+            input_ids[i, q_max - q_lens[i] :] = row.ids
+            position_ids[i, q_max - q_lens[i] :] = row.positions
+
+    visible = batch_visibility(rows, q_max, p_max, device)
     # Queries that see nothing (padding) see themselves, keeping every softmax finite.
     blind = ~visible.any(dim=-1)
     diag = torch.arange(q_max, device=device)
     visible[:, diag, p_max + diag] |= blind
-    mask = torch.zeros((n, 1, q_max, k_total), dtype=dtype, device=device)
+    mask = torch.zeros((n, 1, q_max, p_max + q_max), dtype=dtype, device=device)
     mask.masked_fill_(~visible.unsqueeze(1), float("-inf"))
+    return BatchInput(input_ids, position_ids, mask, _stack_past(rows, p_lens, p_max), q_max, p_max)
 
-    past = None
-    if p_max and all(p == p_max for p in p_lens):
+
+def _stack_past(rows: list[RowInput], p_lens: list[int], p_max: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per layer, the rows' cached (k, v) as [N, h, P, d], left-padded with zeros (hidden by the mask)."""
+    if not p_max:
+        return None
+    if all(p == p_max for p in p_lens):
         # Common case (one request, or rows with equal prefixes): no padding, one stack per layer.
         layers = zip(*(row.past for row in rows))
-        past = [(torch.stack([k for k, _ in per_row]), torch.stack([v for _, v in per_row])) for per_row in layers]
-    elif p_max:
-        template = next(r.past for r in rows if r.past is not None)
-        past = []
-        for layer, (k0, v0) in enumerate(template):
-            k = k0.new_zeros((n, k0.shape[0], p_max, k0.shape[-1]))
-            v = v0.new_zeros((n, v0.shape[0], p_max, v0.shape[-1]))
-            for i, row in enumerate(rows):
-                if p_lens[i]:
-                    k[i, :, p_max - p_lens[i] :] = row.past[layer][0]
-                    v[i, :, p_max - p_lens[i] :] = row.past[layer][1]
-            past.append((k, v))
-    return BatchInput(input_ids, position_ids, mask, past, q_max, p_max)
+        return [(torch.stack([k for k, _ in per_row]), torch.stack([v for _, v in per_row])) for per_row in layers]
+    template = next(r.past for r in rows if r.past is not None)
+    past = []
+    for layer, (k0, v0) in enumerate(template):
+        k = k0.new_zeros((len(rows), k0.shape[0], p_max, k0.shape[-1]))
+        v = v0.new_zeros((len(rows), v0.shape[0], p_max, v0.shape[-1]))
+        for i, row in enumerate(rows):
+            if p_lens[i]:
+                k[i, :, p_max - p_lens[i] :] = row.past[layer][0]
+                v[i, :, p_max - p_lens[i] :] = row.past[layer][1]
+        past.append((k, v))
+    return past

@@ -36,7 +36,10 @@ def sample_tokens(
     top_p: float | None,
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """logits [B, V] -> (token ids [B], their probabilities [B], the filtered distribution [B, V])."""
+    """logits [..., V] -> (token ids [...], their probabilities [...], the filtered distribution [..., V]).
+
+    Every op works per position over the vocabulary; a draw (temperature > 0) takes [B, V], one request's
+    positions with that request's generator."""
     logits = logits.float()
     if temperature > 0:
         logits = logits / temperature

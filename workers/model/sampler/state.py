@@ -2,8 +2,8 @@
 
 A `RequestState` holds the sequence rows of one request in its own coordinates (the conditional prompt,
 then the masked generation area, padded to whole blocks), the block and step it is at, its random
-generator and, with SPRINT, its prefix KV cache. `advance` applies one step's logits; the batched forward
-that produces them lives in `stepper.py`.
+generator and, with SPRINT, its prefix KV cache. `apply` writes one step's accepted tokens; the batched
+forward lives in `stepper.py`, the token choice in `advance.py`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,8 @@ import torch
 
 from workers.model.errors import ModelInputError
 from workers.model.sampler import sprint as sprint_ops
-from workers.model.sampler.acceptance import select_transfer
-from workers.model.sampler.batch import RowInput, block_visibility
-from workers.model.sampler.guidance import guided_logits, restrict_to_images
+from workers.model.sampler.batch import RowInput
 from workers.model.sampler.request import GenerationRequest, GenerationResult, SprintOptions
-from workers.model.sampler.sampling import confidence_scores, sample_tokens
 from workers.model.sampler.schedule import block_count, effective_steps, transfer_schedule
 
 log = logging.getLogger(__name__)
@@ -82,59 +79,32 @@ class RequestState:
         return self.cache is not None
 
     def row_input(self, row: int) -> RowInput:
-        end, start, pad = self.window_end, self.block_start, self.pads[row]
-        device = self.x.device
+        end, start = self.window_end, self.block_start
         if not self.uses_cache():
-            return RowInput(
-                ids=self.x[row, :end],
-                positions=self.positions[row, :end],
-                visible_current=block_visibility(end, self.block_length, pad, device),
-                visible_past=torch.zeros((end, 0), dtype=torch.bool, device=device),
-                past=None,
-            )
+            return RowInput(self.x[row, :end], self.positions[row, :end], start=0, pad=self.pads[row],
+                            block_length=self.block_length, past=None)
         # SPRINT after warm-up: only the active block is run; the prefix comes from the cache, and under the
         # block-causal mask every real query of the block sees all of it.
-        real = torch.arange(start, end, device=device) >= pad
-        past = self.cache[row]
-        return RowInput(
-            ids=self.x[row, start:end],
-            positions=self.positions[row, start:end],
-            visible_current=real[:, None] & real[None, :],
-            visible_past=real[:, None].expand(-1, int(past[0][0].shape[-2])),
-            past=past,
-        )
+        return RowInput(self.x[row, start:end], self.positions[row, start:end], start=start, pad=self.pads[row],
+                        block_length=self.block_length, past=self.cache[row])
 
     # -- one step -------------------------------------------------------------------------------------
-    def advance(self, row_logits: torch.Tensor) -> None:
-        """Apply one denoising step given the rows' logits of the active block, [R, B, V]."""
-        req = self.request
-        logits = guided_logits(
-            row_logits, cfg_scale=req.cfg_scale, cfg_image_scale=req.cfg_image_scale, cfg_rescale=req.cfg_rescale
-        )
-        if req.image_only:
-            logits = restrict_to_images(logits, req.image_token_offset)
-        tokens, token_probs, probs = sample_tokens(
-            logits, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, generator=self.generator
-        )
+    def apply(self, tokens: torch.Tensor, token_probs: torch.Tensor, chosen: torch.Tensor, *,
+              block_open: bool) -> None:
+        """Write this step's accepted tokens (bool `chosen` [B] over the active block; `tokens` and
+        `token_probs` [B]), then stop or finish the block as §3.1 says. `block_open`: a masked position of
+        the block is left after this step (the caller knows it for a whole batch at once)."""
         start, end = self.block_start, self.window_end
-        masked = self.unfilled[start:end]
-        if self.sprint is not None:
-            count = sprint_ops.unmask_count(self.sprint, self.schedule, self.step_in_block, int(masked.sum()))
-            scores = confidence_scores(self.sprint.remasking, token_probs, probs)
-        else:
-            count = self.schedule[self.step_in_block]
-            scores = token_probs
-        chosen = select_transfer(scores, token_probs, masked, count, req.threshold)
-        block_ids = self.x[:, start:end]
-        block_ids[:, chosen] = tokens[chosen]
-        self.confidence[start:end][chosen] = token_probs[chosen]
+        block_ids, confidence = self.x[:, start:end], self.confidence[start:end]
+        block_ids.copy_(torch.where(chosen, tokens, block_ids))  # where, not boolean indexing: fewer ops
+        confidence.copy_(torch.where(chosen, token_probs, confidence))
         self.unfilled[start:end] &= ~chosen
         self.step_in_block += 1
         self.forward_steps += 1
 
-        if req.eos_early_stop and self._stop_at_once():
+        if self.request.eos_early_stop and self._stop_at_once():
             return
-        if not bool(self.unfilled[start:end].any()) or self.step_in_block >= self.steps:
+        if not block_open or self.step_in_block >= self.steps:
             self._finish_block()
 
     def _first_stop(self, end: int) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from workers.model.sampler import sprint as sprint_ops
+from workers.model.sampler.advance import advance_group, sampling_settings
 from workers.model.sampler.batch import BatchInput, assemble
 from workers.model.sampler.state import RequestState
 
@@ -35,8 +36,12 @@ def step(model: torch.nn.Module, states: list[RequestState]) -> None:
             _forward(model, group)
 
 
-def _forward(model: torch.nn.Module, active: list[RequestState]) -> None:
-    """One batched backbone forward for `active`, then each request's own sampling step."""
+def _forward(model: torch.nn.Module, states: list[RequestState]) -> None:
+    """One batched backbone forward for `states`, then the token choice of each group that samples alike."""
+    groups: dict[tuple, list[RequestState]] = {}
+    for st in states:
+        groups.setdefault(sampling_settings(st), []).append(st)
+    active = [st for group in groups.values() for st in group]  # a group's rows are contiguous in the batch
     rows = [st.row_input(r) for st in active for r in range(st.num_rows)]
     batch = assemble(rows, dtype=model_dtype(model), pad_id=active[0].request.mask_id)
     capturing = [sprint_ops.captures_now(st.sprint, st.step_in_block, st.uses_cache()) for st in active]
@@ -54,8 +59,12 @@ def _forward(model: torch.nn.Module, active: list[RequestState]) -> None:
     for st, cap in zip(active, capturing):
         if cap:
             _capture_prefix(st, out, batch, base)
-        st.advance(out.logits[base : base + st.num_rows, -st.block_length :])
         base += st.num_rows
+    base = 0
+    for group in groups.values():
+        count = sum(st.num_rows for st in group)
+        advance_group(group, out.logits[base : base + count])
+        base += count
 
 
 def _capture_prefix(st: RequestState, out, batch: BatchInput, base: int) -> None:
