@@ -34,9 +34,11 @@ def select_transfer_rows(
     One host read for the whole batch; rows that fall back to the top-k share one `topk` per distinct k
     (a row's top-k does not depend on the other rows, so the choice is the same alone or batched).
     """
-    # fp32 thresholds, as a Python float is compared with fp32 probabilities
-    limit = torch.tensor(thresholds, dtype=token_probs.dtype, device=token_probs.device)
-    above = masked & (token_probs > limit[:, None])
+    if len(set(thresholds)) == 1:
+        limit = thresholds[0]  # a Python float is compared in the probabilities' fp32, as the tensor below
+    else:
+        limit = torch.tensor(thresholds, dtype=token_probs.dtype, device=token_probs.device)[:, None]
+    above = masked & (token_probs > limit)
     n_above, n_masked = torch.stack((above.sum(-1), masked.sum(-1))).tolist()
     by_k: dict[int, list[int]] = {}
     for row, (count, hits, open_) in enumerate(zip(counts, n_above, n_masked)):
@@ -45,8 +47,11 @@ def select_transfer_rows(
             by_k.setdefault(k, []).append(row)
     if not by_k:
         return above  # every row accepts its confident positions (with k = 0 those are none)
+    ranked = scores.float().masked_fill(~masked, float("-inf"))
+    if list(by_k.values()) == [list(range(len(counts)))]:  # every row takes its top k (requests in lockstep)
+        (k,) = by_k
+        return torch.zeros_like(masked).scatter_(-1, torch.topk(ranked, k).indices, True)
     chosen = above.clone()
-    ranked = torch.where(masked, scores.float(), torch.tensor(float("-inf"), device=scores.device))
     for k, rows in by_k.items():
         index = torch.tensor(rows, device=masked.device)
         top = torch.topk(ranked.index_select(0, index), k).indices

@@ -15,6 +15,7 @@ import torch
 
 from workers.model.sampler import sprint as sprint_ops
 from workers.model.sampler.acceptance import select_transfer_rows
+from workers.model.sampler.batch import stack_rows
 from workers.model.sampler.guidance import guided_logits, restrict_to_images
 from workers.model.sampler.sampling import confidence_scores, sample_tokens
 
@@ -42,7 +43,7 @@ def advance_group(states: list[RequestState], row_logits: torch.Tensor) -> None:
         guided = restrict_to_images(guided, req.image_token_offset)
     tokens, token_probs, probs = _sample(states, guided)
 
-    masked = torch.stack([st.unfilled[st.block_start : st.window_end] for st in states])
+    masked = stack_rows([st.unfilled[st.block_start : st.window_end] for st in states])
     if first.sprint is None:
         counts = [st.schedule[st.step_in_block] for st in states]
         scores = token_probs

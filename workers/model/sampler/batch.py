@@ -48,22 +48,30 @@ def batch_visibility(rows: list[RowInput], query_length: int, past_length: int, 
 
     Within a row's queries (own positions a, b): block-causal, b // block <= a // block (MODEL_SPEC §3.1
     step 2), neither below the row's CFG pad. A cached past (SPRINT: the prefix before the active block,
-    pads excluded) is seen whole by every real query. Left padding (short queries, short pasts) is hidden.
+    pads excluded) is seen whole by every real query. Left padding (short queries, short pasts) is hidden,
+    and a query that sees no key (padding) sees its own column only, keeping its softmax finite.
     """
-    shape = dict(dtype=torch.long, device=device)
-    q_len = torch.tensor([int(r.ids.shape[0]) for r in rows], **shape)
-    p_len = torch.tensor([r.past_length for r in rows], **shape)
-    start = torch.tensor([r.start for r in rows], **shape)
-    pad = torch.tensor([r.pad for r in rows], **shape)
-    block = torch.tensor([r.block_length for r in rows], **shape)
-
-    own = torch.arange(query_length, **shape)[None, :] - (query_length - q_len)[:, None]  # [N, Q]; < 0: padding
+    geometry = torch.tensor(
+        [[query_length - int(r.ids.shape[0]), past_length - r.past_length, r.start, r.pad, r.block_length]
+         for r in rows], dtype=torch.long, device=device)
+    query_pad, past_pad, start, pad, block = geometry.unbind(1)
+    own = torch.arange(query_length, device=device)[None, :] - query_pad[:, None]  # [N, Q]; < 0: padding
     position = start[:, None] + own
-    real = (own >= 0) & (position >= pad[:, None])
     block_of = torch.div(position, block[:, None], rounding_mode="floor")
-    current = (block_of[:, None, :] <= block_of[:, :, None]) & real[:, :, None] & real[:, None, :]
-    cached = torch.arange(past_length, **shape)[None, :] >= (past_length - p_len)[:, None]  # [N, P]
-    past = real[:, :, None] & cached[:, None, :]
+    # Padding (left padding of short rows, CFG pads) is known from the numbers: the usual batch has none.
+    padded = any(int(r.ids.shape[0]) < query_length or r.pad > r.start for r in rows)
+    if padded:
+        outside = (own < 0) | (position < pad[:, None])
+        # One comparison: a query outside the row gets block -1, a key outside it a block past any query's.
+        queries = block_of.masked_fill(outside, -1)
+        keys = block_of.masked_fill(outside, torch.iinfo(torch.long).max)
+        current = (keys[:, None, :] <= queries[:, :, None]) | torch.diag_embed(outside)
+    else:
+        current = block_of[:, None, :] <= block_of[:, :, None]
+    if not past_length:
+        return current
+    cached = torch.arange(past_length, device=device)[None, :] >= past_pad[:, None]  # [N, P]
+    past = ~outside[:, :, None] & cached[:, None, :] if padded else cached[:, None, :].expand(-1, query_length, -1)
     return torch.cat((past, current), dim=-1)
 
 
@@ -75,8 +83,8 @@ def assemble(rows: list[RowInput], *, dtype: torch.dtype, pad_id: int) -> BatchI
     q_max, p_max = max(q_lens), max(p_lens)
 
     if all(q == q_max for q in q_lens):  # common case: rows of requests at the same step of equal prompts
-        input_ids = torch.stack([r.ids for r in rows])
-        position_ids = torch.stack([r.positions for r in rows])
+        input_ids = stack_rows([r.ids for r in rows])
+        position_ids = stack_rows([r.positions for r in rows])
     else:
         input_ids = torch.full((n, q_max), pad_id, dtype=torch.long, device=device)
         position_ids = torch.zeros((n, q_max), dtype=torch.long, device=device)
@@ -85,12 +93,8 @@ def assemble(rows: list[RowInput], *, dtype: torch.dtype, pad_id: int) -> BatchI
             position_ids[i, q_max - q_lens[i] :] = row.positions
 
     visible = batch_visibility(rows, q_max, p_max, device)
-    # Queries that see nothing (padding) see themselves, keeping every softmax finite.
-    blind = ~visible.any(dim=-1)
-    diag = torch.arange(q_max, device=device)
-    visible[:, diag, p_max + diag] |= blind
-    mask = torch.zeros((n, 1, q_max, p_max + q_max), dtype=dtype, device=device)
-    mask.masked_fill_(~visible.unsqueeze(1), float("-inf"))
+    mask = torch.full((n, 1, q_max, p_max + q_max), float("-inf"), dtype=dtype, device=device)
+    mask.masked_fill_(visible.unsqueeze(1), 0.0)
     return BatchInput(input_ids, position_ids, mask, _stack_past(rows, p_lens, p_max), q_max, p_max)
 
 
@@ -101,7 +105,7 @@ def _stack_past(rows: list[RowInput], p_lens: list[int], p_max: int) -> list[tup
     if all(p == p_max for p in p_lens):
         # Common case (one request, or rows with equal prefixes): no padding, one stack per layer.
         layers = zip(*(row.past for row in rows))
-        return [(torch.stack([k for k, _ in per_row]), torch.stack([v for _, v in per_row])) for per_row in layers]
+        return [(stack_rows([k for k, _ in per_row]), stack_rows([v for _, v in per_row])) for per_row in layers]
     template = next(r.past for r in rows if r.past is not None)
     past = []
     for layer, (k0, v0) in enumerate(template):
@@ -113,3 +117,8 @@ def _stack_past(rows: list[RowInput], p_lens: list[int], p_max: int) -> list[tup
                 v[i, :, p_max - p_lens[i] :] = row.past[layer][1]
         past.append((k, v))
     return past
+
+
+def stack_rows(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack, but a lone tensor becomes a view (a request alone pays no copy of its ids or cache)."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
