@@ -55,33 +55,42 @@ def visibility_one(row: RowInput) -> tuple[torch.Tensor, torch.Tensor]:
     return real[:, None].expand(-1, row.past_length), current
 
 
-def test_the_batch_mask_equals_each_rows_own_visibility_left_padded():
-    def past(length):
-        return [(torch.randn(1, length, 4), torch.randn(1, length, 4)) for _ in range(2)]
+def past(length):
+    return [(torch.randn(1, length, 4), torch.randn(1, length, 4)) for _ in range(2)]
 
-    rows = [
-        RowInput(torch.arange(24), torch.arange(24), start=0, pad=0, block_length=8, past=None),  # whole window
-        RowInput(torch.arange(16), torch.arange(16), start=0, pad=5, block_length=8, past=None),  # CFG pad
-        RowInput(torch.arange(8), torch.arange(8), start=16, pad=0, block_length=8, past=past(11)),  # cached
-        RowInput(torch.arange(8), torch.arange(8), start=8, pad=10, block_length=8, past=past(3)),  # pad in block
-        RowInput(torch.arange(12), torch.arange(12), start=0, pad=0, block_length=4, past=None),  # other blocks
-    ]
+
+def row(q, start=0, pad=0, block=8, past_length=0):
+    return RowInput(torch.arange(q), torch.arange(q), start=start, pad=pad, block_length=block,
+                    past=past(past_length) if past_length else None)
+
+
+ROW_SETS = {
+    "padded": [row(24), row(16, pad=5), row(8, start=16, past_length=11), row(8, start=8, pad=10, past_length=3),
+               row(12, block=4)],  # whole windows, CFG pad, cached, a pad inside the block, other blocks
+    "unpadded windows": [row(24), row(24, block=4)],
+    "unpadded cached": [row(8, start=16, past_length=11), row(8, start=24, past_length=5)],
+}
+
+
+@pytest.mark.parametrize("name", ROW_SETS)
+def test_the_batch_mask_equals_each_rows_own_visibility_left_padded(name):
+    rows = ROW_SETS[name]
     batch = assemble(rows, dtype=torch.float32, pad_id=MASK_ID)
     q_max, p_max = batch.query_length, batch.past_length
-    assert (q_max, p_max) == (24, 11)
+    assert q_max == max(int(r.ids.shape[0]) for r in rows) and p_max == max(r.past_length for r in rows)
     visible = ~torch.isneginf(batch.attention_mask[:, 0])
-    for i, row in enumerate(rows):
-        q, p = int(row.ids.shape[0]), row.past_length
+    for i, row_input in enumerate(rows):
+        q, p = int(row_input.ids.shape[0]), row_input.past_length
         expected = torch.zeros((q_max, p_max + q_max), dtype=torch.bool)
-        sees_past, sees_current = visibility_one(row)
+        sees_past, sees_current = visibility_one(row_input)
         expected[q_max - q :, p_max - p : p_max] = sees_past
         expected[q_max - q :, p_max + q_max - q :] = sees_current
         blind = ~expected.any(-1)  # padding queries see themselves only
         expected[torch.arange(q_max)[blind], p_max + torch.arange(q_max)[blind]] = True
         assert torch.equal(visible[i], expected), i
-        assert batch.input_ids[i, q_max - q :].tolist() == row.ids.tolist()
+        assert batch.input_ids[i, q_max - q :].tolist() == row_input.ids.tolist()
         if p:
-            assert torch.equal(batch.past_key_values[1][0][i, :, p_max - p :], row.past[1][0])
+            assert torch.equal(batch.past_key_values[1][0][i, :, p_max - p :], row_input.past[1][0])
 
 
 def request(prompt, **overrides):
