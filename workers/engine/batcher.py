@@ -47,7 +47,7 @@ class BatcherStats:
     largest_batch: int = 0
     cancelled: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)  # batch size -> forwards of that size
-    step_seconds: dict[int, float] = field(default_factory=dict)  # batch size -> seconds its forwards took
+    step_seconds: dict[int, float] = field(default_factory=dict)  # batch size -> seconds its steps took
 
 
 class StepBatcher:
