@@ -182,6 +182,31 @@ def test_key_importance_with_cache_covers_past_and_current_keys(model):
     assert imp.shape == (1, 8) and torch.allclose(imp.sum(), torch.tensor(1.0), atol=1e-5)
 
 
+def test_key_importance_from_the_last_queries_only(model):
+    """importance_queries=n: the mass the last n queries (a block, as SPRINT asks) give each key; the
+    output still comes from the fused attention and equals the plain forward."""
+    length = 3 * BLOCK
+    ids, mask = tokens(model, length, batch=2), block_causal(length)
+    fast = model(ids, positions(length, 2), mask)
+    everyone = model(ids, positions(length, 2), mask, key_importance=True).key_importance
+    tail = model(ids, positions(length, 2), mask, key_importance=True, importance_queries=BLOCK)
+    assert torch.allclose(tail.logits, fast.logits, atol=1e-5)
+    assert torch.allclose(tail.key_importance.sum(-1), torch.ones(2), atol=1e-5)
+    assert not torch.allclose(tail.key_importance, everyone, atol=1e-3)  # other queries, other mass
+    whole = model(ids, positions(length, 2), mask, key_importance=True, importance_queries=length)
+    assert torch.allclose(whole.key_importance, everyone, atol=1e-6)
+
+    # Per row: each row's own tail, exactly as if it ran alone with that tail.
+    per_row = model(ids, positions(length, 2), mask, key_importance=True,
+                    importance_queries=torch.tensor([BLOCK, 2 * BLOCK])).key_importance
+    for row, n in ((0, BLOCK), (1, 2 * BLOCK)):
+        alone = model(ids[row : row + 1], positions(length), mask, key_importance=True, importance_queries=n)
+        assert torch.allclose(per_row[row], alone.key_importance[0], atol=1e-6)
+
+    with pytest.raises(ModelInputError, match="importance_queries"):
+        model(ids, positions(length, 2), mask, key_importance=True, importance_queries=length + 1)
+
+
 # ---- masks --------------------------------------------------------------------------------------------
 def test_left_padding_with_fully_hidden_rows_stays_finite_and_exact(model):
     """A CFG-style left-padded row whose first block is all padding: pad keys hidden from every query."""

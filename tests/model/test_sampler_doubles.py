@@ -80,6 +80,7 @@ class ScriptedBackboneDouble(nn.Module):
         use_cache=False,
         logits_to_keep=0,
         key_importance=False,
+        importance_queries=0,
     ) -> DoubleOutput:
         past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         self.calls.append(
@@ -90,6 +91,7 @@ class ScriptedBackboneDouble(nn.Module):
                 past_len=past_len,
                 use_cache=use_cache,
                 key_importance=key_importance,
+                importance_queries=importance_queries,
             )
         )
         h = self.embed[input_ids] + self.pos[position_ids]
@@ -106,7 +108,9 @@ class ScriptedBackboneDouble(nn.Module):
             probs = torch.softmax(scores.float(), dim=-1)
             h = h + (probs @ v).squeeze(1)
             presents.append((k, v))
-            mass = probs.mean(dim=(1, 2))
+            # the largest tail for every row: rows in these tests share one block length
+            tail = int(torch.as_tensor(importance_queries).max()) or probs.shape[2]
+            mass = probs[:, :, -tail:].mean(dim=(1, 2))
             importance = mass if importance is None else importance + mass
         if logits_to_keep:
             h, position_ids = h[:, -logits_to_keep:], position_ids[:, -logits_to_keep:]

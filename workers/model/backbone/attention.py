@@ -83,7 +83,8 @@ class Attention(nn.Module):
         query_weights: torch.Tensor | None,
     ) -> tuple[torch.Tensor, KVCache, torch.Tensor | None]:
         """x [B, Lq, hidden]; mask additive [B|1, 1, Lq, Lk] in x's dtype or None; query_weights
-        [B|1, 1, Lq, 1] (summing to 1 over queries) requests key importance via the explicit path.
+        [B|1, 1, n, 1] for the last n queries (summing to 1 over them) requests key importance: explicit
+        softmax over those n queries (the whole output too when n = Lq; otherwise that comes from SDPA).
 
         Returns (output, (k, v) over past+current keys, per-key attention mass [B, Lk] or None)."""
         b, length, _ = x.shape
@@ -99,9 +100,13 @@ class Attention(nn.Module):
         groups = self.heads // self.kv_heads
         kr, vr = repeat_kv(k, groups), repeat_kv(v, groups)
         importance = None
-        if query_weights is not None:
+        tail = 0 if query_weights is None else query_weights.shape[2]
+        if tail == length:
             out, importance = explicit_attention(q, kr, vr, mask, query_weights, self.scale)
         else:
             out = F.scaled_dot_product_attention(q, kr, vr, attn_mask=mask, scale=self.scale)
+            if tail:  # the mass only the last `tail` queries give: explicit softmax over those rows alone
+                tail_mask = None if mask is None else mask[:, :, -tail:]
+                _, importance = explicit_attention(q[:, :, -tail:], kr, vr, tail_mask, query_weights, self.scale)
         out = out.transpose(1, 2).reshape(b, length, self.heads * self.head_dim)
         return self.dense(out), (k, v), importance

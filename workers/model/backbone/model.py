@@ -75,6 +75,7 @@ class LLaDA2MoeModelLM(nn.Module):
         key_importance: bool = False,
         *,
         attention_allowed: torch.Tensor | None = None,
+        importance_queries: int | torch.Tensor = 0,
     ) -> BackboneOutput:
         """Run the backbone on `input_ids` [B, Lq] at `position_ids` [B, Lq] (None: past_len … past_len+Lq−1).
 
@@ -84,7 +85,10 @@ class LLaDA2MoeModelLM(nn.Module):
         The logits [B, Lq, vocab] are `.logits` of the result (fp32).
         past_key_values: one (k, v) per layer, k after q/k-norm and RoPE. use_cache: return past+current KV.
         logits_to_keep: n > 0 → lm_head on the last n positions only. key_importance: also return the
-        attention mass each key receives, averaged over layers, heads and queries (explicit softmax path).
+        attention mass each key receives, averaged over layers, heads and queries (explicit fp32 softmax).
+        importance_queries: with key_importance, average over the last n queries only (an int, or a Long [B]
+        with each row's own n; 0 = every query): the output still comes from the fused attention, and the
+        explicit softmax covers those n queries alone.
         """
         cfg = self.config
         if attention_allowed is not None:
@@ -106,7 +110,7 @@ class LLaDA2MoeModelLM(nn.Module):
         h = self.model.word_embeddings(input_ids)
         cos, sin = self.model.rotary_emb(position_ids, h.dtype)
         mask, live = _prepare_mask(attention_mask, batch, length, past_len + length, h.dtype, h.device)
-        query_weights = _query_weights(live, length, h.device) if key_importance else None
+        query_weights = _query_weights(live, length, h.device, importance_queries) if key_importance else None
         presents: list[KVCache] = []
         importance = None
         for i, layer in enumerate(self.model.layers):
@@ -157,10 +161,18 @@ def _prepare_mask(
     return mask.masked_fill(fully_blocked, 0.0), ~fully_blocked
 
 
-def _query_weights(live: torch.Tensor | None, lq: int, device: torch.device) -> torch.Tensor:
-    """Per-query weights [B|1, 1, Lq, 1] summing to 1 over the queries that can see some key: key
-    importance averages over those, so padding rows (which were let see everything) add nothing."""
-    if live is None:
-        return torch.full((1, 1, lq, 1), 1.0 / lq, device=device)
-    live = live.float()
-    return live / live.sum(dim=2, keepdim=True).clamp(min=1.0)
+def _query_weights(live: torch.Tensor | None, lq: int, device: torch.device,
+                   tail: int | torch.Tensor = 0) -> torch.Tensor:
+    """Per-query weights [B|1, 1, n, 1] for the last n queries (n = the largest tail; a tail of 0 means all
+    lq queries), summing to 1 over a row's own last `tail` queries that can see some key: key importance
+    averages over those, so padding rows (which were let see everything) and queries before a row's tail
+    add nothing."""
+    tails = torch.as_tensor(tail, device=device).reshape(-1)
+    tails = torch.where(tails > 0, tails, lq)
+    n = int(tails.max())
+    if n > lq:
+        raise ModelInputError("importance_queries", f"must be at most the query length {lq}, got {n}")
+    weights = torch.ones((1, 1, lq, 1), device=device) if live is None else live.float()
+    own = torch.arange(n, device=device) >= (n - tails)[:, None]  # [B|1, n]: the row's own tail
+    weights = weights[:, :, lq - n :] * own[:, None, :, None].float()
+    return weights / weights.sum(dim=2, keepdim=True).clamp(min=1.0)

@@ -20,8 +20,11 @@ from workers.model.sampler.request import SprintOptions
 from workers.model.sampler.schedule import adaptive_count
 
 # §3.6 [UNVERIFIED] importance formula. Chosen: score = (1 - alpha) * attention + alpha * confidence, where
-# attention = the backbone's `key_importance` (probability mass the key receives, averaged over layers, heads
-# and queries of the capture step) divided by the row's largest prefix value, so both terms lie in [0, 1];
+# attention = the backbone's `key_importance` (probability mass the key receives from the active block's
+# queries of the capture step — the queries that will read the cache, as SnapKV scores a prompt's KV by its
+# last queries — averaged over layers and heads; the stepper asks for it with `importance_queries`, which
+# keeps the fused attention for the forward and costs an explicit softmax over block x window only) divided
+# by the row's largest prefix value, so both terms lie in [0, 1];
 # confidence = the probability with which a generated token was accepted, and 1 for prompt tokens (given,
 # not guessed). alpha = `confidence_alpha` (sglang default 0.5).
 PROMPT_TOKEN_CONFIDENCE = 1.0
