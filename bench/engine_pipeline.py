@@ -17,7 +17,7 @@ from engine_common import Clock, arguments, checkpoint, p50, start_engine
 
 # Tiny checkpoint, 256 px (an 8x8 backbone grid), turbo decoder with 4 steps, denoise with 8 steps a block.
 # The slower stage bounds the pipelined throughput; the per-stage means printed below say which
-# (on a 2-core CPU decode weighs ~2.4x denoise, so overlap can gain at most ~1.4x there).
+# (on a 2-core CPU decode weighs ~4x denoise, so overlap can gain at most ~1.25x there).
 T2I = dict(width=256, height=256, steps=8, block_length=16, decoder="turbo", decoder_steps=4)
 STAGES = ("tokenize", "denoise", "decode")
 

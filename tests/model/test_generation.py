@@ -149,3 +149,33 @@ def test_cancellation_stops_generation(backbone):
     model, tok = backbone
     with pytest.raises(Cancelled):
         text_to_image_tokens(model, tok, "a cat", grid_h=GRID, grid_w=GRID, should_cancel=lambda: True)
+
+
+def test_task_requests_reuse_the_prefix_and_keep_the_baseline_tokens(backbone):
+    """The builders turn on the exact prefix cache: each block's first step runs the window, the others only
+    the block; the tokens are those of the reference loop that re-runs the window at every step."""
+    import dataclasses
+
+    from workers.model import generation as G
+
+    model, tok = backbone
+    codes = [(7 * i) % tok.codebook_size for i in range(GRID * GRID)]
+    requests = {
+        "text-to-image (2-way CFG)": G.text_to_image_request(tok, "a red cat", grid_h=GRID, grid_w=GRID, steps=4,
+                                                             block_length=8, seed=1),
+        "understanding": G.understand_request(tok, codes, GRID, GRID, "What is it?", gen_length=24, steps=8,
+                                              block_length=8, seed=2),
+        "thinking, phase 1": G.thinking_phase1_request(tok, "a red cat", thinking_steps=8, thinking_gen_length=16,
+                                                       block_length=8, seed=3),
+    }
+    for name, cached in requests.items():
+        assert cached.prefix_cache, name
+        reference = dataclasses.replace(cached, prefix_cache=False)
+        runs = {}
+        for label, request in (("cached", cached), ("reference", reference)):
+            spy = RecordingBackboneDouble(model)
+            [result] = generate(spy, [request])
+            runs[label] = (result, sum(ids.numel() for ids in spy.calls))
+        (fast, fast_passes), (slow, slow_passes) = runs["cached"], runs["reference"]
+        assert fast.ids == slow.ids and not fast.sprint_used, name
+        assert fast_passes < slow_passes / 2, (name, fast_passes, slow_passes)

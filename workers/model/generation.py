@@ -74,6 +74,10 @@ def _run(model, request: GenerationRequest, stage: str, progress, should_cancel,
 
 # ---- request builders: the one place each task's sampler requests are built (the Pipeline through the
 # task functions below, the engine's tokenizer actor directly) -------------------------------------------
+# Every task request reuses the prefix KV within a block (exact; see GenerationRequest.prefix_cache).
+PREFIX_CACHE = True
+
+
 def _image_request(tok: TextTokenizer, branches, grid_h: int, grid_w: int, **kw) -> GenerationRequest:
     # MODEL_SPEC §3.3 / open question 2: gen_length is exactly H·W image positions (as `LI`), not a larger
     # budget (sglang passes 1088 for 1024): the image-only vocabulary cannot end early, so every extra
@@ -85,6 +89,7 @@ def _image_request(tok: TextTokenizer, branches, grid_h: int, grid_w: int, **kw)
         eos_id=tok.eos_id,
         image_only=True,
         image_token_offset=tok.image_token_offset,
+        prefix_cache=PREFIX_CACHE,
         **kw,
     )
 
@@ -166,6 +171,7 @@ def thinking_phase1_request(
         temperature=temperature,
         seed=seed,
         sprint=sprint_options(sprint),
+        prefix_cache=PREFIX_CACHE,
     )
 
 
@@ -231,6 +237,7 @@ def understand_request(
         eos_id=tok.eos_id,
         seed=seed,
         sprint=sprint_options(sprint),
+        prefix_cache=PREFIX_CACHE,
     )
 
 

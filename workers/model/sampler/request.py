@@ -88,6 +88,12 @@ class GenerationRequest:
     eos_early_stop: bool = False  # §3.1 step 4c
     seed: int | None = None
     sprint: SprintOptions | None = None
+    # Without SPRINT, reuse the prefix KV within a block: each block's first step runs the whole window and
+    # caches the prefix, the other steps run only the block against it. Exact under block-causal masking
+    # (MODEL_SPEC §3.6: prefix reuse is exact if nothing is pruned): the baseline's tokens, fewer token-passes.
+    # Off by default here (the reference loop re-runs the window every step); the task builders of
+    # `workers.model.generation` turn it on. 3-way CFG runs the plain loop, as it does for SPRINT.
+    prefix_cache: bool = False
 
     def validate(self) -> None:
         if not 1 <= len(self.prompts) <= 3:

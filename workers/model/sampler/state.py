@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # MODEL_SPEC §3.2 / README: SPRINT is not supported with 3-way editing CFG; the request silently runs the
 # baseline loop instead (recorded in GenerationResult.sprint_used).
 SPRINT_MAX_BRANCHES = 2
+# `GenerationRequest.prefix_cache`: SPRINT's prefix KV reuse with nothing pruned, the baseline's schedule and
+# its confidence (the chosen token's probability), which gives the baseline's tokens (tested).
+EXACT_PREFIX_CACHE = SprintOptions(keep_ratio=1.0, cache_warmup_steps=1, adaptive_unmasking=False)
 
 
 @dataclass
@@ -156,7 +159,7 @@ class RequestState:
             ids=ids,
             finish_reason="stop" if stopped else "length",
             forward_steps=self.forward_steps,
-            sprint_used=self.sprint is not None,
+            sprint_used=self.request.sprint is not None and self.sprint is not None,
             extra=self.extra,
         )
 
@@ -211,6 +214,8 @@ def start_request(
     if sprint is not None and len(request.prompts) > SPRINT_MAX_BRANCHES:
         log.info("SPRINT is not supported with 3-way CFG; running the baseline loop")
         sprint = None
+    elif sprint is None and request.prefix_cache and len(request.prompts) <= SPRINT_MAX_BRANCHES:
+        sprint = EXACT_PREFIX_CACHE
 
     stop_ids = frozenset({request.eos_id, *request.stop_ids})
     first_block = prompt_length // block_length  # §3.1 step 4: blocks the prompt fills are skipped
