@@ -21,6 +21,10 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+# Public since torch 2.10; the same op as torch._grouped_mm (2.8+), which a device image with an older torch
+# may offer instead (the benchmarks in bench/gpu_*.py run on such an image).
+_grouped_mm = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+
 
 @dataclass(frozen=True)
 class PackedExperts:
@@ -33,15 +37,18 @@ class PackedExperts:
 
     def __call__(self, rows: torch.Tensor, group_ends: torch.Tensor) -> torch.Tensor:
         """rows [N, hidden] sorted by expert; group_ends [E] int32, cumulative row counts → [N, hidden]."""
-        h = F.grouped_mm(rows, self.gate_up.transpose(1, 2), offs=group_ends)
+        h = _grouped_mm(rows, self.gate_up.transpose(1, 2), offs=group_ends)
         gate, up = h.split(self.inner, dim=-1)
-        return F.grouped_mm(F.silu(gate) * up, self.down.transpose(1, 2), offs=group_ends)
+        return _grouped_mm(F.silu(gate) * up, self.down.transpose(1, 2), offs=group_ends)
 
 
 def pack_experts(experts: nn.ModuleList) -> PackedExperts | None:
     """Stack the experts' weights (one layer's worth of extra memory while copying) and make each expert's
     parameters views of the stack. None, leaving the experts untouched, where this device/dtype/shape has
     no grouped matmul (for example fp64, or rows not 16-byte aligned)."""
+    if _grouped_mm is None:
+        log.warning("this torch has no grouped matmul; using the per-expert loop")
+        return None
     first = experts[0]
     inner, hidden = first.gate_proj.weight.shape
     like = dict(dtype=first.gate_proj.weight.dtype, device=first.gate_proj.weight.device)
