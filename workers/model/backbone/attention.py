@@ -40,9 +40,11 @@ def explicit_attention(
     query_weights: torch.Tensor,
     scale: float,
     scores_per_chunk: int = SCORES_PER_CHUNK,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_output: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Attention with fp32 softmax probabilities, plus the mass each key receives (weighted mean over
-    queries, plain mean over heads) → (out [B, heads, Lq, D], importance [B, Lk])."""
+    queries, plain mean over heads) → (out [B, heads, Lq, D] or None without `with_output`, importance
+    [B, Lk])."""
     b, heads, lq, _ = q.shape
     chunk = max(1, scores_per_chunk // (b * heads * k.shape[2]))
     outs, mass = [], None
@@ -54,8 +56,9 @@ def explicit_attention(
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
         part = (probs * query_weights[:, :, rows]).sum(dim=2)
         mass = part if mass is None else mass + part
-        outs.append(torch.matmul(probs.to(v.dtype), v))
-    return torch.cat(outs, dim=2), mass.mean(dim=1)
+        if with_output:
+            outs.append(torch.matmul(probs.to(v.dtype), v))
+    return (torch.cat(outs, dim=2) if with_output else None), mass.mean(dim=1)
 
 
 class Attention(nn.Module):
@@ -107,6 +110,7 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, kr, vr, attn_mask=mask, scale=self.scale)
             if tail:  # the mass only the last `tail` queries give: explicit softmax over those rows alone
                 tail_mask = None if mask is None else mask[:, :, -tail:]
-                _, importance = explicit_attention(q[:, :, -tail:], kr, vr, tail_mask, query_weights, self.scale)
+                _, importance = explicit_attention(q[:, :, -tail:], kr, vr, tail_mask, query_weights, self.scale,
+                                                   with_output=False)
         out = out.transpose(1, 2).reshape(b, length, self.heads * self.head_dim)
         return self.dense(out), (k, v), importance

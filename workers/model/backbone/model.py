@@ -6,6 +6,7 @@ Forward contract (agreed with the sampler, see `LLaDA2MoeModelLM.forward`): addi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -75,7 +76,7 @@ class LLaDA2MoeModelLM(nn.Module):
         key_importance: bool = False,
         *,
         attention_allowed: torch.Tensor | None = None,
-        importance_queries: int | torch.Tensor = 0,
+        importance_queries: int | Sequence[int] | torch.Tensor = 0,
     ) -> BackboneOutput:
         """Run the backbone on `input_ids` [B, Lq] at `position_ids` [B, Lq] (None: past_len … past_len+Lq−1).
 
@@ -86,8 +87,8 @@ class LLaDA2MoeModelLM(nn.Module):
         past_key_values: one (k, v) per layer, k after q/k-norm and RoPE. use_cache: return past+current KV.
         logits_to_keep: n > 0 → lm_head on the last n positions only. key_importance: also return the
         attention mass each key receives, averaged over layers, heads and queries (explicit fp32 softmax).
-        importance_queries: with key_importance, average over the last n queries only (an int, or a Long [B]
-        with each row's own n; 0 = every query): the output still comes from the fused attention, and the
+        importance_queries: with key_importance, average over the last n queries only (an int, or one n per
+        row; 0 = every query): the output still comes from the fused attention, and the
         explicit softmax covers those n queries alone.
         """
         cfg = self.config
@@ -162,17 +163,20 @@ def _prepare_mask(
 
 
 def _query_weights(live: torch.Tensor | None, lq: int, device: torch.device,
-                   tail: int | torch.Tensor = 0) -> torch.Tensor:
+                   tail: int | Sequence[int] | torch.Tensor = 0) -> torch.Tensor:
     """Per-query weights [B|1, 1, n, 1] for the last n queries (n = the largest tail; a tail of 0 means all
     lq queries), summing to 1 over a row's own last `tail` queries that can see some key: key importance
     averages over those, so padding rows (which were let see everything) and queries before a row's tail
-    add nothing."""
-    tails = torch.as_tensor(tail, device=device).reshape(-1)
-    tails = torch.where(tails > 0, tails, lq)
-    n = int(tails.max())
+    add nothing. Tails are Python ints, so sizing this needs nothing back from the device."""
+    tails = [tail] if isinstance(tail, int) else [int(t) for t in (tail.tolist() if torch.is_tensor(tail) else tail)]
+    tails = [t if t > 0 else lq for t in tails]
+    n = max(tails)
     if n > lq:
         raise ModelInputError("importance_queries", f"must be at most the query length {lq}, got {n}")
     weights = torch.ones((1, 1, lq, 1), device=device) if live is None else live.float()
-    own = torch.arange(n, device=device) >= (n - tails)[:, None]  # [B|1, n]: the row's own tail
-    weights = weights[:, :, lq - n :] * own[:, None, :, None].float()
+    weights = weights[:, :, lq - n :]
+    if any(t != n for t in tails):  # a row with a shorter tail: its queries before it weigh nothing
+        starts = torch.tensor([n - t for t in tails], device=device)
+        own = torch.arange(n, device=device) >= starts[:, None]  # [B, n]
+        weights = weights * own[:, None, :, None].float()
     return weights / weights.sum(dim=2, keepdim=True).clamp(min=1.0)

@@ -47,8 +47,7 @@ def _forward(model: torch.nn.Module, states: list[RequestState]) -> None:
     capturing = [sprint_ops.captures_now(st.sprint, st.step_in_block, st.uses_cache()) for st in active]
     importance = any(cap and st.sprint.prunes for st, cap in zip(active, capturing))
     # §3.6 importance (a choice, see sprint.py): the mass each key gets from the row's own active block.
-    block_queries = torch.tensor([st.block_length for st in active for _ in range(st.num_rows)],
-                                 device=batch.input_ids.device)
+    block_queries = [st.block_length for st in active for _ in range(st.num_rows)] if importance else 0
     out = model(
         batch.input_ids,
         batch.position_ids,
@@ -57,7 +56,7 @@ def _forward(model: torch.nn.Module, states: list[RequestState]) -> None:
         use_cache=any(capturing),
         logits_to_keep=max(st.block_length for st in active),
         key_importance=importance,
-        importance_queries=block_queries if importance else 0,
+        importance_queries=block_queries,
     )
     base = 0
     for st, cap in zip(active, capturing):
