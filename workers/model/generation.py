@@ -175,6 +175,39 @@ def thinking_phase1_request(
     )
 
 
+def text_to_image_first_request(
+    tok: TextTokenizer,
+    prompt: str,
+    *,
+    grid_h: int,
+    grid_w: int,
+    steps: int = 8,
+    block_length: int = 32,
+    cfg_scale: float = 2.0,
+    mode: str = "normal",
+    thinking_steps: int = 32,
+    thinking_gen_length: int = 4096,
+    threshold: float = DEFAULT_THRESHOLD,
+    temperature: float = DEFAULT_TEMPERATURE,
+    cfg_rescale: float = 0.0,
+    seed: int | None = None,
+    sprint: SprintOptions | Mapping[str, Any] | None = None,
+) -> tuple[str, GenerationRequest]:
+    """(stage, request) of text-to-image's first sampler phase (MODEL_SPEC §3.3): the image itself, or in
+    thinking mode the thinking text (`thinking_phase2_request` then builds the image request)."""
+    check_text_to_image(prompt, grid_h=grid_h, grid_w=grid_w, steps=steps, block_length=block_length, mode=mode,
+                        thinking_steps=thinking_steps, thinking_gen_length=thinking_gen_length, sprint=sprint)
+    common = dict(block_length=block_length, threshold=threshold, temperature=temperature, seed=seed, sprint=sprint)
+    if mode == "thinking":
+        return STAGE_THINK, thinking_phase1_request(
+            tok, prompt, thinking_steps=thinking_steps, thinking_gen_length=thinking_gen_length, **common
+        )
+    return STAGE_DENOISE, text_to_image_request(
+        tok, prompt, grid_h=grid_h, grid_w=grid_w, steps=steps, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
+        **common,
+    )
+
+
 def thinking_phase2_request(
     tok: TextTokenizer,
     prompt: str,
@@ -334,21 +367,14 @@ def text_to_image_tokens(
     Defaults: README (steps 8, cfg_scale 2.0, block 32; thinking_steps 32, thinking_gen_length 4096).
     `phase_seconds`, if given, receives the wall-clock seconds of each sampler phase ("think", "denoise").
     """
-    check_text_to_image(prompt, grid_h=grid_h, grid_w=grid_w, steps=steps, block_length=block_length, mode=mode,
-                        thinking_steps=thinking_steps, thinking_gen_length=thinking_gen_length, sprint=sprint)
-    common = dict(block_length=block_length, threshold=threshold, temperature=temperature, seed=seed,
-                  sprint=sprint)
-    image_options = dict(grid_h=grid_h, grid_w=grid_w, steps=steps, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
-                         **common)
+    options = dict(grid_h=grid_h, grid_w=grid_w, steps=steps, block_length=block_length, cfg_scale=cfg_scale,
+                   threshold=threshold, temperature=temperature, cfg_rescale=cfg_rescale, seed=seed, sprint=sprint)
+    stage, request = text_to_image_first_request(tok, prompt, mode=mode, thinking_steps=thinking_steps,
+                                                 thinking_gen_length=thinking_gen_length, **options)
     thinking = None
-    if mode == "thinking":
-        phase1_request = thinking_phase1_request(
-            tok, prompt, thinking_steps=thinking_steps, thinking_gen_length=thinking_gen_length, **common
-        )
-        phase1 = _run(model, phase1_request, STAGE_THINK, progress, should_cancel, phase_seconds)
-        request, thinking = thinking_phase2_request(tok, prompt, phase1.ids, **image_options)
-    else:
-        request = text_to_image_request(tok, prompt, **image_options)
+    if stage == STAGE_THINK:
+        phase1 = _run(model, request, STAGE_THINK, progress, should_cancel, phase_seconds)
+        request, thinking = thinking_phase2_request(tok, prompt, phase1.ids, **options)
     result = _run(model, request, STAGE_DENOISE, progress, should_cancel, phase_seconds)
     return {"codes": image_codes(tok, result, grid_h, grid_w), "h": grid_h, "w": grid_w, "thinking": thinking}
 
