@@ -1,16 +1,18 @@
 """Object storage for job inputs and results: a local folder (embedded) or S3 / MinIO (production).
 
-Keys are deterministic — `inputs/<job_id>/<name>`, `results/<job_id>/<name>` — so a retried job
-overwrites its own outputs instead of leaving copies (ARCHITECTURE §3).
+Keys: `inputs/<job_id>/<name>`, and `results/<job_id>/<attempt>/<name>` — scoped by the attempt that wrote
+them, so a late upload of a paused, fenced-off attempt can never replace the winning attempt's object; the job
+row names the winner's keys, and the reaper's sweep removes result objects no row names (ARCHITECTURE §3).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
 import tempfile
-from datetime import timedelta
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlparse
@@ -28,13 +30,16 @@ def input_key(job_id: str, name: str) -> str:
     return f"inputs/{job_id}/{name}"
 
 
-def result_key(job_id: str, name: str) -> str:
-    return f"results/{job_id}/{name}"
+def result_key(job_id: str, attempt: int, name: str) -> str:
+    return f"results/{job_id}/{attempt}/{name}"
+
+
+INPUTS_PREFIX, RESULTS_PREFIX = "inputs/", "results/"
 
 
 def job_prefixes(job_id: str) -> tuple[str, str]:
     """Every prefix under which a job's objects live (to delete them all)."""
-    return f"inputs/{job_id}/", f"results/{job_id}/"
+    return f"{INPUTS_PREFIX}{job_id}/", f"{RESULTS_PREFIX}{job_id}/"
 
 
 def check_key(key: str) -> str:
@@ -42,6 +47,12 @@ def check_key(key: str) -> str:
     if not key or key.startswith("/") or "\\" in key or "\x00" in key or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"invalid object key {key!r}")
     return key
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    modified: datetime  # UTC
 
 
 @runtime_checkable
@@ -52,6 +63,10 @@ class ObjectStore(Protocol):
     def delete_prefix(self, prefix: str) -> int: ...
     def exists(self, key: str) -> bool: ...
     def presigned_get(self, key: str, expires_s: int) -> str: ...
+    def list_after(self, prefix: str, start_after: str = "") -> Iterator[StoredObject]:
+        """Objects under `prefix` in key order, from the first key after `start_after`; lazy, so a caller
+        takes what it needs of a big bucket."""
+        ...
 
 
 class LocalObjectStore:
@@ -66,9 +81,16 @@ class LocalObjectStore:
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename: a reader never sees half an object, and a rewrite replaces it whole.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        for _ in range(3):  # a concurrent delete may prune the folder between mkdir and mkstemp
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # Write then rename: a reader never sees half an object, and a rewrite replaces it whole.
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+                break
+            except FileNotFoundError:
+                continue
+        else:
+            raise FileNotFoundError(f"could not create a folder for {key!r}")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -84,7 +106,16 @@ class LocalObjectStore:
             raise ObjectNotFound(key) from None
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        # Prune the folders left empty (results/<job>/<attempt>/), as a bucket has no folders to leave.
+        for folder in path.parents:
+            if folder == self.root:
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or gone already
+                break
 
     def delete_prefix(self, prefix: str) -> int:
         # Walk only the deepest folder the prefix names completely, not the whole store.
@@ -110,6 +141,32 @@ class LocalObjectStore:
         if not path.is_file():
             raise ObjectNotFound(key)
         return path.as_uri()
+
+    def list_after(self, prefix: str, start_after: str = "") -> Iterator[StoredObject]:
+        # Folders are walked lazily, each sorted as its keys sort ("a/" after "a.x"), and skipped whole
+        # when all their keys come before `start_after` or none starts with `prefix`.
+        def walk(folder: Path, key_prefix: str) -> Iterator[StoredObject]:
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                return
+            entries.sort(key=lambda e: e.name + ("/" if e.is_dir() else ""))
+            for entry in entries:
+                key = key_prefix + entry.name
+                if entry.is_dir():
+                    sub = key + "/"
+                    within_prefix = sub.startswith(prefix) or prefix.startswith(sub)
+                    passed = start_after >= sub and not start_after.startswith(sub)
+                    if within_prefix and not passed:
+                        yield from walk(Path(entry.path), sub)
+                elif key.startswith(prefix) and key > start_after:
+                    try:
+                        modified = datetime.fromtimestamp(entry.stat().st_mtime, timezone.utc)
+                    except FileNotFoundError:  # removed while we walked
+                        continue
+                    yield StoredObject(key, modified)
+
+        return walk(self.root, "")
 
 
 class S3ObjectStore:
@@ -191,6 +248,11 @@ class S3ObjectStore:
 
     def presigned_get(self, key: str, expires_s: int) -> str:
         return self.public_client.presigned_get_object(self.bucket, check_key(key), expires=timedelta(seconds=expires_s))
+
+    def list_after(self, prefix: str, start_after: str = "") -> Iterator[StoredObject]:
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True,
+                                            start_after=start_after or None):
+            yield StoredObject(obj.object_name, obj.last_modified)
 
 
 def split_endpoint(endpoint: str, secure: bool) -> tuple[str, bool]:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Iterable
 
 from sqlalchemy import String, and_, case, func, literal, or_, select, update
@@ -26,16 +26,12 @@ from sqlalchemy.orm import Session
 from shared.db.models import ApiKey, Job
 from shared.db.models import new_job_id
 from shared.db.types import utcnow
-from shared.jobs import InvalidArgument, JobKind, JobState, Stage, parse_kind, parse_state
+from shared.jobs import InvalidArgument, JobKind, JobState, parse_kind, parse_state
 from shared.states import ACTIVE_STATES, TERMINAL_STATES, IllegalTransition, check_transition, sources_of
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 API_KEY_PREFIX = "llada_"
-
-# Error codes written by the service itself (workers add their own).
-WORKER_LOST = "WORKER_LOST"
-
 
 class JobNotFound(LookupError):
     def __init__(self, job_id: str):
@@ -397,251 +393,37 @@ def delete_job(s: Session, tenant: str, job_id: str) -> Job:
     return job
 
 
-def claim_job(
-    s: Session, job_id: str, worker_id: str, *, heartbeat_timeout_s: float, max_attempts: int | None = None
-) -> Job | None:
-    """Take a job for `worker_id`: QUEUED → RUNNING, attempts + 1, fresh heartbeat.
-
-    A job RUNNING with a stale heartbeat (its worker died and the broker re-delivered) is taken
-    over the same way. Returns None for a duplicate delivery: the job is finished, running with a
-    fresh heartbeat, being claimed by someone else right now, or deleted. With `max_attempts`, a stale job
-    that has used them all is failed instead (dead letter) and None returned.
-    """
-    now = utcnow()
-    stale = now - timedelta(seconds=heartbeat_timeout_s)
-    claimable = or_(
-        Job.state == JobState.QUEUED.value,
-        and_(Job.state == JobState.RUNNING.value, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)),
-    )
-    if s.get_bind().dialect.name == "postgresql":
-        # Lock the row, skipping it if another claimer holds it: that claimer wins.
-        locked = s.scalar(select(Job.id).where(Job.id == job_id, claimable).with_for_update(skip_locked=True))
-        if locked is None:
-            s.rollback()
-            return _settle_unclaimable(s, job_id, stale)
-    job = s.get(Job, job_id, populate_existing=True)
-    if job is None:
-        s.rollback()
-        return None
-    if max_attempts is not None and job.state == JobState.RUNNING.value and job.attempts >= max_attempts:
-        s.rollback()
-        _dead_letter(s, job_id, stale, job.attempts)
-        return None
-    # The conditional UPDATE is the atomic step on SQLite (and a no-op guard on Postgres, row locked).
-    result = s.execute(
-        update(Job)
-        .where(Job.id == job_id, claimable)
-        .values(
-            state=JobState.RUNNING.value,
-            attempts=Job.attempts + 1,
-            worker_id=worker_id,
-            heartbeat_at=now,
-            started_at=now,
-            stage=None,
-            progress_step=0,
-            progress_total=0,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        s.rollback()
-        return _settle_unclaimable(s, job_id, stale)
-    s.commit()
-    return load_job(s, job_id)
-
-
-def _settle_unclaimable(s: Session, job_id: str, stale: datetime) -> None:
-    """A job we could not claim: if a cancel is pending and its worker is gone, finish the cancel."""
-    s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == JobState.CANCELLING.value, Job.heartbeat_at < stale)
-        .values(state=JobState.CANCELLED.value, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    s.commit()
-    return None
-
-
-def _dead_letter(s: Session, job_id: str, stale: datetime, attempts: int) -> bool:
-    result = s.execute(
-        update(Job)
-        .where(
-            Job.id == job_id,
-            Job.state == JobState.RUNNING.value,
-            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale),
-        )
-        .values(
-            state=JobState.FAILED.value,
-            finished_at=utcnow(),
-            error_code=WORKER_LOST,
-            error_message=f"the worker stopped responding on each of {attempts} attempts; giving up",
-        )
-        .execution_options(synchronize_session=False)
-    )
-    s.commit()
-    return result.rowcount == 1
-
-
-def heartbeat(s: Session, job_id: str, worker_id: str) -> bool:
-    """Refresh the job's heartbeat. False: this worker no longer owns the job (reaped or finished)."""
-    result = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.worker_id == worker_id, Job.state.in_([st.value for st in ACTIVE_STATES]))
-        .values(heartbeat_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    s.commit()
-    return result.rowcount == 1
-
-
-def record_progress(s: Session, job_id: str, stage: Stage | str, step: int, total: int) -> bool:
-    """Store the running job's stage and step / total (also counts as a heartbeat)."""
-    result = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state.in_([st.value for st in ACTIVE_STATES]))
-        .values(stage=Stage(stage).value, progress_step=step, progress_total=total, heartbeat_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    s.commit()
-    return result.rowcount == 1
-
-
-def is_cancel_requested(s: Session, job_id: str) -> bool:
-    """True once a cancel was requested — or the job is no longer this run's to finish."""
-    row = s.execute(select(Job.cancel_requested, Job.state).where(Job.id == job_id)).one_or_none()
-    s.commit()  # end the read transaction so the next poll sees new writes
-    if row is None:
-        return True
-    return bool(row.cancel_requested) or JobState(row.state) not in ACTIVE_STATES
-
-
-def finish_job(
-    s: Session,
-    job_id: str,
-    *,
-    output_keys: dict[str, str],
-    output_text: str | None = None,
-    timings: dict[str, float] | None = None,
-    seed: int | None = None,
-    worker_id: str | None = None,
-) -> Job:
-    """RUNNING/CANCELLING → SUCCEEDED. Write the outputs to the object store first (ARCHITECTURE §3).
-
-    `seed`: the seed the job ran with (kept as `result_seed`, so a drawn seed can be replayed).
-    With `worker_id`, only that worker's run may finish the job (a reaped run raises IllegalTransition).
-    """
-    values: dict[str, Any] = {"output_keys": output_keys, "output_text": output_text, "result_seed": seed,
-                              "finished_at": utcnow()}
-    if timings is not None:
-        values["timings"] = timings
-    return _transition(s, job_id, JobState.SUCCEEDED, values, extra_where=_owned_by(worker_id))
-
-
-def fail_job(
-    s: Session,
-    job_id: str,
-    *,
-    code: str,
-    message: str,
-    field: str | None = None,
-    timings: dict[str, float] | None = None,
-    worker_id: str | None = None,
-) -> Job:
-    """QUEUED/RUNNING/CANCELLING → FAILED with an error code, message and optional request field."""
-    values: dict[str, Any] = {"error_code": code, "error_message": message, "error_field": field, "finished_at": utcnow()}
-    if timings is not None:
-        values["timings"] = timings
-    return _transition(s, job_id, JobState.FAILED, values, extra_where=_owned_by(worker_id))
-
-
-def mark_cancelled(s: Session, job_id: str, *, worker_id: str | None = None) -> Job:
-    """QUEUED/RUNNING/CANCELLING → CANCELLED (a worker acknowledging a cancel request)."""
-    return _transition(
-        s, job_id, JobState.CANCELLED, {"cancel_requested": True, "finished_at": utcnow()}, extra_where=_owned_by(worker_id)
-    )
-
-
-def _owned_by(worker_id: str | None) -> tuple:
-    return () if worker_id is None else (Job.worker_id == worker_id,)
-
-
-def reap_stale(s: Session, *, heartbeat_timeout_s: float, max_attempts: int) -> tuple[list[str], list[str]]:
-    """Deal with running jobs whose heartbeat is older than `heartbeat_timeout_s`.
-
-    Returns `(requeued_ids, dead_ids)`: requeued jobs are QUEUED again (re-send them to the broker);
-    dead ones were finished here — FAILED after `max_attempts` attempts (dead letter), or CANCELLED
-    when a cancel was pending.
-    """
-    stale = utcnow() - timedelta(seconds=heartbeat_timeout_s)
-    is_stale = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)
-    candidates = s.execute(
-        select(Job.id, Job.state, Job.attempts).where(Job.state.in_([st.value for st in ACTIVE_STATES]), is_stale)
+def finished_before(s: Session, older_than: datetime, *, limit: int = 1000) -> list[tuple[str, str]]:
+    """(id, state) of finished jobs whose `finished_at` is before `older_than`, oldest first: past retention."""
+    finished = [st.value for st in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
+    rows = s.execute(
+        select(Job.id, Job.state).where(Job.state.in_(finished), Job.finished_at < older_than)
+        .order_by(Job.finished_at).limit(limit)
     ).all()
     s.commit()
-    requeued: list[str] = []
-    dead: list[str] = []
-    for job_id, state, attempts in candidates:
-        if state == JobState.CANCELLING.value:
-            result = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == state, is_stale)
-                .values(state=JobState.CANCELLED.value, finished_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            s.commit()
-            if result.rowcount == 1:
-                dead.append(job_id)
-        elif attempts >= max_attempts:
-            if _dead_letter(s, job_id, stale, attempts):
-                dead.append(job_id)
-        else:
-            # Conditional on the same staleness, so a heartbeat that lands meanwhile keeps the job.
-            result = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == JobState.RUNNING.value, is_stale)
-                .values(
-                    state=JobState.QUEUED.value,
-                    worker_id=None,
-                    heartbeat_at=None,
-                    stage=None,
-                    progress_step=0,
-                    progress_total=0,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            s.commit()
-            if result.rowcount == 1:
-                requeued.append(job_id)
-    return requeued, dead
+    return [(row.id, row.state) for row in rows]
 
 
-def expire_results(s: Session, *, older_than: datetime, limit: int = 1000) -> list[Job]:
-    """Finished jobs whose `finished_at` is before `older_than` become EXPIRED.
-
-    Returns them with their output keys as they were, so the caller can delete the objects
-    (`inputs/<id>/`, `results/<id>/`); the rows keep their metadata but no outputs.
-    """
-    finished = [st.value for st in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
-    jobs = list(
-        s.scalars(
-            select(Job).where(Job.state.in_(finished), Job.finished_at < older_than).order_by(Job.finished_at).limit(limit)
-        )
+def mark_expired(s: Session, job_id: str, state: JobState | str) -> bool:
+    """`state` → EXPIRED, once the job's objects are deleted: the row keeps its metadata but no outputs.
+    False when the job moved on meanwhile (deleted)."""
+    result = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState(state).value)
+        .values(state=JobState.EXPIRED.value, output_keys={}, output_text=None)
+        .execution_options(synchronize_session=False)
     )
-    for job in jobs:
-        s.expunge(job)  # keep the pre-expiry snapshot for the caller
     s.commit()
-    expired = []
-    for job in jobs:
-        result = s.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.state == job.state)
-            .values(state=JobState.EXPIRED.value, output_keys={}, output_text=None)
-            .execution_options(synchronize_session=False)
-        )
-        s.commit()
-        if result.rowcount == 1:
-            expired.append(job)
-    return expired
+    return result.rowcount == 1
+
+
+def jobs_by_id(s: Session, job_ids: Iterable[str]) -> dict[str, Job]:
+    """Any tenant's jobs among `job_ids` (those that exist), fresh from the database."""
+    ids = sorted(set(job_ids))
+    jobs = {job.id: job for job in s.scalars(select(Job).where(Job.id.in_(ids))
+                                             .execution_options(populate_existing=True))} if ids else {}
+    s.commit()
+    return jobs
 
 
 # ---------------------------------------------------------------- API keys

@@ -159,8 +159,9 @@ def is_cancellation(err: BaseException) -> bool:
 def classify_failure(err: BaseException) -> JobFailure | None:
     """The FAILED outcome of an error raised while running a job, or None for an infrastructure error
     (database, object store, broker unreachable) that a later attempt may get past."""
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import SQLAlchemyError
 
+    from shared.db.errors import is_transient_db_error
     from workers.model.errors import ModelInputError
 
     if isinstance(err, JobFailure):
@@ -169,8 +170,10 @@ def classify_failure(err: BaseException) -> JobFailure | None:
         return JobFailure("INVALID_ARGUMENT", err.message, err.field)
     if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError
         return JobFailure("RESOURCE_EXHAUSTED", f"out of memory while running the job: {err}")
-    if isinstance(err, (OperationalError, ConnectionError, TimeoutError)):
+    if is_transient_db_error(err) or isinstance(err, (ConnectionError, TimeoutError)):
         return None
+    if isinstance(err, SQLAlchemyError):  # its text holds SQL and parameters: for the log, not for the tenant
+        return JobFailure("INTERNAL", "a database error stopped the job; the worker's log has the details")
     # Any other error of the model run is deterministic for these inputs: retrying would fail again.
     return JobFailure("INTERNAL", f"{type(err).__name__}: {err}")
 

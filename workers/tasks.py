@@ -1,8 +1,11 @@
 """`run_job(job_id)`: the Celery task body that finishes a job exactly once (ARCHITECTURE §3).
 
-claim in the database → load inputs → run the executor with progress and cancellation checks between
-steps, heart-beating meanwhile → write outputs under deterministic keys → write the terminal state.
+claim a new attempt in the database → load inputs → run the executor with progress and cancellation
+checks between steps, heart-beating meanwhile → write outputs under the attempt's own keys → write the
+terminal state, naming those keys, in one statement fenced by the attempt's token (shared.attempts).
 
+An attempt that finds itself fenced off (reaped while paused and re-claimed, cancelled away, its job
+deleted) stops at its next step, removes what it wrote and leaves the outcome to the job's current owner.
 Errors of the job itself (model errors, out of memory, input that fails only at run time) end it FAILED
 with a code. Errors of the infrastructure (database, object store unreachable) are raised instead: the
 job stays RUNNING, its heartbeat goes stale and the reaper sends it again, up to `max_attempts`.
@@ -21,23 +24,21 @@ from typing import Any, Callable
 
 from sqlalchemy.orm import sessionmaker
 
-from shared import repository as repo
+from shared import attempts
+from shared.attempts import Attempt, AttemptFenced
 from shared.db import make_engine, session_factory
-from shared.jobs import InvalidArgument, JobKind, JobState, Stage, validate_params
+from shared.db.errors import is_transient_db_error
+from shared.jobs import InvalidArgument, JobKind, JobState, validate_params
 from shared.objectstore import ObjectNotFound, result_key
 from shared.settings import Settings, get_settings
-from shared.states import IllegalTransition
 from workers.executor import Executor, JobFailure, JobOutput, classify_failure, executor_from_settings, is_cancellation
+from workers.lease import Lease, ProgressReporter
 
 log = logging.getLogger("llada.worker")
 
-# Progress is written to the database (and published) at most this often, plus at every stage change
-# and stage end: a tiny model steps in milliseconds, and each write takes SQLite's write lock.
-PROGRESS_MIN_INTERVAL_S = 0.2
-# Model stage names → the service's Stage. The thinking pass (MODEL_SPEC §3.3) is reported as its own
-# THINK stage so users can tell it from the image's denoising.
-STAGE_OF = {"tokenize": Stage.TOKENIZE, "encode": Stage.TOKENIZE, "think": Stage.THINK,
-            "denoise": Stage.DENOISE, "decode": Stage.DECODE}
+# A terminal write that meets a database outage is tried again, this long apart at most, for as long as
+# the attempt's lease lasts (the heartbeat keeps renewing it once the database is back).
+TERMINAL_RETRY_MAX_S = 1.0
 # Params message of each kind in the public API: run-time errors name fields the way the gateway does.
 FIELD_PREFIX = {JobKind.TEXT_TO_IMAGE: "text_to_image", JobKind.UNDERSTAND: "understand", JobKind.EDIT: "edit"}
 
@@ -45,6 +46,11 @@ FIELD_PREFIX = {JobKind.TEXT_TO_IMAGE: "text_to_image", JobKind.UNDERSTAND: "und
 def new_worker_id() -> str:
     # A random suffix: a restarted container may get the same host name and pid.
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def attempt_worker_id(worker_id: str) -> str:
+    """The process's id plus the job thread's: with a thread pool, each running attempt has its own."""
+    return f"{worker_id}/{threading.get_native_id()}"
 
 
 @dataclass
@@ -112,53 +118,12 @@ def run_job(job_id: str) -> str:
     return JobRunner(worker_context()).run(job_id)
 
 
-class Heartbeat:
-    """Refreshes the job's heartbeat in a thread; notices when the job is no longer this worker's."""
+class AttemptLost(Exception):
+    """Raised inside the runner when its attempt turned out to be fenced off; ends the run quietly."""
 
-    def __init__(self, ctx: WorkerContext, job_id: str):
-        self.ctx = ctx
-        self.job_id = job_id
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}", daemon=True)
-
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.ctx.settings.heartbeat_interval_s):
-            try:
-                if not self.ctx.db(repo.heartbeat, self.job_id, self.ctx.worker_id):
-                    log.warning("job no longer owned by this worker; stopping it", extra={"job_id": self.job_id})
-                    self.lost.set()
-                    return
-            except Exception:  # a database hiccup: try again next beat; the timeout is several beats long
-                log.warning("heartbeat failed", extra={"job_id": self.job_id}, exc_info=True)
-
-
-class ProgressReporter:
-    """The executor's `progress(stage, step, total)`: throttled writes to the database and the event bus."""
-
-    def __init__(self, ctx: WorkerContext, job_id: str):
-        self.ctx = ctx
-        self.job_id = job_id
-        self._last: tuple[Stage, int, int] | None = None
-        self._last_time = 0.0
-
-    def __call__(self, stage: str, step: int, total: int) -> None:
-        current = STAGE_OF.get(stage, Stage.DENOISE)
-        now = time.monotonic()
-        stage_changed = self._last is None or self._last[0] is not current
-        if not (stage_changed or step >= total or now - self._last_time >= PROGRESS_MIN_INTERVAL_S):
-            return
-        self._last, self._last_time = (current, step, total), now
-        self.ctx.db(repo.record_progress, self.job_id, current, step, total)
-        self.ctx.publish(self.job_id, {"type": "progress", "stage": current.value, "step": step, "total": total})
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class JobRunner:
@@ -168,39 +133,46 @@ class JobRunner:
     def run(self, job_id: str) -> str:
         ctx = self.ctx
         settings = ctx.settings
-        job = ctx.db(repo.claim_job, job_id, ctx.worker_id, heartbeat_timeout_s=settings.heartbeat_timeout_s,
-                     max_attempts=settings.max_attempts)
-        if job is None:
+        attempt = ctx.db(attempts.claim_job, job_id, attempt_worker_id(ctx.worker_id),
+                         heartbeat_timeout_s=settings.heartbeat_timeout_s, max_attempts=settings.max_attempts)
+        if attempt is None:
             # Finished, running elsewhere with a fresh heartbeat, cancelled while queued, or deleted.
             log.info("duplicate delivery ignored", extra={"job_id": job_id})
             return "skipped"
-        log.info("job claimed", extra={"job_id": job_id, "attempt": job.attempts, "worker_id": ctx.worker_id})
-        ctx.publish(job_id, {"type": "state", "state": JobState.RUNNING.value, "attempt": job.attempts})
-        kind = JobKind(job.kind)
+        with Lease(ctx, attempt) as lease:
+            log.info("job claimed", extra=lease.log_fields())
+            ctx.publish(job_id, {"type": "state", "state": JobState.RUNNING.value, "attempt": attempt.number})
+            written: list[str] = []
+            try:
+                return self._run_attempt(lease, written)
+            except AttemptLost as lost:
+                return self._lost(lease, written, lost.reason)
+
+    def _run_attempt(self, lease: Lease, written: list[str]) -> str:
+        attempt = lease.attempt
+        kind = JobKind(attempt.job.kind)
         started = time.perf_counter()
-        with Heartbeat(ctx, job_id) as beat:
-            try:
-                # Outside the model run's error handling: an unreachable store is retried, not FAILED.
-                params, inputs = self._prepare(job, kind)
-            except JobFailure as err:
-                return self._settle_error(job_id, kind, err, beat)
-            try:
-                output = ctx.executor.run(kind, params, inputs, progress=ProgressReporter(ctx, job_id),
-                                          should_cancel=lambda: self._should_cancel(job_id, beat))
-            except Exception as err:  # the model's own errors, Cancelled, out of memory, or infrastructure
-                return self._settle_error(job_id, kind, err, beat)
-            if beat.lost.is_set():
-                return self._lost(job_id)
-            keys = self._store_outputs(job_id, output)
+        try:
+            # Outside the model run's error handling: an unreachable store is retried, not FAILED.
+            params, inputs = self._prepare(attempt, kind)
+        except JobFailure as err:
+            return self._settle_error(lease, kind, err)
+        try:
+            output = self.ctx.executor.run(kind, params, inputs, progress=ProgressReporter(self.ctx, lease),
+                                           should_cancel=lease.should_cancel)
+        except Exception as err:  # the model's own errors, Cancelled, out of memory, or infrastructure
+            return self._settle_error(lease, kind, err)
+        keys = self._store_outputs(lease, output, written)
         timings = dict(output.timings)
         timings.setdefault("total", time.perf_counter() - started)
         text = output.thinking if kind is JobKind.TEXT_TO_IMAGE else output.text
-        return self._terminal(job_id, JobState.SUCCEEDED, repo.finish_job, output_keys=keys, output_text=text,
+        return self._terminal(lease, JobState.SUCCEEDED, attempts.finish_job, output_keys=keys, output_text=text,
                               timings=timings, seed=output.seed)
 
     # ------------------------------------------------------------------ steps
 
-    def _prepare(self, job, kind: JobKind) -> tuple[Any, dict[str, bytes]]:
+    def _prepare(self, attempt: Attempt, kind: JobKind) -> tuple[Any, dict[str, bytes]]:
+        job = attempt.job
         try:
             params = validate_params(kind, job.params, max_prompt_chars=self.ctx.settings.max_prompt_chars)
         except InvalidArgument as err:  # stored params that no longer validate (e.g. a tightened limit)
@@ -213,50 +185,71 @@ class JobRunner:
                 raise JobFailure("INPUT_MISSING", f"input object {key} is gone from the object store", name) from None
         return params, inputs
 
-    def _should_cancel(self, job_id: str, beat: Heartbeat) -> bool:
-        # Checked between steps by the model: a DB read per step is cheap next to a denoising forward.
-        return beat.lost.is_set() or self.ctx.db(repo.is_cancel_requested, job_id)
+    def _store_outputs(self, lease: Lease, output: JobOutput, written: list[str]) -> dict[str, str]:
+        """Uploads under the attempt's own keys, stopping at once if the attempt is fenced meanwhile.
 
-    def _store_outputs(self, job_id: str, output: JobOutput) -> dict[str, str]:
+        A put that lands late (the worker froze mid-upload) lands under a key that no row names: the
+        winning attempt's objects are never replaced, and the reaper's sweep removes the stray one."""
+        attempt = lease.attempt
         keys = {}
         for name, data in output.objects.items():
-            key = result_key(job_id, name)  # deterministic: a retried job overwrites, never duplicates
+            if lease.fenced.is_set():
+                raise AttemptLost("fenced before its outputs were stored")
+            key = result_key(attempt.job_id, attempt.number, name)
             content_type = "image/png" if name.endswith(".png") else "application/octet-stream"
+            written.append(key)
             self.ctx.store.put(key, data, content_type)
             keys[name.rsplit(".", 1)[0]] = key
         return keys
 
     # ------------------------------------------------------------------ endings
 
-    def _settle_error(self, job_id: str, kind: JobKind, err: Exception, beat: Heartbeat) -> str:
-        if beat.lost.is_set():
-            return self._lost(job_id)
+    def _settle_error(self, lease: Lease, kind: JobKind, err: Exception) -> str:
+        if lease.fenced.is_set():
+            raise AttemptLost("fenced while running")
         if is_cancellation(err):
-            return self._terminal(job_id, JobState.CANCELLED, repo.mark_cancelled)
+            return self._terminal(lease, JobState.CANCELLED, attempts.mark_cancelled)
         failure = classify_failure(err)
         if failure is None:
             # Infrastructure, not the job: leave it RUNNING; its heartbeat stops and the reaper re-sends it.
-            log.exception("job interrupted by an infrastructure error", extra={"job_id": job_id})
+            log.exception("job interrupted by an infrastructure error", extra=lease.log_fields())
             raise err
         field_name = failure.field
         if field_name and not field_name.startswith(FIELD_PREFIX[kind] + "."):
             field_name = f"{FIELD_PREFIX[kind]}.{field_name}"
         if failure.code == "INTERNAL":
-            log.error("job failed", extra={"job_id": job_id}, exc_info=err)
-        return self._terminal(job_id, JobState.FAILED, repo.fail_job, code=failure.code, message=failure.message,
+            log.error("job failed", extra=lease.log_fields(), exc_info=err)
+        return self._terminal(lease, JobState.FAILED, attempts.fail_job, code=failure.code, message=failure.message,
                               field=field_name)
 
-    def _terminal(self, job_id: str, state: JobState, write: Callable, **values) -> str:
-        try:
-            self.ctx.db(write, job_id, worker_id=self.ctx.worker_id, **values)
-        except IllegalTransition:
-            # Reaped and re-claimed elsewhere, or cancelled: that run owns the outcome now.
-            return self._lost(job_id)
-        log.info("job finished", extra={"job_id": job_id, "state": state.value})
-        self.ctx.publish(job_id, {"type": "state", "state": state.value})
+    def _terminal(self, lease: Lease, state: JobState, write: Callable, **values) -> str:
+        """The fenced terminal write, tried again through a database outage while the lease holds."""
+        deadline = time.monotonic() + self.ctx.settings.heartbeat_timeout_s
+        pause = 0.05
+        while True:
+            try:
+                self.ctx.db(write, lease.attempt, **values)
+                break
+            except AttemptFenced as err:
+                raise AttemptLost(err.reason) from None
+            except Exception as err:
+                if not is_transient_db_error(err) or time.monotonic() + pause > deadline or lease.fenced.is_set():
+                    raise
+                log.warning("terminal write failed; retrying", extra=lease.log_fields(error=type(err).__name__))
+                lease.fenced.wait(pause)
+                pause = min(pause * 2, TERMINAL_RETRY_MAX_S)
+        log.info("job finished", extra=lease.log_fields(state=state.value))
+        self.ctx.publish(lease.attempt.job_id, {"type": "state", "state": state.value})
         return state.value
 
-    def _lost(self, job_id: str) -> str:
-        log.warning("job taken away from this worker; its outcome is left to the current owner",
-                    extra={"job_id": job_id})
+    def _lost(self, lease: Lease, written: list[str], reason: str) -> str:
+        """A fenced-off attempt: remove what it wrote (nobody's outputs now) and leave quietly."""
+        for key in written:
+            try:
+                self.ctx.store.delete(key)
+            except Exception:  # the reaper's sweep removes objects no row names
+                log.warning("could not remove a fenced attempt's object", extra=lease.log_fields(key=key),
+                            exc_info=True)
+        log.info("attempt fenced off; its outcome is left to the job's current owner",
+                 extra=lease.log_fields(reason=reason, removed=len(written)))
         return "lost"

@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from shared import attempts
 from shared import repository as repo
 from shared.db import make_engine, session_factory
 from shared.events import EmbeddedEventBus
@@ -55,20 +56,20 @@ class GatewayProcess:
     def complete(self, job_id: str, *, image: bytes | None = None, text: str | None = None,
                  fail: tuple[str, str] | None = None, seed: int | None = None) -> None:
         """Plays a worker: claim, two progress steps, outputs, terminal state, each announced on the bus."""
-        self.db(repo.claim_job, job_id, WORKER, heartbeat_timeout_s=60)
+        attempt = self.db(attempts.claim_job, job_id, WORKER, heartbeat_timeout_s=60)
         self.events.publish(job_id, {"type": "state"})
         for step in (1, 2):
-            self.db(repo.record_progress, job_id, "denoise", step, 2)
+            self.db(attempts.record_progress, attempt, "denoise", step, 2)
             self.events.publish(job_id, {"type": "progress"})
             time.sleep(0.05)
         if fail:
-            self.db(repo.fail_job, job_id, code=fail[0], message=fail[1])
+            self.db(attempts.fail_job, attempt, code=fail[0], message=fail[1])
         else:
             keys = {}
             if image is not None:
-                keys["image"] = result_key(job_id, "image.png")
+                keys["image"] = result_key(job_id, 1, "image.png")
                 self.store.put(keys["image"], image, "image/png")
-            self.db(repo.finish_job, job_id, output_keys=keys, output_text=text, seed=seed)
+            self.db(attempts.finish_job, attempt, output_keys=keys, output_text=text, seed=seed)
         self.events.publish(job_id, {"type": "state"})
 
     def complete_soon(self, job_id: str, **kwargs) -> threading.Thread:

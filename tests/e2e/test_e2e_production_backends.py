@@ -108,6 +108,6 @@ def test_three_kinds_on_postgres_redis_and_s3(production_stack, tmp_path):
         ("TEXT_TO_IMAGE", "SUCCEEDED"), ("UNDERSTAND", "SUCCEEDED"), ("EDIT", "SUCCEEDED")]
     for job_id, kind, _, output_keys in rows:
         if kind != "UNDERSTAND":
-            assert output_keys == {"image": f"results/{job_id}/image.png"}
+            assert output_keys == {"image": f"results/{job_id}/1/image.png"}
             assert store.exists(output_keys["image"])
     assert not (settings.data_dir / "jobs.db").exists() and not (settings.data_dir / "objects").exists()

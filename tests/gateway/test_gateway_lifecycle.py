@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from images_for_tests import png
-from shared import repository as repo
+from shared import attempts
 from shared.objectstore import result_key
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
@@ -56,16 +56,17 @@ def test_watch_streams_snapshots_in_order_until_succeeded(gw):
     watch = Watcher(gw, md, job.id)
     assert watch.snapshots[0].state == pb.JOB_STATE_QUEUED
 
-    assert gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60) is not None
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    assert attempt is not None
     gw.events.publish(job.id, {"type": "state", "state": "RUNNING"})
     watch.wait_for(lambda j: j.state == pb.JOB_STATE_RUNNING)
     for step in range(1, 5):
-        gw.db(repo.record_progress, job.id, "denoise", step, 4)
+        gw.db(attempts.record_progress, attempt, "denoise", step, 4)
         gw.events.publish(job.id, {"type": "progress", "stage": "denoise", "step": step, "total": 4})
         watch.wait_for(lambda j, step=step: j.progress.step == step)
     image = png(32, 32)
-    gw.store.put(result_key(job.id, "image.png"), image, "image/png")
-    gw.db(repo.finish_job, job.id, output_keys={"image": result_key(job.id, "image.png")},
+    gw.store.put(result_key(job.id, 1, "image.png"), image, "image/png")
+    gw.db(attempts.finish_job, attempt, output_keys={"image": result_key(job.id, 1, "image.png")},
           output_text="a fox, in snow", timings={"tokenize": 0.1, "denoise": 1.5, "decode": 0.7})
     gw.events.publish(job.id, {"type": "state", "state": "SUCCEEDED"})
     snapshots = watch.finish()
@@ -80,7 +81,7 @@ def test_watch_streams_snapshots_in_order_until_succeeded(gw):
     assert final.stage_seconds["denoise"] == pytest.approx(1.5)
     assert final.outputs.thinking_text == "a fox, in snow"  # thinking pass of a text-to-image job
     (obj,) = final.outputs.objects
-    assert obj.name == "image" and obj.object_key == f"results/{job.id}/image.png"
+    assert obj.name == "image" and obj.object_key == f"results/{job.id}/1/image.png"
     with urllib.request.urlopen(obj.url) as response:
         assert response.read() == image
     assert final.finished_at.seconds >= final.started_at.seconds >= final.created_at.seconds > 0
@@ -92,14 +93,14 @@ def test_watch_resumes_from_the_current_snapshot(gw):
     first = gw.stub.WatchJob(pb.WatchJobRequest(job_id=job.id), metadata=md, timeout=TIMEOUT)
     assert next(first).state == pb.JOB_STATE_QUEUED
     first.cancel()  # the client goes away
-    gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
-    gw.db(repo.record_progress, job.id, "decode", 3, 8)
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    gw.db(attempts.record_progress, attempt, "decode", 3, 8)
     again = gw.stub.WatchJob(pb.WatchJobRequest(job_id=job.id), metadata=md, timeout=TIMEOUT)
     current = next(again)
     assert (current.state, current.stage, current.progress.step, current.progress.total) == \
         (pb.JOB_STATE_RUNNING, pb.STAGE_DECODE, 3, 8)
     again.cancel()
-    gw.db(repo.fail_job, job.id, code="MODEL_ERROR", message="out of memory", field="text_to_image.width")
+    gw.db(attempts.fail_job, attempt, code="MODEL_ERROR", message="out of memory", field="text_to_image.width")
     # A terminal job's watch answers its final snapshot and ends.
     (only,) = list(gw.stub.WatchJob(pb.WatchJobRequest(job_id=job.id), metadata=md, timeout=TIMEOUT))
     assert only.state == pb.JOB_STATE_FAILED
@@ -111,9 +112,10 @@ def test_watch_sees_changes_that_were_never_published(gw):
     md = gw.key("w-safety-net")
     job = submit(gw, md)
     watch = Watcher(gw, md, job.id)
-    gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60)  # no event: the periodic re-read finds it
+    # No event: the periodic re-read finds it.
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
     watch.wait_for(lambda j: j.state == pb.JOB_STATE_RUNNING)
-    gw.db(repo.mark_cancelled, job.id)
+    gw.db(attempts.mark_cancelled, attempt)
     assert watch.finish()[-1].state == pb.JOB_STATE_CANCELLED
 
 
@@ -122,14 +124,14 @@ def test_cancel_of_a_queued_job_is_immediate_and_it_never_runs(gw):
     job = submit(gw, md)
     cancelled = gw.stub.CancelJob(pb.CancelJobRequest(job_id=job.id), metadata=md)
     assert cancelled.state == pb.JOB_STATE_CANCELLED and cancelled.cancel_requested
-    assert gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60) is None  # the late message is a no-op
+    assert gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60) is None  # the late message is a no-op
     assert gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md).state == pb.JOB_STATE_CANCELLED
 
 
 def test_cancel_of_a_running_job_goes_to_cancelling_and_is_published(gw, loop_thread):
     md = gw.key("c-running")
     job = submit(gw, md)
-    gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
     subscribed = threading.Event()
 
     async def first_event():
@@ -142,8 +144,8 @@ def test_cancel_of_a_running_job_goes_to_cancelling_and_is_published(gw, loop_th
     answer = gw.stub.CancelJob(pb.CancelJobRequest(job_id=job.id), metadata=md)
     assert answer.state == pb.JOB_STATE_CANCELLING
     assert pending.result(TIMEOUT) == {"type": "cancel", "state": "CANCELLING"}
-    assert gw.db(repo.is_cancel_requested, job.id)  # what the worker polls between steps
-    gw.db(repo.mark_cancelled, job.id, worker_id=WORKER)
+    assert gw.db(attempts.check_attempt, attempt) is attempts.AttemptStatus.CANCEL_REQUESTED  # the worker's poll
+    gw.db(attempts.mark_cancelled, attempt)
     assert gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md).state == pb.JOB_STATE_CANCELLED
 
 
@@ -153,10 +155,10 @@ def test_delete_removes_the_row_and_every_object(gw):
     with pytest.raises(grpc.RpcError) as err:  # still queued: must be cancelled first
         gw.stub.DeleteJob(pb.DeleteJobRequest(job_id=job.id), metadata=md)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
-    gw.store.put(result_key(job.id, "image.png"), png(16, 16), "image/png")
-    gw.db(repo.finish_job, job.id, output_keys={"image": result_key(job.id, "image.png")})
-    assert [k for k in gw.objects() if job.id in k] == [f"inputs/{job.id}/image.png", f"results/{job.id}/image.png"]
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    gw.store.put(result_key(job.id, 1, "image.png"), png(16, 16), "image/png")
+    gw.db(attempts.finish_job, attempt, output_keys={"image": result_key(job.id, 1, "image.png")})
+    assert [k for k in gw.objects() if job.id in k] == [f"inputs/{job.id}/image.png", f"results/{job.id}/1/image.png"]
 
     assert gw.stub.DeleteJob(pb.DeleteJobRequest(job_id=job.id), metadata=md).job_id == job.id
     assert [k for k in gw.objects() if job.id in k] == []
@@ -186,8 +188,8 @@ def test_sdk_watch_resumes_when_the_server_ends_the_stream(gw, loop_thread):
     threading.Event().wait(0.2)
     loop_thread.loop.call_soon_threadsafe(servicer.closing.clear)
     threading.Event().wait(0.8)  # past the SDK's reconnect delay: the new stream opens on QUEUED again
-    gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
-    gw.db(repo.mark_cancelled, job.id, worker_id=WORKER)
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    gw.db(attempts.mark_cancelled, attempt)
     thread.join(TIMEOUT)
     assert not thread.is_alive()
     states = [s.state for s in seen]

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import redis
 
-from shared import repository as repo
+from shared import attempts
 from shared.db import upgrade
 from client import LladaClient
 from images_for_tests import png
@@ -102,10 +102,10 @@ def test_watch_over_redis_events_until_cancelled(pg):
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     assert first.wait(10)
-    pg.db(repo.claim_job, job.id, "pg-worker", heartbeat_timeout_s=60)
+    attempt = pg.db(attempts.claim_job, job.id, "pg-worker", heartbeat_timeout_s=60)
     pg.events.publish(job.id, {"type": "state"})
     assert pg.stub.CancelJob(pb.CancelJobRequest(job_id=job.id), metadata=md).state == pb.JOB_STATE_CANCELLING
-    pg.db(repo.mark_cancelled, job.id, worker_id="pg-worker")
+    pg.db(attempts.mark_cancelled, attempt)
     pg.events.publish(job.id, {"type": "state"})
     thread.join(15)
     assert not thread.is_alive()
@@ -119,10 +119,10 @@ def test_s3_inputs_presigned_public_urls_and_delete(pg, s3_endpoint, tmp_path):
     job = pg.stub.SubmitJob(pb.SubmitJobRequest(edit=pb.EditParams(image=png(), instruction="blue")), metadata=md)
     input_key = f"inputs/{job.id}/image.png"
     assert pg.store.exists(input_key)
-    pg.db(repo.claim_job, job.id, "pg-worker", heartbeat_timeout_s=60)
+    attempt = pg.db(attempts.claim_job, job.id, "pg-worker", heartbeat_timeout_s=60)
     result = png(8, 8, (0, 0, 255))
-    pg.store.put(result_key(job.id, "image.png"), result, "image/png")
-    pg.db(repo.finish_job, job.id, output_keys={"image": result_key(job.id, "image.png")})
+    pg.store.put(result_key(job.id, 1, "image.png"), result, "image/png")
+    pg.db(attempts.finish_job, attempt, output_keys={"image": result_key(job.id, 1, "image.png")})
 
     done = pg.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)
     url = urllib.parse.urlsplit(done.outputs.objects[0].url)
@@ -133,4 +133,4 @@ def test_s3_inputs_presigned_public_urls_and_delete(pg, s3_endpoint, tmp_path):
     assert saved.read_bytes() == result
 
     pg.stub.DeleteJob(pb.DeleteJobRequest(job_id=job.id), metadata=md)
-    assert not pg.store.exists(input_key) and not pg.store.exists(result_key(job.id, "image.png"))
+    assert not pg.store.exists(input_key) and not pg.store.exists(result_key(job.id, 1, "image.png"))

@@ -1,7 +1,7 @@
 """GetJob returns the seed a finished image job ran with (outputs.seed, from the worker's record), and no
 seed for a job that has none."""
 
-from shared import repository as repo
+from shared import attempts
 from shared.objectstore import result_key
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
@@ -15,9 +15,8 @@ def test_get_job_returns_the_seed_the_worker_recorded(gw):
     before = gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)
     assert not before.outputs.HasField("seed")  # nothing has run yet
 
-    gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
-    gw.db(repo.finish_job, job.id, output_keys={"image": result_key(job.id, "image.png")}, seed=DRAWN_SEED,
-          worker_id=WORKER)
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    gw.db(attempts.finish_job, attempt, output_keys={"image": result_key(job.id, 1, "image.png")}, seed=DRAWN_SEED)
     done = gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)
 
     assert done.state == pb.JOB_STATE_SUCCEEDED
@@ -27,8 +26,8 @@ def test_get_job_returns_the_seed_the_worker_recorded(gw):
 def test_a_job_finished_without_a_seed_reports_none(gw):
     md = gw.key("seed-none")
     job = gw.stub.SubmitJob(pb.SubmitJobRequest(text_to_image=pb.TextToImageParams(prompt="fox")), metadata=md)
-    gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
-    gw.db(repo.finish_job, job.id, output_keys={}, output_text="answer", worker_id=WORKER)
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    gw.db(attempts.finish_job, attempt, output_keys={}, output_text="answer")
 
     done = gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)
     assert not done.outputs.HasField("seed")

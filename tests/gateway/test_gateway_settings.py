@@ -5,7 +5,7 @@ import time
 
 import grpc
 
-from shared import repository as repo
+from shared import attempts
 from shared.objectstore import LocalObjectStore
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 from images_for_tests import png
@@ -34,7 +34,7 @@ def test_watch_rereads_the_database_at_the_configured_interval(make_gateway):
     stream = gw.stub.WatchJob(pb.WatchJobRequest(job_id=job.id), metadata=md, timeout=TIMEOUT)
     assert next(stream).state == pb.JOB_STATE_QUEUED
     # Changed without any event: only the periodic re-read can find it, well before the 2 s default.
-    gw.db(repo.claim_job, job.id, "worker-settings", heartbeat_timeout_s=60)
+    gw.db(attempts.claim_job, job.id, "worker-settings", heartbeat_timeout_s=60)
     changed = time.monotonic()
     assert next(stream).state == pb.JOB_STATE_RUNNING
     assert time.monotonic() - changed < 1.0

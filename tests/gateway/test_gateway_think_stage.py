@@ -2,7 +2,7 @@
 the worker's `think` timing in stage_seconds."""
 
 from client import stage_name
-from shared import repository as repo
+from shared import attempts
 from shared.objectstore import result_key
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
@@ -13,17 +13,17 @@ def test_thinking_and_image_denoising_are_told_apart(gw):
     md = gw.key("think-stage")
     params = pb.TextToImageParams(prompt="fox", mode=pb.GENERATION_MODE_THINKING)
     job = gw.stub.SubmitJob(pb.SubmitJobRequest(text_to_image=params), metadata=md)
-    gw.db(repo.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
 
-    gw.db(repo.record_progress, job.id, "think", 2, 6)
+    gw.db(attempts.record_progress, attempt, "think", 2, 6)
     thinking = gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)
     assert (thinking.stage, thinking.progress.step, thinking.progress.total) == (pb.STAGE_THINK, 2, 6)
     assert stage_name(thinking) == "think"
 
-    gw.db(repo.record_progress, job.id, "denoise", 1, 9)
+    gw.db(attempts.record_progress, attempt, "denoise", 1, 9)
     assert gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md).stage == pb.STAGE_DENOISE
 
-    gw.db(repo.finish_job, job.id, output_keys={"image": result_key(job.id, "image.png")}, worker_id=WORKER,
+    gw.db(attempts.finish_job, attempt, output_keys={"image": result_key(job.id, 1, "image.png")},
           timings={"tokenize": 0.1, "think": 1.25, "denoise": 2.5, "decode": 0.5})
     done = gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)
     assert done.stage_seconds["think"] == 1.25 and done.stage_seconds["denoise"] == 2.5

@@ -64,15 +64,15 @@ def store(request, tmp_path):
 
 def test_put_get_exists_delete(store):
     assert isinstance(store, ObjectStore)
-    key = result_key("job1", "image.png")
-    assert key == "results/job1/image.png"
+    key = result_key("job1", 2, "image.png")
+    assert key == "results/job1/2/image.png"  # scoped by the attempt that wrote it
     assert not store.exists(key)
     store.put(key, b"\x89PNG...", "image/png")
     assert store.exists(key) and store.get(key) == b"\x89PNG..."
-    store.put(key, b"second", "image/png")  # deterministic keys: a retry overwrites
+    store.put(key, b"second", "image/png")  # a rewrite replaces the object whole
     assert store.get(key) == b"second"
     store.delete(key)
-    assert not store.exists(key)
+    assert not store.exists(key) and list(store.list_after("results/")) == []  # no empty folders left
     with pytest.raises(ObjectNotFound):
         store.get(key)
 
@@ -80,11 +80,26 @@ def test_put_get_exists_delete(store):
 def test_delete_prefix_removes_only_that_job(store):
     for job in ("j1", "j10"):
         store.put(input_key(job, "image"), b"in")
-        store.put(result_key(job, "image.png"), b"out")
+        store.put(result_key(job, 1, "image.png"), b"out")
     removed = sum(store.delete_prefix(prefix) for prefix in job_prefixes("j1"))
     assert removed == 2
-    assert not store.exists(input_key("j1", "image")) and not store.exists(result_key("j1", "image.png"))
-    assert store.get(input_key("j10", "image")) == b"in" and store.exists(result_key("j10", "image.png"))
+    assert not store.exists(input_key("j1", "image")) and not store.exists(result_key("j1", 1, "image.png"))
+    assert store.get(input_key("j10", "image")) == b"in" and store.exists(result_key("j10", 1, "image.png"))
+
+
+def test_listing_is_in_key_order_resumable_and_lazy(store):
+    keys = ["inputs/j/image.png", "results/j.x/1/a", "results/j/1/image.png", "results/j/10/image.png",
+            "results/j/2/image.png", "results/k/1/image.png"]
+    for key in reversed(keys):
+        store.put(key, b"x")
+    listed = [obj.key for obj in store.list_after("results/")]
+    assert listed == sorted(k for k in keys if k.startswith("results/"))  # as S3 orders keys: "j.x" < "j/"
+    assert [o.key for o in store.list_after("results/", "results/j/10/image.png")] == listed[3:]
+    assert [o.key for o in store.list_after("results/j/")] == listed[1:4]
+    assert [o.key for o in store.list_after("results/", "results/z")] == []
+    listing = store.list_after("")
+    first = next(listing)
+    assert first.key == "inputs/j/image.png" and first.modified.tzinfo is not None
 
 
 @pytest.mark.parametrize("key", ["", "/etc/passwd", "inputs/../../x", "inputs//x", "a\\b"])

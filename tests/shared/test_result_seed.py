@@ -10,6 +10,7 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect
 
+from shared import attempts
 from shared import repository as repo
 from shared.db import make_engine, session_factory, upgrade
 from shared.db.migrate import alembic_config, current_revision
@@ -21,9 +22,8 @@ LARGEST_SEED = 2**63 - 1  # the model draws seeds in [0, 2**63): needs a 64-bit 
 def test_finish_job_stores_the_seed_and_it_reads_back(s):
     job, _ = repo.submit_job(s, tenant="t", request_id=None, kind=JobKind.TEXT_TO_IMAGE, params={"prompt": "x"},
                              input_keys={}, priority=0)
-    repo.claim_job(s, job.id, "w1", heartbeat_timeout_s=60)
-    repo.finish_job(s, job.id, output_keys={"image": f"results/{job.id}/image.png"}, seed=LARGEST_SEED,
-                    worker_id="w1")
+    attempt = attempts.claim_job(s, job.id, "w1", heartbeat_timeout_s=60)
+    attempts.finish_job(s, attempt, output_keys={"image": f"results/{job.id}/1/image.png"}, seed=LARGEST_SEED)
     s.expire_all()
 
     assert repo.get_job(s, "t", job.id).result_seed == LARGEST_SEED
@@ -32,8 +32,8 @@ def test_finish_job_stores_the_seed_and_it_reads_back(s):
 def test_a_job_without_an_image_has_no_seed(s):
     job, _ = repo.submit_job(s, tenant="t", request_id=None, kind=JobKind.UNDERSTAND, params={"question": "?"},
                              input_keys={}, priority=0)
-    repo.claim_job(s, job.id, "w1", heartbeat_timeout_s=60)
-    repo.finish_job(s, job.id, output_keys={}, output_text="an answer")
+    attempt = attempts.claim_job(s, job.id, "w1", heartbeat_timeout_s=60)
+    attempts.finish_job(s, attempt, output_keys={}, output_text="an answer")
     s.expire_all()
 
     assert repo.get_job(s, "t", job.id).result_seed is None

@@ -10,18 +10,23 @@ picks a behaviour, so tests in other processes (a real Celery worker) can script
 
 Each run appends a line "<text> <pid>" to `<markers>/runs.log` when LLADA_TEST_MARKERS names a folder,
 so a test can count how many times a job really ran. Settings of the double come from the environment
-(LLADA_TEST_STEPS, LLADA_TEST_STEP_S) so a worker subprocess can be configured too.
+(LLADA_TEST_STEPS, LLADA_TEST_STEP_S) so a worker subprocess can be configured too; with
+LLADA_TEST_RANDOM_SEED=1 an image job without a seed draws a random one, like the model, so two attempts of
+one job make different images. Each image carries its seed in a PNG text chunk (`png_seed`): a test can
+tell which attempt's bytes a client downloads.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import random
 import signal
+import threading
 import time
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from shared.jobs import JobKind
 from workers.executor import IMAGE_OUTPUT, JobOutput
@@ -67,13 +72,16 @@ class ScriptedExecutorDouble:
             progress("denoise", step, self.steps)
         if kind is JobKind.UNDERSTAND:
             return JobOutput(text=f"an answer to: {text}", timings={"denoise": self.steps * step_s})
-        image = Image.new("RGB", (8, 8), (200, 30, 30))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
         # Like the model: the request's seed, or one drawn for it (a fixed one here, for the assertions).
-        seed = params.seed if params.seed is not None else DRAWN_SEED
-        return JobOutput(objects={IMAGE_OUTPUT: buffer.getvalue()}, thinking=None,
+        seed = params.seed if params.seed is not None else self.draw_seed()
+        return JobOutput(objects={IMAGE_OUTPUT: png_with_seed(seed)}, thinking=None,
                          timings={"denoise": self.steps * step_s, "decode": 0.0}, seed=seed)
+
+    @staticmethod
+    def draw_seed() -> int:
+        if os.environ.get("LLADA_TEST_RANDOM_SEED") == "1":
+            return random.randrange(2**62)
+        return DRAWN_SEED
 
     @staticmethod
     def _misbehave(text: str) -> None:
@@ -87,3 +95,42 @@ class ScriptedExecutorDouble:
             raise RuntimeError("the model broke")
         if "die" in text:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def png_with_seed(seed: int) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("seed", str(seed))
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def png_seed(data: bytes) -> int:
+    """The seed an image of these doubles was made with."""
+    with Image.open(io.BytesIO(data)) as image:
+        return int(image.text["seed"])
+
+
+class PausingExecutorDouble(ScriptedExecutorDouble):
+    """Its first run computes, then freezes before handing back its output (as a SIGSTOP or a GC pause
+    would) until `resume` is set; every run's image carries the run's number as its seed."""
+
+    def __init__(self, *, steps: int = 3, step_s: float = 0.01):
+        super().__init__(steps=steps, step_s=step_s)
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+        self._runs = 0
+        self._lock = threading.Lock()
+
+    def run(self, kind, params, inputs, *, progress, should_cancel) -> JobOutput:
+        with self._lock:
+            self._runs += 1
+            number = self._runs
+        output = super().run(kind, params, inputs, progress=progress, should_cancel=should_cancel)
+        output.seed = number
+        output.objects = {IMAGE_OUTPUT: png_with_seed(number)}
+        if number == 1:
+            self.paused.set()
+            if not self.resume.wait(30):
+                raise AssertionError("the test never resumed the paused run")
+        return output

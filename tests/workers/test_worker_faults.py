@@ -34,7 +34,7 @@ def test_killed_worker_job_finishes_once_after_restart(stack):
 
     assert job.attempts == 2
     assert stack.runs("slow fox") == 2  # started twice, finished once
-    assert stack.results(job_id) == ["image.png"]  # one set of outputs
+    assert stack.results(job_id) == ["2/image.png"]  # one set of outputs, the winning attempt's
 
 
 def test_duplicate_delivery_of_a_finished_job_changes_nothing(stack):
@@ -86,7 +86,7 @@ def test_sigterm_lets_the_running_job_finish_then_stops(stack):
 
     job = stack.job(job_id)
     assert (job.state, job.attempts) == ("SUCCEEDED", 1)
-    assert stack.results(job_id) == ["image.png"]
+    assert stack.results(job_id) == ["1/image.png"]
 
 
 # ---------------------------------------------------------------- Redis restarted while jobs are queued

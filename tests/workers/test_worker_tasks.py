@@ -11,6 +11,7 @@ from PIL import Image
 
 from executor_doubles import DRAWN_SEED
 from worker_harness import png_bytes
+from shared import attempts
 from shared import repository as repo
 from shared.jobs import JobKind, JobState
 
@@ -44,7 +45,7 @@ def test_text_to_image_succeeds_with_outputs_timings_and_events(harness):
     job = harness.job(job_id)
     assert job.state == JobState.SUCCEEDED.value
     assert job.attempts == 1
-    assert job.output_keys == {"image": f"results/{job_id}/image.png"}
+    assert job.output_keys == {"image": f"results/{job_id}/1/image.png"}  # the attempt's own key
     image = Image.open(harness.ctx.store.root / job.output_keys["image"])
     assert image.format == "PNG"
     assert job.timings["denoise"] > 0 and job.timings["total"] > 0
@@ -92,7 +93,7 @@ def test_duplicate_delivery_of_a_finished_job_is_a_no_op(harness):
 
 def test_duplicate_delivery_of_a_running_job_is_a_no_op(harness):
     job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
-    harness.ctx.db(repo.claim_job, job_id, "other-worker", heartbeat_timeout_s=60)
+    harness.ctx.db(attempts.claim_job, job_id, "other-worker", heartbeat_timeout_s=60)
 
     assert harness.runner().run(job_id) == "skipped"
 
@@ -174,7 +175,7 @@ def test_a_run_whose_job_was_reaped_stops_and_writes_nothing(harness):
     wait_for(lambda: harness.executor.steps_run >= 1)
 
     # As if its heartbeat had gone stale: the reaper hands the job back to the queue.
-    requeued, _ = harness.ctx.db(repo.reap_stale, heartbeat_timeout_s=0, max_attempts=3)
+    requeued, _ = harness.ctx.db(attempts.reap_stale, heartbeat_timeout_s=0, max_attempts=3)
     thread.join(10)
 
     assert requeued == [job_id]
@@ -204,5 +205,5 @@ def test_infrastructure_error_leaves_the_job_for_the_reaper_instead_of_failing_i
 
     job = harness.job(job_id)
     assert (job.state, job.attempts, job.error_code) == ("RUNNING", 1, None)
-    requeued, _ = harness.ctx.db(repo.reap_stale, heartbeat_timeout_s=0, max_attempts=3)
+    requeued, _ = harness.ctx.db(attempts.reap_stale, heartbeat_timeout_s=0, max_attempts=3)
     assert requeued == [job_id]  # the next attempt gets its chance

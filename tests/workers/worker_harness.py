@@ -62,12 +62,12 @@ def make_settings(tmp_path, **overrides) -> Settings:
     return Settings(**values)
 
 
-def make_harness(tmp_path) -> tuple[WorkerHarness, object]:
-    settings = make_settings(tmp_path)
+def make_harness(tmp_path, *, executor=None, store=None, **overrides) -> tuple[WorkerHarness, object]:
+    settings = make_settings(tmp_path, **overrides)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
-    executor = ScriptedExecutorDouble(steps=5, step_s=0.01)
+    executor = executor or ScriptedExecutorDouble(steps=5, step_s=0.01)
     ctx = WorkerContext(settings=settings, sessions=session_factory(engine),
-                        store=LocalObjectStore(tmp_path / "objects"),
+                        store=store or LocalObjectStore(tmp_path / "objects"),
                         events=EmbeddedEventBus(tmp_path / "events.db"), executor=executor)
     return WorkerHarness(ctx, executor), engine

@@ -116,8 +116,9 @@ class WorkerStack:
         return sum(1 for text, _ in runs_logged(self.markers) if text == prompt)
 
     def results(self, job_id: str) -> list[str]:
+        """The job's result objects, as `<attempt>/<name>`."""
         folder = self.settings.data_dir / "objects" / "results" / job_id
-        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+        return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
     def wait(self, predicate, timeout: float = 30.0, *, reap_every: float | None = None, what: str = "condition"):
         """Polls `predicate`; with `reap_every`, runs a reaper pass that often meanwhile."""

@@ -1,0 +1,119 @@
+"""What a running attempt does besides computing: keep its lease, report progress, ask whether to stop.
+
+Each of these writes or reads is fenced by the attempt's token (shared.attempts). The first one that finds
+the attempt fenced off sets `Lease.fenced`; the model's next cancellation check then stops the run, and the
+runner writes nothing more. A database hiccup is not a fence: a failed heartbeat is tried again at the next
+beat, a failed progress write is skipped, a failed cancel check lets the step go on — only a lease that
+really runs out (no heartbeat for `heartbeat_timeout_s`) makes the job the reaper's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from shared import attempts
+from shared.attempts import Attempt, AttemptStatus
+from shared.db.errors import is_transient_db_error
+from shared.jobs import Stage
+
+if TYPE_CHECKING:
+    from workers.tasks import WorkerContext
+
+log = logging.getLogger("llada.worker")
+
+# Progress is written to the database (and published) at most this often, plus at every stage change
+# and stage end: a tiny model steps in milliseconds, and each write takes SQLite's write lock.
+PROGRESS_MIN_INTERVAL_S = 0.2
+# Model stage names → the service's Stage. The thinking pass (MODEL_SPEC §3.3) is reported as its own
+# THINK stage so users can tell it from the image's denoising.
+STAGE_OF = {"tokenize": Stage.TOKENIZE, "encode": Stage.TOKENIZE, "think": Stage.THINK,
+            "denoise": Stage.DENOISE, "decode": Stage.DECODE}
+
+
+class Lease:
+    """Renews the attempt's heartbeat in a thread while the attempt runs; `fenced` is set once any fenced
+    write or check finds the attempt no longer owns its job."""
+
+    def __init__(self, ctx: "WorkerContext", attempt: Attempt):
+        self.ctx = ctx
+        self.attempt = attempt
+        self.fenced = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{attempt.job_id}", daemon=True)
+
+    def __enter__(self) -> "Lease":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def lose(self, why: str) -> None:
+        if not self.fenced.is_set():
+            log.info("attempt fenced off; stopping it", extra=self.log_fields(reason=why))
+            self.fenced.set()
+
+    def log_fields(self, **more) -> dict:
+        return {"job_id": self.attempt.job_id, "attempt": self.attempt.number,
+                "worker_id": self.attempt.worker_id, **more}
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.ctx.settings.heartbeat_interval_s):
+            try:
+                if not self.ctx.db(attempts.heartbeat, self.attempt):
+                    self.lose("heartbeat refused")
+                    return
+            except Exception as err:  # a database hiccup: try again next beat; the timeout is several beats long
+                log.warning("heartbeat failed; retrying", extra=self.log_fields(error=type(err).__name__))
+
+    def should_cancel(self) -> bool:
+        """The model's check between steps: stop for a cancel request or a fence, go on otherwise."""
+        if self.fenced.is_set():
+            return True
+        try:
+            status = self.ctx.db(attempts.check_attempt, self.attempt)
+        except Exception as err:
+            if not is_transient_db_error(err):
+                raise
+            # The database is away for a moment: computing on is right; the lease decides if it lasts.
+            log.warning("cancel check failed; going on", extra=self.log_fields(error=type(err).__name__))
+            return False
+        if status is AttemptStatus.FENCED:
+            self.lose("cancel check found the job taken")
+            return True
+        return status is AttemptStatus.CANCEL_REQUESTED
+
+
+class ProgressReporter:
+    """The executor's `progress(stage, step, total)`: throttled, fenced writes to the database, then an event."""
+
+    def __init__(self, ctx: "WorkerContext", lease: Lease):
+        self.ctx = ctx
+        self.lease = lease
+        self._last: tuple[Stage, int, int] | None = None
+        self._last_time = 0.0
+
+    def __call__(self, stage: str, step: int, total: int) -> None:
+        current = STAGE_OF.get(stage, Stage.DENOISE)
+        now = time.monotonic()
+        stage_changed = self._last is None or self._last[0] is not current
+        if self.lease.fenced.is_set() or not (
+                stage_changed or step >= total or now - self._last_time >= PROGRESS_MIN_INTERVAL_S):
+            return
+        self._last, self._last_time = (current, step, total), now
+        try:
+            written = self.ctx.db(attempts.record_progress, self.lease.attempt, current, step, total)
+        except Exception as err:
+            if not is_transient_db_error(err):
+                raise
+            log.warning("progress write failed; skipped", extra=self.lease.log_fields(error=type(err).__name__))
+            return
+        if not written:
+            self.lease.lose("progress write refused")
+            return
+        self.ctx.publish(self.lease.attempt.job_id,
+                         {"type": "progress", "stage": current.value, "step": step, "total": total})
