@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # QUEUED jobs older than this are re-sent by the reaper (covers a lost broker message).
     resend_queued_after_s: float = Field(default=300.0, gt=0)
     retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # The reaper's sweep removes input objects that no job names once they are this old (a gateway that died
+    # between its upload and its insert); younger ones may belong to a submit still under way.
+    orphan_grace_s: float = Field(default=900.0, gt=0)
 
     # Input limits.
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)

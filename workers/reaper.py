@@ -6,7 +6,10 @@ Each pass:
 - jobs QUEUED for longer than `resend_queued_after_s` without a claim → sent again (their broker message
   may be lost: kombu's filesystem transport drops the message of a worker that dies, Redis may lose
   unpersisted writes). A duplicate message is harmless: claiming is idempotent;
-- finished jobs older than `retention_s` → EXPIRED, their input and result objects removed.
+- finished jobs older than `retention_s` → their input and result objects removed, then EXPIRED (a failed
+  delete leaves the job as it was, to be tried again next pass);
+- a bounded slice of the object store swept of objects no row names (`workers.sweep`): a fenced-off
+  attempt's late upload, a deleted job's leftovers, inputs of a submit that never committed.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from typing import Any, Callable
 
 from sqlalchemy.orm import sessionmaker
 
+from shared import attempts
 from shared import repository as repo
 from shared.db import make_engine, session_factory
 from shared.db.types import utcnow
 from shared.objectstore import job_prefixes
 from shared.settings import Settings, get_settings
+from workers.sweep import OrphanSweep
 
 log = logging.getLogger("llada.reaper")
 
@@ -40,6 +45,7 @@ class ReapReport:
     dead: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    swept: list[str] = field(default_factory=list)  # object keys
 
 
 class Reaper:
@@ -55,6 +61,7 @@ class Reaper:
         # When this reaper last sent each queued job: a long but healthy backlog is re-sent once per
         # `resend_queued_after_s`, not on every pass.
         self._sent_at: dict[str, float] = {}
+        self.sweep = OrphanSweep(store, sessions, input_grace_s=settings.orphan_grace_s)
 
     def _db(self, fn, *args, **kwargs):
         with self.sessions() as s:
@@ -71,9 +78,11 @@ class Reaper:
         self._reap_stale(report)
         self._resend_lost(report)
         self._expire(report)
-        if report.requeued or report.dead or report.resent or report.expired:
+        report.swept = self.sweep.run_once()
+        if report.requeued or report.dead or report.resent or report.expired or report.swept:
             log.info("reaper pass", extra={"requeued": report.requeued, "dead": report.dead,
-                                           "resent": report.resent, "expired": report.expired})
+                                           "resent": report.resent, "expired": report.expired,
+                                           "swept": len(report.swept)})
         return report
 
     def _send(self, job_id: str, priority: int) -> None:
@@ -82,7 +91,7 @@ class Reaper:
 
     def _reap_stale(self, report: ReapReport) -> None:
         s = self.settings
-        requeued, dead = self._db(repo.reap_stale, heartbeat_timeout_s=s.heartbeat_timeout_s,
+        requeued, dead = self._db(attempts.reap_stale, heartbeat_timeout_s=s.heartbeat_timeout_s,
                                   max_attempts=s.max_attempts)
         for job_id in requeued:
             job = self._db(repo.load_job, job_id)
@@ -111,12 +120,19 @@ class Reaper:
 
     def _expire(self, report: ReapReport) -> None:
         cutoff = utcnow() - timedelta(seconds=self.settings.retention_s)
-        for job in self._db(repo.expire_results, older_than=cutoff):
-            # The row says EXPIRED first, so nobody is handed a URL to an object about to vanish.
-            for prefix in job_prefixes(job.id):
-                self.store.delete_prefix(prefix)
-            self._publish(job.id, {"type": "state", "state": "EXPIRED"})
-            report.expired.append(job.id)
+        for job_id, state in self._db(repo.finished_before, cutoff):
+            # Objects first, then the row: a delete that fails leaves the job as it was, tried again next
+            # pass, never an EXPIRED row whose objects stay forever.
+            try:
+                for prefix in job_prefixes(job_id):
+                    self.store.delete_prefix(prefix)
+            except Exception:
+                log.warning("could not delete an expired job's objects; retrying next pass",
+                            extra={"job_id": job_id}, exc_info=True)
+                continue
+            if self._db(repo.mark_expired, job_id, state):
+                self._publish(job_id, {"type": "state", "state": "EXPIRED"})
+                report.expired.append(job_id)
 
 
 def reaper_from_settings(settings: Settings) -> Reaper:
@@ -156,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"reaper: pass failed: {type(err).__name__}: {str(err).splitlines()[0]}", file=sys.stderr)
             return 1
         print(f"requeued={len(report.requeued)} dead={len(report.dead)} resent={len(report.resent)} "
-              f"expired={len(report.expired)}")
+              f"expired={len(report.expired)} swept={len(report.swept)}")
         return 0
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from worker_harness import png_bytes
-from shared import repository as repo
+from shared import attempts
 from shared.jobs import JobKind
 from workers.reaper import Reaper
 
@@ -29,7 +29,7 @@ def make_reaper(harness, **overrides):
 def test_stale_job_is_requeued_and_sent_again_then_dead_lettered(harness):
     reaper, enqueue = make_reaper(harness, heartbeat_timeout_s=0.2, max_attempts=2)
     job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
-    harness.ctx.db(repo.claim_job, job_id, "dead-worker-1", heartbeat_timeout_s=0.2)
+    harness.ctx.db(attempts.claim_job, job_id, "dead-worker-1", heartbeat_timeout_s=0.2)
     time.sleep(0.3)
 
     report = reaper.run_once()
@@ -38,7 +38,7 @@ def test_stale_job_is_requeued_and_sent_again_then_dead_lettered(harness):
     job = harness.job(job_id)
     assert (job.state, job.attempts, job.worker_id) == ("QUEUED", 1, None)
 
-    harness.ctx.db(repo.claim_job, job_id, "dead-worker-2", heartbeat_timeout_s=0.2)
+    harness.ctx.db(attempts.claim_job, job_id, "dead-worker-2", heartbeat_timeout_s=0.2)
     time.sleep(0.3)
     report = reaper.run_once()
 
@@ -50,7 +50,7 @@ def test_stale_job_is_requeued_and_sent_again_then_dead_lettered(harness):
 def test_running_job_with_fresh_heartbeat_is_left_alone(harness):
     reaper, enqueue = make_reaper(harness, heartbeat_timeout_s=30)
     job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
-    harness.ctx.db(repo.claim_job, job_id, "live-worker", heartbeat_timeout_s=30)
+    harness.ctx.db(attempts.claim_job, job_id, "live-worker", heartbeat_timeout_s=30)
 
     report = reaper.run_once()
 
@@ -86,5 +86,5 @@ def test_finished_results_past_retention_expire_and_objects_are_removed(harness)
     assert (job.state, job.output_keys) == ("EXPIRED", {})
     remaining = [p.relative_to(harness.ctx.store.root).as_posix()
                  for p in harness.ctx.store.root.rglob("*") if p.is_file()]
-    assert remaining == [f"results/{fresh}/image.png"]
+    assert remaining == [f"results/{fresh}/1/image.png"]
     assert harness.job(fresh).state == "SUCCEEDED"
