@@ -18,7 +18,7 @@ from celery.signals import worker_init, worker_process_init
 
 from shared.queue import RUN_JOB_TASK, celery_config
 from shared.settings import Settings, get_settings
-from workers.executor import ENGINE_EXECUTOR
+from workers.executor import ENGINE_EXECUTOR, jobs_at_once
 
 # kombu's filesystem transport polls its folder; 0.05 s keeps queue latency small at a few syscalls
 # per second (the issue asks for ≤ 0.05 s).
@@ -29,20 +29,15 @@ WORKER_LOST_WAIT_S = 1.0
 
 
 def worker_pool_for(settings: Settings) -> tuple[str, int]:
-    """(Celery pool, concurrency) for the configured executor.
+    """(Celery pool, concurrency) for the configured executor (`workers.executor.jobs_at_once`).
 
-    The engine pipelines jobs across its replicas (tokenize one while another denoises, several denoising
-    in one batch): the worker admits exactly as many as it holds, replicas × max_inflight, each waiting on
-    its engine call in a thread (the work itself runs in the Ray actors, not under the GIL here).
-    The in-process Pipeline runs one job per process, in a prefork child: the parent outlives a child that
-    dies mid-job and rejects its message (task_reject_on_worker_lost), and keeps consuming.
+    The engine's jobs each wait on their engine call in a thread (the work itself runs in the Ray actors,
+    not under the GIL here). The in-process Pipeline runs one job per process, in a prefork child: the
+    parent outlives a child that dies mid-job and rejects its message (task_reject_on_worker_lost), and
+    keeps consuming.
     """
-    if settings.worker_executor == ENGINE_EXECUTOR:
-        from workers.engine.config import EngineConfig  # plain dataclass: no Ray import
-
-        engine = EngineConfig.from_settings(settings)
-        return "threads", engine.replicas * engine.max_inflight
-    return "prefork", 1
+    pool = "threads" if settings.worker_executor == ENGINE_EXECUTOR else "prefork"
+    return pool, jobs_at_once(settings)
 
 
 def worker_config(settings: Settings) -> dict[str, Any]:

@@ -178,6 +178,20 @@ def classify_failure(err: BaseException) -> JobFailure | None:
     return JobFailure("INTERNAL", f"{type(err).__name__}: {err}")
 
 
+def jobs_at_once(settings: Settings) -> int:
+    """How many jobs one worker process runs at the same time with the configured executor.
+
+    The engine pipelines jobs across its replicas (tokenize one while another denoises, several denoising
+    in one batch): the worker admits exactly as many as it holds, replicas × max_inflight. The in-process
+    Pipeline runs one at a time."""
+    if settings.worker_executor == ENGINE_EXECUTOR:
+        from workers.engine.config import EngineConfig  # plain dataclass: no Ray import
+
+        engine = EngineConfig.from_settings(settings)
+        return engine.replicas * engine.max_inflight
+    return 1
+
+
 def executor_from_settings(settings: Settings) -> Executor:
     """The executor `settings.worker_executor` names: the Ray engine, the in-process Pipeline on
     `settings.model_path`, or what a "module:factory" callable returns for the settings."""

@@ -31,7 +31,8 @@ from shared.db.errors import is_transient_db_error
 from shared.jobs import InvalidArgument, JobKind, JobState, validate_params
 from shared.objectstore import ObjectNotFound, result_key
 from shared.settings import Settings, get_settings
-from workers.executor import Executor, JobFailure, JobOutput, classify_failure, executor_from_settings, is_cancellation
+from workers.executor import (Executor, JobFailure, JobOutput, classify_failure, executor_from_settings,
+                              is_cancellation, jobs_at_once)
 from workers.lease import Lease, ProgressReporter
 
 log = logging.getLogger("llada.worker")
@@ -81,7 +82,8 @@ def context_from_settings(settings: Settings, executor: Executor | None = None) 
 
     return WorkerContext(
         settings=settings,
-        sessions=session_factory(make_engine(settings.database_url)),
+        # Each running job uses the database from its own thread and its heartbeat thread.
+        sessions=session_factory(make_engine(settings.database_url, threads=2 * jobs_at_once(settings))),
         store=object_store_from_settings(settings),
         events=event_bus_from_settings(settings),
         executor=executor or executor_from_settings(settings),

@@ -28,7 +28,10 @@ def deps_from_settings(settings: Settings) -> GatewayDeps:
         logging.getLogger("llada.gateway").warning(
             "LLADA_DEFAULT_API_KEY is set outside the embedded mode: anyone with it acts as tenant %r",
             settings.default_tenant)
-    sessions = session_factory(make_engine(settings.database_url))
+    from services.gateway.server import BLOCKING_THREADS
+
+    # Every blocking call of the RPCs runs on one of BLOCKING_THREADS threads: one connection for each.
+    sessions = session_factory(make_engine(settings.database_url, threads=BLOCKING_THREADS))
 
     def enqueue(job_id: str, priority: int) -> None:
         enqueue_run_job(job_id, priority=priority, settings=settings)

@@ -20,9 +20,20 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **kwargs) -> Engine:
+# Connections a pool may open beyond one per thread (a thread that briefly holds two sessions).
+POOL_OVERFLOW = 2
+
+
+def make_engine(url: str, *, threads: int | None = None, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+                **kwargs) -> Engine:
+    """`threads`: how many threads of the process may use the database at once; the pool keeps one
+    connection for each (SQLAlchemy's default of 5 + 10 overflow makes the 16th concurrent caller wait
+    `pool_timeout` and fail), and never more, so that replicas × pool stays under the server's limit."""
     url = normalize_url(url)
     parsed = make_url(url)
+    if threads is not None:
+        kwargs.setdefault("pool_size", threads)
+        kwargs.setdefault("max_overflow", POOL_OVERFLOW)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database, sqlite_busy_timeout_ms, **kwargs)
     return create_engine(url, pool_pre_ping=True, **kwargs)

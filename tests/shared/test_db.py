@@ -61,3 +61,31 @@ def test_upgrade_command_reads_the_environment(tmp_path):
     assert "jobs" in inspect(make_engine(url)).get_table_names()
 
 
+
+
+def test_a_pool_sized_for_its_threads_serves_them_all_at_once(db_url):
+    """Every thread of the process holds a connection at the same moment; none waits for another's."""
+    import threading
+
+    threads = 24  # above SQLAlchemy's default pool (5 + 10 overflow)
+    engine = make_engine(db_url, threads=threads, pool_timeout=2)
+    holding, release, failures = threading.Barrier(threads + 1), threading.Event(), []
+
+    def hold():
+        try:
+            with engine.connect():
+                holding.wait(10)
+                release.wait(10)
+        except Exception as err:  # a pool timeout: the pool was smaller than its threads
+            failures.append(err)
+            holding.abort()
+
+    workers = [threading.Thread(target=hold) for _ in range(threads)]
+    [w.start() for w in workers]
+    try:
+        holding.wait(10)
+    finally:
+        release.set()
+        [w.join(10) for w in workers]
+        engine.dispose()
+    assert failures == []
