@@ -95,9 +95,9 @@ def claim_job(s: Session, job_id: str, worker_id: str, *, heartbeat_timeout_s: f
     if job is None:
         s.rollback()
         return None
-    if max_attempts is not None and job.state == JobState.RUNNING.value and job.attempts >= max_attempts:
+    if max_attempts is not None and job.state == JobState.RUNNING.value and failed_attempts(job) >= max_attempts:
         s.rollback()
-        _dead_letter(s, job_id, heartbeat_timeout_s, job.attempts)
+        _dead_letter(s, job_id, heartbeat_timeout_s, failed_attempts(job))
         return None
     # The conditional UPDATE is the atomic step on SQLite (and a no-op guard on Postgres, row locked).
     result = s.execute(
@@ -113,6 +113,12 @@ def claim_job(s: Session, job_id: str, worker_id: str, *, heartbeat_timeout_s: f
     s.commit()
     job = load_job(s, job_id)
     return Attempt(job.id, job.attempts, worker_id, job)
+
+
+def failed_attempts(job: Job) -> int:
+    """Attempts that count against `max_attempts`: those not handed back by a worker that stopped for a
+    routine reason (a scale-down's drain)."""
+    return job.attempts - (job.handed_back or 0)
 
 
 def _settle_unclaimable(s: Session, job_id: str, heartbeat_timeout_s: float) -> None:
@@ -224,6 +230,30 @@ def _why_fenced(s: Session, attempt: Attempt) -> str:
     return f"the job is {job.state} now"
 
 
+def hand_back(s: Session, attempt: Attempt) -> Job:
+    """Return the job unfinished, at once: the attempt's worker is shutting down (its drain ran out) or
+    cannot run jobs. RUNNING → QUEUED, not counted against `max_attempts` (`handed_back + 1`); a job with a
+    cancel pending is CANCELLED instead, as nobody runs it now. Re-send the job's message after this.
+    Raises AttemptFenced when the attempt no longer owns the job (then there is nothing to hand back)."""
+    cancelled = s.execute(
+        update(Job).where(_owned_by(attempt), Job.state == JobState.CANCELLING.value)
+        .values(state=JobState.CANCELLED.value, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if cancelled.rowcount != 1:
+        result = s.execute(
+            update(Job).where(_owned_by(attempt, [JobState.RUNNING.value]))
+            .values(state=JobState.QUEUED.value, handed_back=Job.handed_back + 1, worker_id=None,
+                    heartbeat_at=None, stage=None, progress_step=0, progress_total=0)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            s.rollback()
+            raise AttemptFenced(attempt, _why_fenced(s, attempt))
+    s.commit()
+    return load_job(s, attempt.job_id)
+
+
 # ---------------------------------------------------------------- the reaper's side
 
 
@@ -235,11 +265,12 @@ def reap_stale(s: Session, *, heartbeat_timeout_s: float, max_attempts: int) -> 
     when a cancel was pending. Either way the stale attempt is fenced off.
     """
     stale = _stale(heartbeat_timeout_s)
-    candidates = s.execute(select(Job.id, Job.state, Job.attempts).where(Job.state.in_(_ACTIVE), stale)).all()
+    candidates = s.execute(select(Job.id, Job.state, Job.attempts - Job.handed_back)
+                           .where(Job.state.in_(_ACTIVE), stale)).all()
     s.commit()
     requeued: list[str] = []
     dead: list[str] = []
-    for job_id, state, attempts in candidates:
+    for job_id, state, failed in candidates:
         if state == JobState.CANCELLING.value:
             result = s.execute(
                 update(Job)
@@ -250,8 +281,8 @@ def reap_stale(s: Session, *, heartbeat_timeout_s: float, max_attempts: int) -> 
             s.commit()
             if result.rowcount == 1:
                 dead.append(job_id)
-        elif attempts >= max_attempts:
-            if _dead_letter(s, job_id, heartbeat_timeout_s, attempts):
+        elif failed >= max_attempts:
+            if _dead_letter(s, job_id, heartbeat_timeout_s, failed):
                 dead.append(job_id)
         else:
             # Conditional on the same staleness, so a heartbeat that lands meanwhile keeps the job.

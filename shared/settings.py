@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     # QUEUED jobs older than this are re-sent by the reaper (covers a lost broker message).
     resend_queued_after_s: float = Field(default=300.0, gt=0)
     retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # On SIGTERM a worker lets its running jobs finish for this long, then hands them back (re-queued at
+    # once, not counted as failed attempts) and exits 0. Keep it below the pod's terminationGracePeriodSeconds
+    # (3600 s in k8s/) and compose's stop_grace_period, minus the time a hand-back and Ray's shutdown take.
+    drain_timeout_s: float = Field(default=3300.0, ge=0)
     # The reaper's sweep removes input objects that no job names once they are this old (a gateway that died
     # between its upload and its insert); younger ones may belong to a submit still under way.
     orphan_grace_s: float = Field(default=900.0, gt=0)

@@ -10,15 +10,17 @@ deployment commands need no ``--pool`` / ``--concurrency`` flags.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 from urllib.parse import urlparse
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_shutdown, worker_shutting_down
 
 from shared.queue import RUN_JOB_TASK, celery_config
 from shared.settings import Settings, get_settings
 from workers.executor import ENGINE_EXECUTOR, jobs_at_once
+from workers.lifecycle import EXIT_MODEL_UNAVAILABLE, lifecycle
 
 # kombu's filesystem transport polls its folder; 0.05 s keeps queue latency small at a few syscalls
 # per second (the issue asks for ≤ 0.05 s).
@@ -26,6 +28,8 @@ FILESYSTEM_POLLING_INTERVAL_S = 0.05
 # After a pool child dies, Celery waits this long for a late result before declaring the job lost and
 # freeing the slot (default 10 s). Our jobs report through the database, never through that result.
 WORKER_LOST_WAIT_S = 1.0
+# How often the worker looks whether one of its processes found the model unloadable.
+LIFECYCLE_POLL_S = 0.5
 
 
 def worker_pool_for(settings: Settings) -> tuple[str, int]:
@@ -83,23 +87,54 @@ def make_celery_app(settings: Settings | None = None) -> Celery:
 
 @worker_process_init.connect
 def _load_model_in_background(**_kwargs) -> None:
-    """Each pool process starts loading the model at once, so the first job does not wait for it alone.
-
-    In a thread: the process keeps answering the parent meanwhile; the first job waits on the same lock.
-    """
+    """Each prefork pool process starts loading the model at once, so the first job does not wait for it
+    alone. In a thread: the process keeps answering the parent meanwhile (which gives a child a few seconds
+    to come up); the first job waits on the same lock. A load that fails marks the lifecycle, and the
+    parent's watcher stops the worker."""
     from workers.tasks import warm_up
 
     threading.Thread(target=warm_up, name="model-warm-up", daemon=True).start()
 
 
 @worker_init.connect
-def _start_engine_in_background(sender=None, **_kwargs) -> None:
-    """The thread pool has no pool processes (no worker_process_init): the worker process itself starts
-    the engine (Ray, the actors loading their weights) as it comes up. Not under prefork: the parent
-    would load a model that only its children use."""
+def _prepare_worker(sender=None, **_kwargs) -> None:
+    """In the worker process, before it consumes. With the thread pool the jobs run here: the engine (Ray,
+    the actors loading their weights) starts now and the worker consumes only once the model is loaded,
+    or exits EXIT_MODEL_UNAVAILABLE. (Not under prefork: the parent would load a model that only its
+    children use.) Loading here, before Celery installs its signal handlers, also keeps SIGTERM Celery's:
+    ray.init puts Ray's crash handler on SIGTERM, which aborts the process 3 s after the signal."""
+    threading.Thread(target=_stop_when_unready, name="lifecycle-watch", daemon=True).start()
     app_conf = getattr(getattr(sender, "app", None), "conf", None)
     if app_conf is not None and app_conf.worker_pool == "threads":
-        _load_model_in_background()
+        from workers.tasks import warm_up
+
+        if not warm_up():
+            raise SystemExit(EXIT_MODEL_UNAVAILABLE)
+
+
+def _stop_when_unready() -> None:
+    """The worker stops (warm, with the lifecycle's exit code) once a process of it could not load the model."""
+    from celery.worker import state
+
+    while not lifecycle.exit_code():
+        time.sleep(LIFECYCLE_POLL_S)
+    state.should_stop = lifecycle.exit_code()
+
+
+@worker_shutting_down.connect
+def _begin_drain(how: str = "Warm", **_kwargs) -> None:
+    """SIGTERM: Celery stops consuming and waits for the running jobs; they get `drain_timeout_s` to
+    finish, then hand their jobs back. A second SIGTERM cuts the drain short."""
+    if how == "Warm":
+        lifecycle.begin_drain(get_settings().drain_timeout_s)
+
+
+@worker_shutdown.connect
+def _release_model(**_kwargs) -> None:
+    """After the last job: stop the engine's actors and Ray, then Celery exits (in that order)."""
+    from workers.tasks import release_worker_context
+
+    release_worker_context()
 
 
 # `celery -A workers.celery_app` looks for `app`.

@@ -46,6 +46,14 @@ class Executor(Protocol):
     def run(self, kind: JobKind, params: Any, inputs: Mapping[str, bytes], *,
             progress: Progress, should_cancel: ShouldCancel) -> JobOutput: ...
 
+    # Optional (looked up with getattr): `load()` loads the model now, raising ModelUnavailable when it
+    # cannot; `close()` releases it (the engine stops its actors and Ray) as the worker shuts down.
+
+
+class ModelUnavailable(Exception):
+    """The model could not be loaded: no job can run on this worker (a wrong path, missing or corrupt
+    files, too little memory). Not the job's fault: the job is handed back and the worker stops."""
+
 
 def encode_png(image) -> bytes:
     buffer = io.BytesIO()
@@ -81,12 +89,26 @@ class PipelineExecutor:
     def pipeline(self):
         with self._lock:
             if self._pipeline is None:
-                from workers.model.pipeline import Pipeline
-
                 started = time.perf_counter()
-                self._pipeline = Pipeline.from_pretrained(self.model_path, device=self.device, dtype=self.dtype)
+                try:
+                    self._pipeline = self._load_pipeline()
+                except Exception as err:
+                    raise ModelUnavailable(f"the model at {self.model_path} could not be loaded: "
+                                           f"{type(err).__name__}: {err}") from err
                 self.load_seconds = time.perf_counter() - started
             return self._pipeline
+
+    def _load_pipeline(self):
+        from workers.model.pipeline import Pipeline
+
+        return Pipeline.from_pretrained(self.model_path, device=self.device, dtype=self.dtype)
+
+    def load(self) -> None:
+        self.pipeline()
+
+    def close(self) -> None:
+        with self._lock:
+            self._pipeline = None
 
     def run(self, kind: JobKind, params: Any, inputs: Mapping[str, bytes], *,
             progress: Progress, should_cancel: ShouldCancel) -> JobOutput:

@@ -41,6 +41,8 @@ class Lease:
         self.ctx = ctx
         self.attempt = attempt
         self.fenced = threading.Event()
+        # Why the attempt is returning its job unfinished (the worker's drain ran out), or None.
+        self.handing_back: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{attempt.job_id}", daemon=True)
 
@@ -72,7 +74,10 @@ class Lease:
 
     def should_cancel(self) -> bool:
         """The model's check between steps: stop for a cancel request or a fence, go on otherwise."""
-        if self.fenced.is_set():
+        if self.fenced.is_set() or self.handing_back:
+            return True
+        if self.ctx.lifecycle.drain_expired():
+            self.handing_back = "the worker is shutting down and its drain timeout ran out"
             return True
         try:
             status = self.ctx.db(attempts.check_attempt, self.attempt)

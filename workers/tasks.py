@@ -25,15 +25,17 @@ from typing import Any, Callable
 from sqlalchemy.orm import sessionmaker
 
 from shared import attempts
+from shared import repository as repo
 from shared.attempts import Attempt, AttemptFenced
 from shared.db import make_engine, session_factory
 from shared.db.errors import is_transient_db_error
 from shared.jobs import InvalidArgument, JobKind, JobState, validate_params
 from shared.objectstore import ObjectNotFound, result_key
 from shared.settings import Settings, get_settings
-from workers.executor import (Executor, JobFailure, JobOutput, classify_failure, executor_from_settings,
-                              is_cancellation, jobs_at_once)
+from workers.executor import (Executor, JobFailure, JobOutput, ModelUnavailable, classify_failure,
+                              executor_from_settings, is_cancellation, jobs_at_once)
 from workers.lease import Lease, ProgressReporter
+from workers.lifecycle import Lifecycle, lifecycle
 
 log = logging.getLogger("llada.worker")
 
@@ -64,10 +66,27 @@ class WorkerContext:
     events: Any  # shared.events.EventBus
     executor: Executor
     worker_id: str = field(default_factory=new_worker_id)
+    # Drain and model-failure state, shared with the pool's parent (workers.lifecycle).
+    lifecycle: Lifecycle = field(default_factory=lambda: lifecycle)
+    # Sends run_job for a job handed back (default: shared.queue.enqueue_run_job on the settings' broker).
+    enqueue: Callable[[str, int], None] | None = None
 
     def db(self, fn: Callable, *args, **kwargs):
         with self.sessions() as s:
             return fn(s, *args, **kwargs)
+
+    def send(self, job_id: str, priority: int) -> None:
+        """Put the job's message back on the queue; if that fails, the reaper re-sends queued jobs."""
+        try:
+            if self.enqueue is not None:
+                self.enqueue(job_id, priority)
+            else:
+                from shared.queue import enqueue_run_job
+
+                enqueue_run_job(job_id, priority=priority, settings=self.settings)
+        except Exception:
+            log.warning("could not re-send a handed-back job; the reaper will", extra={"job_id": job_id},
+                        exc_info=True)
 
     def publish(self, job_id: str, event: dict) -> None:
         try:
@@ -105,14 +124,33 @@ def worker_context() -> WorkerContext:
         return _context
 
 
-def warm_up() -> None:
-    """Build this process's context and load the model now (a failure is left for the first job to report)."""
+def release_worker_context() -> None:
+    """Close this process's executor, if it built one (the engine stops its actors and Ray)."""
+    global _context
+    with _context_lock:
+        ctx, _context = (_context, None) if _context_pid == os.getpid() else (None, _context)
+    close = getattr(ctx.executor, "close", None) if ctx is not None else None
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            log.warning("could not release the model cleanly", exc_info=True)
+
+
+def warm_up() -> bool:
+    """Build this process's context and load the model now. False when the model cannot be loaded: the
+    reason is logged and the process's lifecycle marked, so the worker stops instead of taking jobs."""
+    ctx = worker_context()
+    load = getattr(ctx.executor, "load", None)
+    if load is None:
+        return True
     try:
-        load = getattr(worker_context().executor, "pipeline", None)
-        if load is not None:
-            load()
-    except Exception:
-        log.warning("model warm-up failed; the first job will try again", exc_info=True)
+        load()
+    except ModelUnavailable as err:
+        log.error("the model could not be loaded; this worker takes no jobs", extra={"reason": str(err)})
+        ctx.lifecycle.model_failed()
+        return False
+    return True
 
 
 def run_job(job_id: str) -> str:
@@ -135,6 +173,13 @@ class JobRunner:
     def run(self, job_id: str) -> str:
         ctx = self.ctx
         settings = ctx.settings
+        if ctx.lifecycle.draining() or ctx.lifecycle.exit_code():
+            # A message taken just before the drain began: this worker starts nothing new.
+            job = ctx.db(repo.jobs_by_id, [job_id]).get(job_id)
+            if job is not None:
+                log.info("worker stopping; job message sent back unstarted", extra={"job_id": job_id})
+                ctx.send(job_id, job.priority)
+            return "sent back"
         attempt = ctx.db(attempts.claim_job, job_id, attempt_worker_id(ctx.worker_id),
                          heartbeat_timeout_s=settings.heartbeat_timeout_s, max_attempts=settings.max_attempts)
         if attempt is None:
@@ -209,6 +254,13 @@ class JobRunner:
     def _settle_error(self, lease: Lease, kind: JobKind, err: Exception) -> str:
         if lease.fenced.is_set():
             raise AttemptLost("fenced while running")
+        if isinstance(err, ModelUnavailable):
+            log.error("the model could not be loaded; handing the job back and stopping this worker",
+                      extra=lease.log_fields(reason=str(err)))
+            self.ctx.lifecycle.model_failed()
+            return self._hand_back(lease, "the worker could not load its model")
+        if lease.handing_back:
+            return self._hand_back(lease, lease.handing_back)
         if is_cancellation(err):
             return self._terminal(lease, JobState.CANCELLED, attempts.mark_cancelled)
         failure = classify_failure(err)
@@ -243,6 +295,18 @@ class JobRunner:
         log.info("job finished", extra=lease.log_fields(state=state.value))
         self.ctx.publish(lease.attempt.job_id, {"type": "state", "state": state.value})
         return state.value
+
+    def _hand_back(self, lease: Lease, reason: str) -> str:
+        """Return the job unfinished and re-send it at once (not a failed attempt), saying why in its events."""
+        try:
+            job = self.ctx.db(attempts.hand_back, lease.attempt)
+        except AttemptFenced as err:
+            raise AttemptLost(err.reason) from None
+        log.info("job handed back", extra=lease.log_fields(reason=reason, state=job.state))
+        self.ctx.publish(job.id, {"type": "state", "state": job.state, "handed_back": True, "reason": reason})
+        if job.state == JobState.QUEUED.value:
+            self.ctx.send(job.id, job.priority)
+        return "handed back"
 
     def _lost(self, lease: Lease, written: list[str], reason: str) -> str:
         """A fenced-off attempt: remove what it wrote (nobody's outputs now) and leave quietly."""

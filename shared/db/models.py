@@ -44,7 +44,11 @@ class Job(Base):
     stage: Mapped[str | None] = mapped_column(String(16))
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    # Every claim starts a new attempt: its number is the attempt's fencing token (shared.attempts).
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Attempts a worker returned unfinished (draining on shutdown, or unable to load its model), migration
+    # 0003: not counted against max_attempts.
+    handed_back: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worker_id: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None]
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)

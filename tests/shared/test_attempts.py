@@ -230,3 +230,37 @@ def test_postgres_claim_skips_a_row_locked_by_another_claimer(Session, db_url):
         assert attempts.claim_job(other, job.id, "w2", heartbeat_timeout_s=60) is None  # returns at once
         holder.rollback()
         assert attempts.claim_job(other, job.id, "w2", heartbeat_timeout_s=60).worker_id == "w2"
+
+
+def test_a_handed_back_attempt_is_queued_at_once_and_not_counted_as_a_failure(s):
+    job = submit(s)
+    for number in (1, 2, 3):  # three scale-downs in a row: the job is never dead-lettered for them
+        attempt = claim(s, job.id, f"w{number}", max_attempts=1)
+        assert attempt.number == number
+        attempts.record_progress(s, attempt, "denoise", 3, 8)
+        back = attempts.hand_back(s, attempt)
+        assert (back.state, back.worker_id, back.progress_step, back.handed_back) == ("QUEUED", None, 0, number)
+        assert attempts.check_attempt(s, attempt) is FENCED
+    last = claim(s, job.id, "w4", max_attempts=1)
+    age_heartbeat(s, job.id, 120)  # this one dies: its one failed attempt is the limit
+    assert attempts.reap_stale(s, heartbeat_timeout_s=60, max_attempts=1) == ([], [job.id])
+    dead = repo.load_job(s, job.id)
+    assert (dead.state, dead.attempts, dead.handed_back) == ("FAILED", 4, 3)
+    assert "each of 1 attempts" in dead.error_message and last.number == 4
+
+
+def test_handing_back_a_job_with_a_cancel_pending_cancels_it_and_a_fenced_attempt_hands_back_nothing(s):
+    job = submit(s)
+    attempt = claim(s, job.id)
+    repo.request_cancel(s, "acme", job.id)
+    assert attempts.hand_back(s, attempt).state == "CANCELLED"
+    with pytest.raises(AttemptFenced):
+        attempts.hand_back(s, attempt)
+
+    other = submit(s)
+    stale = claim(s, other.id, "w1")
+    age_heartbeat(s, other.id, 120)
+    claim(s, other.id, "w2")
+    with pytest.raises(AttemptFenced, match="attempt 2"):
+        attempts.hand_back(s, stale)
+    assert repo.load_job(s, other.id).state == "RUNNING"

@@ -35,7 +35,10 @@ FAULT_SETTINGS = {
 class WorkerStack:
     """One data folder; worker processes started and killed at will; the reaper and submissions in-process."""
 
-    def __init__(self, data_dir: Path, *, broker_url: str | None = None, step_s: float = 0.05, steps: int = 5):
+    def __init__(self, data_dir: Path, *, broker_url: str | None = None, step_s: float = 0.05, steps: int = 5,
+                 settings: dict[str, str] | None = None):
+        """`settings`: more LLADA_* variables for the workers (and this stack's Settings), e.g. the engine
+        executor and its checkpoint instead of the scripted double."""
         self.data_dir = data_dir
         self.markers = data_dir / "markers"
         self.markers.mkdir(parents=True, exist_ok=True)
@@ -51,8 +54,9 @@ class WorkerStack:
         })
         if broker_url:
             self.env["LLADA_BROKER_URL"] = broker_url
-        settings_env = {k[len("LLADA_"):].lower(): v for k, v in self.env.items()
-                        if k in FAULT_SETTINGS or k == "LLADA_BROKER_URL"}
+        self.env.update(settings or {})
+        chosen = set(FAULT_SETTINGS) | set(settings or {}) | {"LLADA_BROKER_URL"}
+        settings_env = {k[len("LLADA_"):].lower(): v for k, v in self.env.items() if k in chosen}
         self.settings = Settings(data_dir=data_dir, **settings_env)
         upgrade(self.settings.database_url)
         self.engine = make_engine(self.settings.database_url)
@@ -62,18 +66,20 @@ class WorkerStack:
         self.log_path = data_dir / "worker.log"
 
     # ---- worker process
-    def start_worker(self) -> None:
+    def start_worker(self, *, wait_ready: bool = True) -> None:
+        """A worker as deployed: the pool and concurrency follow from the executor (the scripted double and
+        the Pipeline: one prefork child; the engine: threads)."""
         log = open(self.log_path, "ab")
+        start = self.log_path.stat().st_size
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel=INFO",
-             "--pool=prefork", "--concurrency=1", "--prefetch-multiplier=1",
              "--without-gossip", "--without-mingle", "--without-heartbeat", "--hostname", f"fault-{time.time_ns()}@%h"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        self._wait_ready()
+        if wait_ready:
+            self._wait_ready(start)
 
-    def _wait_ready(self) -> None:
-        start = self.log_path.stat().st_size if self.log_path.exists() else 0
+    def _wait_ready(self, start: int) -> None:
         deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             # Celery logs "celery@<host> ready." once it consumes.
@@ -82,6 +88,11 @@ class WorkerStack:
             time.sleep(0.05)
         if self.worker.poll() is not None or time.monotonic() >= deadline:
             raise AssertionError("worker did not start:\n" + self.log_path.read_text()[-3000:])
+
+    def terminate_worker(self, timeout: float = 60.0) -> int:
+        """SIGTERM to the worker's main process only (as Kubernetes and `llada down` send it); its exit code."""
+        self.worker.send_signal(signal.SIGTERM)
+        return self.worker.wait(timeout)
 
     def kill_worker(self) -> None:
         """SIGKILL the whole worker (parent and pool child), as a node or OOM kill would."""
@@ -98,8 +109,8 @@ class WorkerStack:
         self.engine.dispose()
 
     # ---- jobs
-    def submit(self, prompt: str, *, send: bool = True) -> str:
-        params = validate_params(JobKind.TEXT_TO_IMAGE, {"prompt": prompt, "width": 256, "height": 256},
+    def submit(self, prompt: str, *, send: bool = True, **params) -> str:
+        params = validate_params(JobKind.TEXT_TO_IMAGE, {"prompt": prompt, "width": 256, "height": 256, **params},
                                  max_prompt_chars=4000)
         with self.sessions() as s:
             job, _ = repo.submit_job(s, tenant="t1", request_id=None, kind=JobKind.TEXT_TO_IMAGE,

@@ -55,6 +55,12 @@ def start_ray(config: EngineConfig) -> None:
                                           include_dashboard=False)
 
 
+def stop_ray() -> None:
+    """Stop the local Ray instance `start_ray` started, or disconnect from the cluster it joined."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def _init_local_ray_from_a_lasting_thread(**init_kwargs) -> None:
     """`ray.init(**init_kwargs)` from a daemon thread that then lives as long as the process.
 

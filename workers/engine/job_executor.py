@@ -7,8 +7,8 @@ their results into outputs; here the engine stands in for the Pipeline, loaded o
 from __future__ import annotations
 
 from workers.engine.config import EngineConfig
-from workers.engine.executor import EngineExecutor
-from workers.executor import REFERENCE_EDIT_CROP_BASE, PipelineExecutor
+from workers.engine.executor import EngineExecutor, stop_ray
+from workers.executor import REFERENCE_EDIT_CROP_BASE, ModelUnavailable, PipelineExecutor
 
 
 class EngineJobExecutor(PipelineExecutor):
@@ -18,11 +18,25 @@ class EngineJobExecutor(PipelineExecutor):
         self.engine_config = config
         self._pipeline = engine  # None: started on first use
 
-    def pipeline(self) -> EngineExecutor:
+    def _load_pipeline(self) -> EngineExecutor:
+        return EngineExecutor(self.engine_config)
+
+    def load(self) -> None:
+        """Starts the engine and returns once every actor has loaded its weights (ModelUnavailable if not)."""
+        engine = self.pipeline()
+        try:
+            engine.describe()
+        except Exception as err:
+            raise ModelUnavailable(f"the engine's actors could not load the model at {self.model_path}: "
+                                   f"{type(err).__name__}: {err}") from err
+
+    def close(self) -> None:
+        """Stops the actors, then Ray (before the process exits, in that order)."""
         with self._lock:
-            if self._pipeline is None:
-                self._pipeline = EngineExecutor(self.engine_config)
-            return self._pipeline
+            engine, self._pipeline = self._pipeline, None
+        if engine is not None:
+            engine.close()
+        stop_ray()
 
 
 def engine_job_executor(settings) -> EngineJobExecutor:
