@@ -14,9 +14,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from sqlalchemy import String, and_, case, func, literal, or_, select, update
@@ -26,11 +27,16 @@ from sqlalchemy.orm import Session
 from shared.db.models import ApiKey, Job
 from shared.db.models import new_job_id
 from shared.db.types import utcnow
+from shared.ids import validate_job_id
 from shared.jobs import InvalidArgument, JobKind, JobState, Stage, parse_kind, parse_state
 from shared.states import ACTIVE_STATES, TERMINAL_STATES, IllegalTransition, check_transition, sources_of
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Tokens this service makes are about 110 characters (a timestamp and a job id); anything much longer
+# is not one of them and is refused before it is decoded.
+MAX_PAGE_TOKEN_CHARS = 256
+_PAGE_TOKEN_FORM = re.compile(r"[A-Za-z0-9_-]+")
 API_KEY_PREFIX = "llada_"
 
 # Error codes written by the service itself (workers add their own).
@@ -263,15 +269,25 @@ def _encode_page_token(job: Job) -> str:
 
 
 def _decode_page_token(token: str) -> tuple[datetime, str]:
+    """The position a token of `_encode_page_token` names; anything else is `InvalidArgument("page_token")`.
+
+    Parsed defensively, as any caller can send anything: bounded in length before decoding (no JSON
+    nesting bomb or huge value gets that far), only the base64url alphabet (the decoder would otherwise
+    skip other characters, a NUL among them), exactly `[aware ISO time, job id]`.
+    """
+    refused = InvalidArgument("page_token", "is not a token returned by ListJobs")
+    if len(token) > MAX_PAGE_TOKEN_CHARS or not _PAGE_TOKEN_FORM.fullmatch(token):
+        raise refused
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created, job_id = json.loads(raw)
-        created_at = datetime.fromisoformat(created)
-        if created_at.tzinfo is None or not isinstance(job_id, str):
+        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(v, str) for v in decoded)):
             raise ValueError
-        return created_at, job_id
-    except (ValueError, TypeError):
-        raise InvalidArgument("page_token", "is not a token returned by ListJobs") from None
+        created_at = datetime.fromisoformat(decoded[0])
+        if created_at.tzinfo is None:
+            raise ValueError
+        return created_at.astimezone(timezone.utc), validate_job_id(decoded[1], "page_token")
+    except (ValueError, TypeError, OverflowError, RecursionError):  # InvalidArgument is a ValueError
+        raise refused from None
 
 
 def _ahead_of(job: Job):

@@ -19,6 +19,7 @@ from services.gateway.errors import ResourceExhausted, rpc_errors
 from services.gateway.images import CheckedImage, check_image
 from shared import repository as repo
 from shared.db.models import Job
+from shared.ids import validate_job_id, validate_request_id
 from shared.objectstore import ObjectNotFound, input_key, job_prefixes
 from shared.jobs import INPUT_NAMES, InvalidArgument, JobKind, validate_params, validate_priority
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
@@ -27,8 +28,6 @@ from shared.settings import Settings
 from shared.states import TERMINAL_STATES
 
 log = logging.getLogger("llada.gateway")
-
-MAX_REQUEST_ID_CHARS = 128  # the column width of jobs.request_id
 
 
 @dataclass
@@ -88,12 +87,6 @@ class JobServicer(pb_grpc.JobServiceServicer):
         except Exception:  # watchers fall back to re-reading the database
             log.warning("event publish failed", extra={"job_id": job_id, "event": event}, exc_info=True)
 
-    @staticmethod
-    def _job_id(job_id: str) -> str:
-        if not job_id:
-            raise InvalidArgument("job_id", "is required")
-        return job_id
-
     # --- SubmitJob -----------------------------------------------------------------------------------
     async def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.Job:
         tenant = current_tenant()
@@ -104,9 +97,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
                                       + ", ".join(KIND_BY_FIELD))
             kind = KIND_BY_FIELD[member]
             priority = validate_priority(request.priority)
-            request_id = request.request_id or None
-            if request_id is not None and len(request_id) > MAX_REQUEST_ID_CHARS:
-                raise InvalidArgument("request_id", f"is longer than {MAX_REQUEST_ID_CHARS} characters")
+            request_id = validate_request_id(request.request_id)
             message = getattr(request, member)
             try:
                 params = validate_params(kind, params_to_dict(message),
@@ -189,7 +180,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:
         tenant = current_tenant()
         async with rpc_errors(context):
-            snapshot, _ = await self._db(self._get_sync, tenant, self._job_id(request.job_id))
+            snapshot, _ = await self._db(self._get_sync, tenant, validate_job_id(request.job_id))
             return snapshot
 
     async def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:
@@ -214,7 +205,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def WatchJob(self, request: pb.WatchJobRequest, context):
         tenant = current_tenant()
         async with rpc_errors(context):
-            job_id = self._job_id(request.job_id)
+            job_id = validate_job_id(request.job_id)
             wake = asyncio.Event()
             # Subscribed before the first read, so no change between that read and the stream is missed.
             subscription = await self._subscribe(job_id)
@@ -272,7 +263,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.Job:
         tenant = current_tenant()
         async with rpc_errors(context):
-            job_id = self._job_id(request.job_id)
+            job_id = validate_job_id(request.job_id)
 
             def cancel(s: Session) -> pb.Job:
                 return self._snapshot_sync(s, repo.request_cancel(s, tenant, job_id))
@@ -286,7 +277,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def DeleteJob(self, request: pb.DeleteJobRequest, context) -> pb.DeleteJobResponse:
         tenant = current_tenant()
         async with rpc_errors(context):
-            job_id = self._job_id(request.job_id)
+            job_id = validate_job_id(request.job_id)
 
             def load(s: Session) -> Job:
                 job = repo.get_job(s, tenant, job_id)

@@ -8,10 +8,13 @@ worker would.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import uuid
 from dataclasses import dataclass, field
 
 import grpc
+import psycopg
 import pytest
 
 from services.gateway.server import start_gateway
@@ -124,3 +127,29 @@ def make_gateway(tmp_path_factory, loop_thread):
 @pytest.fixture(scope="module")
 def gw(make_gateway) -> GatewayHarness:
     return make_gateway(max_prompt_chars=500, max_image_bytes=200_000)
+
+
+POSTGRES_ADMIN_URL = os.environ.get("LLADA_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="module")
+def postgres_db_url():
+    """A throwaway Postgres database for this module's gateways (migrated by make_gateway), dropped after."""
+    try:
+        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2).close()
+    except psycopg.Error as err:
+        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN_URL}: {err}")
+    name = f"llada_gw_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def gw_each_db(request, make_gateway) -> GatewayHarness:
+    """A gateway on SQLite, then one on Postgres: for what the two databases treat differently."""
+    if request.param == "sqlite":
+        return make_gateway()
+    return make_gateway(database_url=request.getfixturevalue("postgres_db_url"))
