@@ -99,6 +99,9 @@ class JobServiceServicer:
 
     def CancelJob(self, request, context):
         """A queued job is CANCELLED at once; a running one goes to CANCELLING until its worker stops.
+        Best effort, as for long-running operations: the worker checks between steps, so a job whose last
+        step is already running may still end SUCCEEDED, with cancel_requested set. Cancelling a finished
+        job changes nothing and returns it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
