@@ -20,7 +20,9 @@ from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 
 
 class AsyncLladaClient:
-    """Use as ``async with AsyncLladaClient(server, api_key) as llada: ...``."""
+    """Use as ``async with AsyncLladaClient(server, api_key) as llada: ...``. ``request_id`` means what it
+    means for ``LladaClient``: a reused one returns the first job for the same request and raises
+    ``LladaError("ALREADY_EXISTS", field="request_id")`` for a different one."""
 
     def __init__(self, server: str | None = None, api_key: str | None = None, *, tls: bool = False,
                  root_certificates=None, timeout: float | None = 30.0,

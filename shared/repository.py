@@ -78,6 +78,25 @@ class QueueFull(Exception):
         self.limit = limit
 
 
+class RequestIdReused(Exception):
+    """A submit reused a `request_id` of the tenant's for a request that differs from the first one
+    (another kind, other parameters or other input images; see shared.idempotency)."""
+
+    def __init__(self, job_id: str):
+        super().__init__(f"was already used for a different request (job {job_id}); a new request needs "
+                         "a new request_id")
+        self.job_id = job_id
+
+
+def _same_request(existing: Job, fingerprint: str | None) -> Job:
+    """`existing`, if the submit that found it asked for the same; else raises RequestIdReused. A job
+    without a fingerprint (submitted before migration 0003) or a caller without one cannot compare."""
+    if fingerprint is not None and existing.request_fingerprint is not None \
+            and existing.request_fingerprint != fingerprint:
+        raise RequestIdReused(existing.id)
+    return existing
+
+
 class Submitted(tuple):
     """`(job, created)` as `submit_job` has always returned, plus the job's `queue_position` read in
     the same transaction (so a caller needs no second round trip to show it)."""
@@ -107,8 +126,13 @@ def submit_job(
     priority: int = 0,
     job_id: str | None = None,
     limits: QueueLimits | None = None,
+    fingerprint: str | None = None,
 ) -> Submitted:
     """Create a QUEUED job, or return the tenant's existing job with the same `request_id`.
+
+    `fingerprint` (shared.idempotency.request_fingerprint) is stored with a request id; an existing job
+    whose fingerprint differs raises `RequestIdReused` instead of being returned — also when the other
+    submit wins a concurrent race.
 
     Returns `Submitted` — unpacks as `(job, created)`, and carries `.queue_position`. An empty
     `request_id` means "no idempotency". `job_id` lets the caller choose the id (e.g. to name input
@@ -129,6 +153,7 @@ def submit_job(
         id=job_id or new_job_id(),
         tenant=tenant,
         request_id=request_id,
+        request_fingerprint=fingerprint if request_id is not None else None,
         kind=kind.value,
         params=params,
         input_keys=input_keys,
@@ -141,7 +166,7 @@ def submit_job(
         job.created_at = utcnow()  # after the lock: checked submits line up in the order they commit
         existing_id, total, mine, ahead = _submit_read(s, job)
         if existing_id is not None:
-            existing = s.get(Job, existing_id, populate_existing=True)
+            existing = _same_request(s.get(Job, existing_id, populate_existing=True), fingerprint)
             position = _position_in_open_transaction(s, existing)
             s.commit()
             return Submitted(existing, False, position)
@@ -155,7 +180,7 @@ def submit_job(
         existing = find_job_by_request_id(s, tenant, request_id) if request_id is not None else None
         if existing is None:
             raise
-        return Submitted(existing, False, queue_position(s, existing))
+        return Submitted(_same_request(existing, fingerprint), False, queue_position(s, existing))
     except BaseException:
         s.rollback()
         raise
@@ -163,16 +188,17 @@ def submit_job(
 
 
 def precheck_submit(s: Session, *, tenant: str, request_id: str | None,
-                    limits: QueueLimits | None = None) -> Submitted | None:
+                    limits: QueueLimits | None = None, fingerprint: str | None = None) -> Submitted | None:
     """What `submit_job` would answer without inserting, for callers with costly work to do first
     (uploading input images): the tenant's existing job for `request_id` (`created` False), else
-    None; raises `QueueFull` when the queue is already at a limit. Advisory only — takes no lock;
-    `submit_job` decides again atomically. One read, like `submit_job`'s."""
+    None; raises `QueueFull` when the queue is already at a limit, `RequestIdReused` when the existing
+    job's fingerprint differs. Advisory only — takes no lock; `submit_job` decides again atomically.
+    One read, like `submit_job`'s."""
     probe = Job(id="", tenant=tenant, request_id=request_id or None, priority=0, created_at=utcnow())
     try:
         existing_id, total, mine, _ = _submit_read(s, probe)
         if existing_id is not None:
-            existing = s.get(Job, existing_id, populate_existing=True)
+            existing = _same_request(s.get(Job, existing_id, populate_existing=True), fingerprint)
             return Submitted(existing, False, _position_in_open_transaction(s, existing))
         if limits is not None:
             _raise_if_full(limits, total=total, mine=mine)

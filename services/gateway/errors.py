@@ -9,7 +9,7 @@ import logging
 import grpc
 
 from shared.jobs import InvalidArgument
-from shared.repository import FailedPrecondition, JobNotFound
+from shared.repository import FailedPrecondition, JobNotFound, RequestIdReused
 from shared.states import IllegalTransition
 
 ERROR_FIELD_METADATA_KEY = "llada-error-field"
@@ -34,6 +34,8 @@ async def rpc_errors(context: grpc.aio.ServicerContext):
         await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{err.field}: {err.message}", err.field)
     except JobNotFound as err:
         await abort(context, grpc.StatusCode.NOT_FOUND, f"job {err.job_id} not found", "job_id")
+    except RequestIdReused as err:
+        await abort(context, grpc.StatusCode.ALREADY_EXISTS, f"request_id: {err}", "request_id")
     except (FailedPrecondition, IllegalTransition) as err:
         await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err))
     except ResourceExhausted as err:

@@ -19,6 +19,7 @@ from services.gateway.errors import ResourceExhausted, rpc_errors
 from services.gateway.images import CheckedImage, check_image
 from shared import repository as repo
 from shared.db.models import Job
+from shared.idempotency import request_fingerprint
 from shared.ids import validate_job_id, validate_request_id
 from shared.objectstore import ObjectNotFound, input_key, job_prefixes
 from shared.jobs import INPUT_NAMES, InvalidArgument, JobKind, validate_params, validate_priority
@@ -110,6 +111,10 @@ class JobServicer(pb_grpc.JobServiceServicer):
                     check_image, getattr(message, name), field=f"{member}.{name}",
                     max_bytes=self.settings.max_image_bytes)
 
+            params_json = params.model_dump(mode="json")
+            # What this request asks for: a reused request_id must ask for the same (shared.idempotency).
+            fingerprint = None if request_id is None else await asyncio.to_thread(
+                request_fingerprint, kind, params_json, {name: image.data for name, image in images.items()})
             limits = repo.QueueLimits(per_tenant=self.settings.max_queued_per_tenant,
                                       total=self.settings.max_queued_total)
             if images:
@@ -117,7 +122,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 # storing anything (one read; submit_job below still decides atomically).
                 try:
                     earlier = await self._db(repo.precheck_submit, tenant=tenant, request_id=request_id,
-                                             limits=limits)
+                                             limits=limits, fingerprint=fingerprint)
                 except repo.QueueFull as err:
                     raise ResourceExhausted(_queue_full_message(err)) from None
                 if earlier is not None:
@@ -131,8 +136,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 # the insert, so concurrent submits cannot overshoot it.
                 submitted = await self._db(
                     repo.submit_job, tenant=tenant, request_id=request_id, kind=kind,
-                    params=params.model_dump(mode="json"), input_keys=input_keys, priority=priority,
-                    job_id=job_id, limits=limits)
+                    params=params_json, input_keys=input_keys, priority=priority,
+                    job_id=job_id, limits=limits, fingerprint=fingerprint)
             except BaseException as err:
                 await self._remove_objects(list(input_keys.values()))
                 if isinstance(err, repo.QueueFull):

@@ -35,6 +35,9 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_job_id)
     tenant: Mapped[str] = mapped_column(String(128))
     request_id: Mapped[str | None] = mapped_column(String(128))
+    # What the submit asked for (kind, parameters, input images; migration 0003): a later submit with the
+    # same request_id must ask for the same, else it is refused (shared.idempotency).
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     priority: Mapped[int] = mapped_column(Integer, default=0)

@@ -3,10 +3,6 @@ and the migration goes down and up again on SQLite and Postgres with the data of
 
 from __future__ import annotations
 
-import uuid
-
-import psycopg
-import pytest
 from alembic import command
 from sqlalchemy import inspect
 
@@ -39,21 +35,6 @@ def test_a_job_without_an_image_has_no_seed(s):
     assert repo.get_job(s, "t", job.id).result_seed is None
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_db_url(request, tmp_path):
-    """A database of its own: the round trip below must not touch the one other tests share."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'roundtrip.db'}"
-        return
-    admin_url = request.getfixturevalue("postgres_admin_url")
-    name = f"llada_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{admin_url.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def seed_columns(url: str) -> list[str]:
     engine = make_engine(url)
     try:
@@ -64,7 +45,7 @@ def seed_columns(url: str) -> list[str]:
 
 def test_migration_0002_downgrades_and_upgrades_keeping_the_jobs(fresh_db_url):
     upgrade(fresh_db_url)
-    assert current_revision(fresh_db_url) == "0002" and seed_columns(fresh_db_url) == ["result_seed"]
+    assert current_revision(fresh_db_url) >= "0002" and seed_columns(fresh_db_url) == ["result_seed"]
     engine = make_engine(fresh_db_url)
     with session_factory(engine)() as s:
         job, _ = repo.submit_job(s, tenant="t", request_id="r1", kind=JobKind.TEXT_TO_IMAGE,
