@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(common, suppress=True)
     parser = argparse.ArgumentParser(prog="llada", description="Submit and manage LLaDA2.0-Uni jobs.",
                                      epilog="Also: llada run ... (model runtime), llada up|down (embedded "
-                                            "stack), llada keys create --tenant T.")
+                                            "stack), llada keys create --tenant T | list | revoke ID.")
     _connection_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -38,6 +38,9 @@ MAX_PAGE_SIZE = 500
 MAX_PAGE_TOKEN_CHARS = 256
 _PAGE_TOKEN_FORM = re.compile(r"[A-Za-z0-9_-]+")
 API_KEY_PREFIX = "llada_"
+# How many first characters of a key are stored in clear (ApiKey.key_prefix), to tell keys apart.
+API_KEY_PREFIX_CHARS = 12
+MAX_TENANT_CHARS = 128  # the width of the tenant columns
 
 # Error codes written by the service itself (workers add their own).
 WORKER_LOST = "WORKER_LOST"
@@ -697,6 +700,8 @@ def create_api_key(s: Session, tenant: str) -> str:
     """A new random API key for `tenant`. Only its hash is stored: show the plaintext once."""
     if not tenant or not tenant.strip():
         raise InvalidArgument("tenant", "must not be empty")
+    if len(tenant) > MAX_TENANT_CHARS or not tenant.isprintable():
+        raise InvalidArgument("tenant", f"must be at most {MAX_TENANT_CHARS} printable characters")
     plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
     register_api_key(s, tenant, plaintext)
     return plaintext
@@ -710,7 +715,7 @@ def register_api_key(s: Session, tenant: str, plaintext: str) -> None:
     if s.scalar(select(ApiKey.id).where(ApiKey.key_hash == key_hash)) is not None:
         s.commit()
         return
-    s.add(ApiKey(tenant=tenant, key_hash=key_hash, key_prefix=plaintext[:12]))
+    s.add(ApiKey(tenant=tenant, key_hash=key_hash, key_prefix=plaintext[:API_KEY_PREFIX_CHARS]))
     try:
         s.commit()
     except IntegrityError:  # registered concurrently by another process
@@ -726,9 +731,41 @@ def tenant_for_api_key(s: Session, plaintext: str) -> str | None:
     return tenant
 
 
-def revoke_api_key(s: Session, plaintext: str) -> bool:
-    result = s.execute(
-        update(ApiKey).where(ApiKey.key_hash == _hash_key(plaintext), ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
-    )
+def list_api_keys(s: Session, tenant: str | None = None) -> list[ApiKey]:
+    """Every key (revoked ones too), oldest first: id, tenant, prefix and times — never the key."""
+    query = select(ApiKey).order_by(ApiKey.id)
+    if tenant is not None:
+        query = query.where(ApiKey.tenant == tenant)
+    keys = list(s.scalars(query))
     s.commit()
-    return result.rowcount == 1
+    return keys
+
+
+def revoke_api_key(s: Session, ref: str) -> ApiKey | None:
+    """Revoke the one active key whose id is `ref` or whose prefix (as `list_api_keys` shows it) starts
+    with `ref`; returns it, or None when no active key matches. Never takes the key itself: on a command
+    line it would be visible to every user of the machine (`ps`). A `ref` that matches several active
+    keys is refused (`InvalidArgument("key")`) rather than guessed."""
+    ref = ref.strip()
+    if not ref:
+        raise InvalidArgument("key", "give the key's id or its prefix (as list-keys shows them)")
+    if len(ref) > API_KEY_PREFIX_CHARS:
+        raise InvalidArgument("key", f"is longer than a key prefix ({API_KEY_PREFIX_CHARS} characters): give "
+                              "the key's id or its prefix as list-keys shows them, never the key itself")
+    # An exact comparison of the first characters: LIKE would ignore case on SQLite.
+    matches = [func.substr(ApiKey.key_prefix, 1, len(ref)) == ref]
+    if ref.isascii() and ref.isdigit() and int(ref) < 2**31:
+        matches.append(ApiKey.id == int(ref))
+    try:
+        keys = list(s.scalars(select(ApiKey).where(or_(*matches), ApiKey.revoked_at.is_(None))))
+        if len(keys) > 1:
+            ids = ", ".join(str(key.id) for key in keys)
+            raise InvalidArgument("key", f"{ref!r} matches {len(keys)} active keys (ids {ids}); give the id")
+        if not keys:
+            return None
+        s.execute(update(ApiKey).where(ApiKey.id == keys[0].id, ApiKey.revoked_at.is_(None))
+                  .values(revoked_at=utcnow()))
+        s.commit()
+        return keys[0]
+    finally:
+        s.rollback()  # ends the read when nothing was written (a no-op after the commit)
