@@ -40,6 +40,9 @@ _PAGE_TOKEN_FORM = re.compile(r"[A-Za-z0-9_-]+")
 API_KEY_PREFIX = "llada_"
 # How many first characters of a key are stored in clear (ApiKey.key_prefix), to tell keys apart.
 API_KEY_PREFIX_CHARS = 12
+# The lengths a stored key may have: the gateway looks up no key outside them.
+API_KEY_MIN_CHARS = 16
+API_KEY_MAX_CHARS = 256
 MAX_TENANT_CHARS = 128  # the width of the tenant columns
 
 # Error codes written by the service itself (workers add their own).
@@ -709,8 +712,8 @@ def create_api_key(s: Session, tenant: str) -> str:
 
 def register_api_key(s: Session, tenant: str, plaintext: str) -> None:
     """Store a given key (the embedded mode's `default_api_key`); a key already stored is kept."""
-    if len(plaintext) < 16:
-        raise InvalidArgument("api_key", "must be at least 16 characters long")
+    if not API_KEY_MIN_CHARS <= len(plaintext) <= API_KEY_MAX_CHARS:
+        raise InvalidArgument("api_key", f"must be {API_KEY_MIN_CHARS} to {API_KEY_MAX_CHARS} characters long")
     key_hash = _hash_key(plaintext)
     if s.scalar(select(ApiKey.id).where(ApiKey.key_hash == key_hash)) is not None:
         s.commit()

@@ -8,6 +8,7 @@ worker would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import uuid
@@ -132,24 +133,44 @@ def gw(make_gateway) -> GatewayHarness:
 POSTGRES_ADMIN_URL = os.environ.get("LLADA_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-@pytest.fixture(scope="module")
-def postgres_db_url():
-    """A throwaway Postgres database for this module's gateways (migrated by make_gateway), dropped after."""
+@contextlib.contextmanager
+def throwaway_postgres_database(prefix: str):
+    """A new, empty Postgres database (skips the test without a server), dropped afterwards."""
     try:
         psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2).close()
     except psycopg.Error as err:
         pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN_URL}: {err}")
-    name = f"llada_gw_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def postgres_db_url():
+    """A throwaway Postgres database for this module's gateways (migrated by make_gateway)."""
+    with throwaway_postgres_database("llada_gw_test") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def empty_postgres_url():
+    """A Postgres database without the service's tables: every statement fails, and not as an outage."""
+    with throwaway_postgres_database("llada_gw_empty") as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def gw_each_db(request, make_gateway) -> GatewayHarness:
-    """A gateway on SQLite, then one on Postgres: for what the two databases treat differently."""
-    if request.param == "sqlite":
-        return make_gateway()
-    return make_gateway(database_url=request.getfixturevalue("postgres_db_url"))
+def make_gateway_each_db(request, make_gateway):
+    """make_gateway on SQLite, then on Postgres: for what the two databases treat differently."""
+    on = {} if request.param == "sqlite" else {"database_url": request.getfixturevalue("postgres_db_url")}
+    return lambda **overrides: make_gateway(**on, **overrides)
+
+
+@pytest.fixture(scope="module")
+def gw_each_db(make_gateway_each_db) -> GatewayHarness:
+    return make_gateway_each_db()

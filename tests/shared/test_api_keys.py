@@ -53,3 +53,11 @@ def test_tenants_are_bounded(s):
         with pytest.raises(InvalidArgument) as info:
             repo.create_api_key(s, tenant)
         assert info.value.field == "tenant"
+
+
+def test_registered_keys_have_the_lengths_the_gateway_looks_up(s):
+    for key in ("short", "k" * (repo.API_KEY_MAX_CHARS + 1)):
+        with pytest.raises(InvalidArgument) as info:
+            repo.register_api_key(s, "acme", key)
+        assert info.value.field == "api_key"
+    repo.register_api_key(s, "acme", "k" * repo.API_KEY_MAX_CHARS)
