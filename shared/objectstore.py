@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -18,6 +17,8 @@ from urllib.parse import urlparse
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
+
+from shared.files import replace_file
 
 
 class ObjectNotFound(KeyError):
@@ -68,14 +69,7 @@ class LocalObjectStore:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename: a reader never sees half an object, and a rewrite replaces it whole.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_file(path, data)
 
     def get(self, key: str) -> bytes:
         try:
@@ -216,7 +210,7 @@ def object_store_from_settings(settings) -> ObjectStore:
         return S3ObjectStore(
             endpoint,
             settings.s3_access_key,
-            settings.s3_secret_key,
+            settings.s3_secret_key.get_secret_value(),
             url.netloc,
             secure=secure,
             region=settings.s3_region,
