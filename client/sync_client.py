@@ -31,8 +31,9 @@ class JobPage(NamedTuple):
 
 class LladaClient:
     """Talks to a llada-serve gateway (``server``/``api_key`` default to $LLADA_SERVER/$LLADA_API_KEY,
-    then 127.0.0.1:50051 and no key). Jobs are ``shared.proto...jobs_pb2.Job`` messages; failures raise
-    ``LladaError`` (with ``code`` and, for refused input, ``field``).
+    then 127.0.0.1:50051 and no key; an explicit ``api_key=""`` sends no key, whatever the environment
+    holds). Jobs are ``shared.proto...jobs_pb2.Job`` messages; failures raise ``LladaError`` (with ``code``
+    and, for refused input, ``field``).
 
     ``request_id`` (every ``submit_*``) is an idempotency key, unique per tenant: submitting again with
     the same id and the same request (kind, parameters after defaults, input image bytes) returns the

@@ -131,6 +131,23 @@ def test_server_and_key_default_to_the_environment(server, monkeypatch):
         assert state_name(llada.submit_text_to_image("from the environment")) == "QUEUED"
 
 
+def test_an_explicit_empty_api_key_sends_no_key_even_with_one_in_the_environment(server, monkeypatch):
+    monkeypatch.setenv("LLADA_API_KEY", server.api_key)
+    with LladaClient(server.address, timeout=10) as from_environment:
+        from_environment.list()  # None: the environment's key
+    with LladaClient(server.address, api_key="", timeout=10) as anonymous:
+        with pytest.raises(LladaError) as err:
+            anonymous.list()
+    assert err.value.code == "UNAUTHENTICATED" and "missing API key" in err.value.message
+
+    async def anonymous_async():
+        async with AsyncLladaClient(server.address, api_key="", timeout=10) as client:
+            await client.list()
+    with pytest.raises(LladaError) as err:
+        asyncio.run(anonymous_async())
+    assert err.value.code == "UNAUTHENTICATED"
+
+
 def test_a_reused_request_id_with_another_request_raises_already_exists(llada):
     first = llada.submit_text_to_image("a harbour", request_id="sdk-reused")
     assert llada.submit_text_to_image("a harbour", request_id="sdk-reused").id == first.id
