@@ -20,7 +20,10 @@ from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 
 
 class AsyncLladaClient:
-    """Use as ``async with AsyncLladaClient(server, api_key) as llada: ...``."""
+    """Use as ``async with AsyncLladaClient(server, api_key) as llada: ...``. ``api_key`` and
+    ``request_id`` mean what they mean for ``LladaClient``: None takes $LLADA_API_KEY, ``""`` sends no
+    key; a reused ``request_id`` returns the first job for the same request and raises
+    ``LladaError("ALREADY_EXISTS", field="request_id")`` for a different one."""
 
     def __init__(self, server: str | None = None, api_key: str | None = None, *, tls: bool = False,
                  root_certificates=None, timeout: float | None = 30.0,

@@ -6,8 +6,8 @@
     llada get|watch|cancel|delete|fetch JOB_ID      llada list [--state queued] [--all]
 
 ``--server`` / ``--api-key`` default to $LLADA_SERVER / $LLADA_API_KEY. ``llada run ...`` (the model
-runtime's own command), ``llada up|down|status`` (the embedded stack) and ``llada keys create`` (the gateway's
-admin command) are handed to modules that are imported only when asked for.
+runtime's own command), ``llada up|down|status`` (the embedded stack) and ``llada keys create|list|revoke``
+(the gateway's admin command) are handed to modules that are imported only when asked for.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ DELEGATED = {
     "keys": ("services.gateway.admin", False),
 }
 
+# "llada keys WORD": the admin command each word stands for.
+KEYS_COMMANDS = {"create": "create-key", "list": "list-keys", "revoke": "revoke-key"}
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -48,7 +51,7 @@ def _delegate(command: str, rest: list[str]) -> int:
     argv = [command, *rest] if keep_command else rest
     if command == "keys":
         # "llada keys create --tenant T" == "python -m services.gateway.admin create-key --tenant T"
-        argv = ["create-key", *rest[1:]] if rest[:1] == ["create"] else rest
+        argv = [KEYS_COMMANDS.get(rest[0], rest[0]), *rest[1:]] if rest else rest
     if inspect.signature(main).parameters:
         result = main(argv)
     else:

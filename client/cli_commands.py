@@ -84,7 +84,8 @@ def finish(client: LladaClient, job: pb.Job, output: str | None) -> int:
 
 # --- handlers --------------------------------------------------------------------------------------
 def _client(args) -> LladaClient:
-    return LladaClient(args.server, args.api_key, tls=args.tls, root_certificates=args.ca_cert,
+    # Already resolved against the environment (cli.main): None here means "no key", so pass "".
+    return LladaClient(args.server, args.api_key or "", tls=args.tls, root_certificates=args.ca_cert,
                        timeout=args.timeout)
 
 
@@ -186,7 +187,7 @@ def _connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None
     # Accepted before and after the subcommand; SUPPRESS keeps a later default from hiding an earlier value.
     default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
     parser.add_argument("--server", default=default(None), help="gateway host:port (env LLADA_SERVER)")
-    parser.add_argument("--api-key", default=default(None), help="API key (env LLADA_API_KEY)")
+    parser.add_argument("--api-key", default=default(None), help="API key (env LLADA_API_KEY; \"\" for none)")
     parser.add_argument("--tls", action="store_true", default=default(False), help="connect with TLS")
     parser.add_argument("--ca-cert", default=default(None), help="PEM file of the CA to trust (implies TLS)")
     parser.add_argument("--timeout", type=float, default=default(30.0), help="per-call deadline in seconds")
@@ -211,7 +212,8 @@ def _decoder_options(parser) -> None:
 
 
 def _submit_options(parser) -> None:
-    parser.add_argument("--request-id", help="idempotency key: resubmitting it returns the same job")
+    parser.add_argument("--request-id", help="idempotency key: resubmitting the same request with it returns "
+                        "the same job; a different request with it is refused (ALREADY_EXISTS)")
     parser.add_argument("--priority", type=int, default=0)
     parser.add_argument("--wait", action="store_true", help="follow the job with a progress line until it ends")
     parser.add_argument("-o", "--output", help="with --wait: save output images here (file or folder)")
@@ -223,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(common, suppress=True)
     parser = argparse.ArgumentParser(prog="llada", description="Submit and manage LLaDA2.0-Uni jobs.",
                                      epilog="Also: llada run ... (model runtime), llada up|down (embedded "
-                                            "stack), llada keys create --tenant T.")
+                                            "stack), llada keys create --tenant T | list | revoke ID.")
     _connection_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 

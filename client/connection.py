@@ -14,9 +14,13 @@ API_KEY_METADATA_KEY = "x-api-key"
 
 
 def resolve_target(server: str | None, api_key: str | None) -> tuple[str, str | None]:
-    """Explicit values first, then $LLADA_SERVER / $LLADA_API_KEY, then the local default server."""
-    return (server or os.environ.get("LLADA_SERVER") or DEFAULT_SERVER,
-            api_key or os.environ.get("LLADA_API_KEY") or None)
+    """Explicit values first, then $LLADA_SERVER / $LLADA_API_KEY, then the local default server.
+
+    ``api_key=None`` means "the environment's key"; an explicit ``""`` means no key at all (a caller
+    that wants to be anonymous must not silently send the key of whoever runs it)."""
+    if api_key is None:
+        api_key = os.environ.get("LLADA_API_KEY")
+    return server or os.environ.get("LLADA_SERVER") or DEFAULT_SERVER, api_key or None
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:

@@ -31,8 +31,15 @@ class JobPage(NamedTuple):
 
 class LladaClient:
     """Talks to a llada-serve gateway (``server``/``api_key`` default to $LLADA_SERVER/$LLADA_API_KEY,
-    then 127.0.0.1:50051 and no key). Jobs are ``shared.proto...jobs_pb2.Job`` messages; failures raise
-    ``LladaError`` (with ``code`` and, for refused input, ``field``)."""
+    then 127.0.0.1:50051 and no key; an explicit ``api_key=""`` sends no key, whatever the environment
+    holds). Jobs are ``shared.proto...jobs_pb2.Job`` messages; failures raise ``LladaError`` (with ``code``
+    and, for refused input, ``field``).
+
+    ``request_id`` (every ``submit_*``) is an idempotency key, unique per tenant: submitting again with
+    the same id and the same request (kind, parameters after defaults, input image bytes) returns the
+    job the first submit created, so a retry after a lost answer never runs twice; the same id with a
+    different request raises ``LladaError("ALREADY_EXISTS", field="request_id")``. At most 128
+    printable characters."""
 
     def __init__(self, server: str | None = None, api_key: str | None = None, *, tls: bool = False,
                  root_certificates=None, timeout: float | None = 30.0,

@@ -7,6 +7,7 @@ Defaults mirror the reference implementation (MODEL_SPEC §3.3–3.6, §5.4, §9
 from __future__ import annotations
 
 import enum
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -91,12 +92,21 @@ class SprintOptions(_Params):
     remasking: Literal["low_confidence", "top_k_margin", "neg_entropy"] = "low_confidence"
 
 
+# C0 control characters other than tab, newline and carriage return. A NUL in particular: Postgres cannot
+# hold it in text, and one stored in the params column breaks every query that reads the prompt back.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def _check_text(value: str, info: ValidationInfo) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
     limit = (info.context or {}).get("max_prompt_chars")
     if limit is not None and len(value) > limit:
         raise ValueError(f"is {len(value)} characters long; the limit is {limit}")
+    control = _CONTROL_CHARACTERS.search(value)
+    if control is not None:
+        raise ValueError(f"must not contain control characters (U+{ord(control.group()):04X} at position "
+                         f"{control.start()}); only tab, newline and carriage return are allowed")
     return value
 
 

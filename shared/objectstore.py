@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -20,6 +19,8 @@ from urllib.parse import urlparse
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
+
+from shared.files import replace_file
 
 
 class ObjectNotFound(KeyError):
@@ -81,23 +82,14 @@ class LocalObjectStore:
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)
-        for _ in range(3):  # a concurrent delete may prune the folder between mkdir and mkstemp
+        for _ in range(3):  # a concurrent delete may prune the folder between mkdir and the write
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 # Write then rename: a reader never sees half an object, and a rewrite replaces it whole.
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-                break
+                return replace_file(path, data)
             except FileNotFoundError:
                 continue
-        else:
-            raise FileNotFoundError(f"could not create a folder for {key!r}")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        raise FileNotFoundError(f"could not create a folder for {key!r}")
 
     def get(self, key: str) -> bytes:
         try:
@@ -278,7 +270,7 @@ def object_store_from_settings(settings) -> ObjectStore:
         return S3ObjectStore(
             endpoint,
             settings.s3_access_key,
-            settings.s3_secret_key,
+            settings.s3_secret_key.get_secret_value(),
             url.netloc,
             secure=secure,
             region=settings.s3_region,

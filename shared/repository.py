@@ -14,9 +14,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from sqlalchemy import String, and_, case, func, literal, or_, select, update
@@ -26,12 +27,23 @@ from sqlalchemy.orm import Session
 from shared.db.models import ApiKey, Job
 from shared.db.models import new_job_id
 from shared.db.types import utcnow
+from shared.ids import validate_job_id
 from shared.jobs import InvalidArgument, JobKind, JobState, parse_kind, parse_state
 from shared.states import ACTIVE_STATES, TERMINAL_STATES, IllegalTransition, check_transition, sources_of
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Tokens this service makes are about 110 characters (a timestamp and a job id); anything much longer
+# is not one of them and is refused before it is decoded.
+MAX_PAGE_TOKEN_CHARS = 256
+_PAGE_TOKEN_FORM = re.compile(r"[A-Za-z0-9_-]+")
 API_KEY_PREFIX = "llada_"
+# How many first characters of a key are stored in clear (ApiKey.key_prefix), to tell keys apart.
+API_KEY_PREFIX_CHARS = 12
+# The lengths a stored key may have: the gateway looks up no key outside them.
+API_KEY_MIN_CHARS = 16
+API_KEY_MAX_CHARS = 256
+MAX_TENANT_CHARS = 128  # the width of the tenant columns
 
 class JobNotFound(LookupError):
     def __init__(self, job_id: str):
@@ -68,6 +80,25 @@ class QueueFull(Exception):
         self.limit = limit
 
 
+class RequestIdReused(Exception):
+    """A submit reused a `request_id` of the tenant's for a request that differs from the first one
+    (another kind, other parameters or other input images; see shared.idempotency)."""
+
+    def __init__(self, job_id: str):
+        super().__init__(f"was already used for a different request (job {job_id}); a new request needs "
+                         "a new request_id")
+        self.job_id = job_id
+
+
+def _same_request(existing: Job, fingerprint: str | None) -> Job:
+    """`existing`, if the submit that found it asked for the same; else raises RequestIdReused. A job
+    without a fingerprint (submitted before migration 0003) or a caller without one cannot compare."""
+    if fingerprint is not None and existing.request_fingerprint is not None \
+            and existing.request_fingerprint != fingerprint:
+        raise RequestIdReused(existing.id)
+    return existing
+
+
 class Submitted(tuple):
     """`(job, created)` as `submit_job` has always returned, plus the job's `queue_position` read in
     the same transaction (so a caller needs no second round trip to show it)."""
@@ -97,8 +128,13 @@ def submit_job(
     priority: int = 0,
     job_id: str | None = None,
     limits: QueueLimits | None = None,
+    fingerprint: str | None = None,
 ) -> Submitted:
     """Create a QUEUED job, or return the tenant's existing job with the same `request_id`.
+
+    `fingerprint` (shared.idempotency.request_fingerprint) is stored with a request id; an existing job
+    whose fingerprint differs raises `RequestIdReused` instead of being returned — also when the other
+    submit wins a concurrent race.
 
     Returns `Submitted` — unpacks as `(job, created)`, and carries `.queue_position`. An empty
     `request_id` means "no idempotency". `job_id` lets the caller choose the id (e.g. to name input
@@ -119,6 +155,7 @@ def submit_job(
         id=job_id or new_job_id(),
         tenant=tenant,
         request_id=request_id,
+        request_fingerprint=fingerprint if request_id is not None else None,
         kind=kind.value,
         params=params,
         input_keys=input_keys,
@@ -131,7 +168,7 @@ def submit_job(
         job.created_at = utcnow()  # after the lock: checked submits line up in the order they commit
         existing_id, total, mine, ahead = _submit_read(s, job)
         if existing_id is not None:
-            existing = s.get(Job, existing_id, populate_existing=True)
+            existing = _same_request(s.get(Job, existing_id, populate_existing=True), fingerprint)
             position = _position_in_open_transaction(s, existing)
             s.commit()
             return Submitted(existing, False, position)
@@ -145,7 +182,7 @@ def submit_job(
         existing = find_job_by_request_id(s, tenant, request_id) if request_id is not None else None
         if existing is None:
             raise
-        return Submitted(existing, False, queue_position(s, existing))
+        return Submitted(_same_request(existing, fingerprint), False, queue_position(s, existing))
     except BaseException:
         s.rollback()
         raise
@@ -153,16 +190,17 @@ def submit_job(
 
 
 def precheck_submit(s: Session, *, tenant: str, request_id: str | None,
-                    limits: QueueLimits | None = None) -> Submitted | None:
+                    limits: QueueLimits | None = None, fingerprint: str | None = None) -> Submitted | None:
     """What `submit_job` would answer without inserting, for callers with costly work to do first
     (uploading input images): the tenant's existing job for `request_id` (`created` False), else
-    None; raises `QueueFull` when the queue is already at a limit. Advisory only — takes no lock;
-    `submit_job` decides again atomically. One read, like `submit_job`'s."""
+    None; raises `QueueFull` when the queue is already at a limit, `RequestIdReused` when the existing
+    job's fingerprint differs. Advisory only — takes no lock; `submit_job` decides again atomically.
+    One read, like `submit_job`'s."""
     probe = Job(id="", tenant=tenant, request_id=request_id or None, priority=0, created_at=utcnow())
     try:
         existing_id, total, mine, _ = _submit_read(s, probe)
         if existing_id is not None:
-            existing = s.get(Job, existing_id, populate_existing=True)
+            existing = _same_request(s.get(Job, existing_id, populate_existing=True), fingerprint)
             return Submitted(existing, False, _position_in_open_transaction(s, existing))
         if limits is not None:
             _raise_if_full(limits, total=total, mine=mine)
@@ -259,15 +297,25 @@ def _encode_page_token(job: Job) -> str:
 
 
 def _decode_page_token(token: str) -> tuple[datetime, str]:
+    """The position a token of `_encode_page_token` names; anything else is `InvalidArgument("page_token")`.
+
+    Parsed defensively, as any caller can send anything: bounded in length before decoding (no JSON
+    nesting bomb or huge value gets that far), only the base64url alphabet (the decoder would otherwise
+    skip other characters, a NUL among them), exactly `[aware ISO time, job id]`.
+    """
+    refused = InvalidArgument("page_token", "is not a token returned by ListJobs")
+    if len(token) > MAX_PAGE_TOKEN_CHARS or not _PAGE_TOKEN_FORM.fullmatch(token):
+        raise refused
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created, job_id = json.loads(raw)
-        created_at = datetime.fromisoformat(created)
-        if created_at.tzinfo is None or not isinstance(job_id, str):
+        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(v, str) for v in decoded)):
             raise ValueError
-        return created_at, job_id
-    except (ValueError, TypeError):
-        raise InvalidArgument("page_token", "is not a token returned by ListJobs") from None
+        created_at = datetime.fromisoformat(decoded[0])
+        if created_at.tzinfo is None:
+            raise ValueError
+        return created_at.astimezone(timezone.utc), validate_job_id(decoded[1], "page_token")
+    except (ValueError, TypeError, OverflowError, RecursionError):  # InvalidArgument is a ValueError
+        raise refused from None
 
 
 def _ahead_of(job: Job):
@@ -437,6 +485,8 @@ def create_api_key(s: Session, tenant: str) -> str:
     """A new random API key for `tenant`. Only its hash is stored: show the plaintext once."""
     if not tenant or not tenant.strip():
         raise InvalidArgument("tenant", "must not be empty")
+    if len(tenant) > MAX_TENANT_CHARS or not tenant.isprintable():
+        raise InvalidArgument("tenant", f"must be at most {MAX_TENANT_CHARS} printable characters")
     plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
     register_api_key(s, tenant, plaintext)
     return plaintext
@@ -444,13 +494,13 @@ def create_api_key(s: Session, tenant: str) -> str:
 
 def register_api_key(s: Session, tenant: str, plaintext: str) -> None:
     """Store a given key (the embedded mode's `default_api_key`); a key already stored is kept."""
-    if len(plaintext) < 16:
-        raise InvalidArgument("api_key", "must be at least 16 characters long")
+    if not API_KEY_MIN_CHARS <= len(plaintext) <= API_KEY_MAX_CHARS:
+        raise InvalidArgument("api_key", f"must be {API_KEY_MIN_CHARS} to {API_KEY_MAX_CHARS} characters long")
     key_hash = _hash_key(plaintext)
     if s.scalar(select(ApiKey.id).where(ApiKey.key_hash == key_hash)) is not None:
         s.commit()
         return
-    s.add(ApiKey(tenant=tenant, key_hash=key_hash, key_prefix=plaintext[:12]))
+    s.add(ApiKey(tenant=tenant, key_hash=key_hash, key_prefix=plaintext[:API_KEY_PREFIX_CHARS]))
     try:
         s.commit()
     except IntegrityError:  # registered concurrently by another process
@@ -466,9 +516,41 @@ def tenant_for_api_key(s: Session, plaintext: str) -> str | None:
     return tenant
 
 
-def revoke_api_key(s: Session, plaintext: str) -> bool:
-    result = s.execute(
-        update(ApiKey).where(ApiKey.key_hash == _hash_key(plaintext), ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
-    )
+def list_api_keys(s: Session, tenant: str | None = None) -> list[ApiKey]:
+    """Every key (revoked ones too), oldest first: id, tenant, prefix and times — never the key."""
+    query = select(ApiKey).order_by(ApiKey.id)
+    if tenant is not None:
+        query = query.where(ApiKey.tenant == tenant)
+    keys = list(s.scalars(query))
     s.commit()
-    return result.rowcount == 1
+    return keys
+
+
+def revoke_api_key(s: Session, ref: str) -> ApiKey | None:
+    """Revoke the one active key whose id is `ref` or whose prefix (as `list_api_keys` shows it) starts
+    with `ref`; returns it, or None when no active key matches. Never takes the key itself: on a command
+    line it would be visible to every user of the machine (`ps`). A `ref` that matches several active
+    keys is refused (`InvalidArgument("key")`) rather than guessed."""
+    ref = ref.strip()
+    if not ref:
+        raise InvalidArgument("key", "give the key's id or its prefix (as list-keys shows them)")
+    if len(ref) > API_KEY_PREFIX_CHARS:
+        raise InvalidArgument("key", f"is longer than a key prefix ({API_KEY_PREFIX_CHARS} characters): give "
+                              "the key's id or its prefix as list-keys shows them, never the key itself")
+    # An exact comparison of the first characters: LIKE would ignore case on SQLite.
+    matches = [func.substr(ApiKey.key_prefix, 1, len(ref)) == ref]
+    if ref.isascii() and ref.isdigit() and int(ref) < 2**31:
+        matches.append(ApiKey.id == int(ref))
+    try:
+        keys = list(s.scalars(select(ApiKey).where(or_(*matches), ApiKey.revoked_at.is_(None))))
+        if len(keys) > 1:
+            ids = ", ".join(str(key.id) for key in keys)
+            raise InvalidArgument("key", f"{ref!r} matches {len(keys)} active keys (ids {ids}); give the id")
+        if not keys:
+            return None
+        s.execute(update(ApiKey).where(ApiKey.id == keys[0].id, ApiKey.revoked_at.is_(None))
+                  .values(revoked_at=utcnow()))
+        s.commit()
+        return keys[0]
+    finally:
+        s.rollback()  # ends the read when nothing was written (a no-op after the commit)

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LLADA_"
@@ -47,16 +47,18 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./.llada")
 
     # Backends. None means "the embedded default under data_dir" (filled in by _fill_defaults).
-    database_url: str | None = None
-    broker_url: str | None = None
+    # The database, broker and event-bus URLs may carry a password: they are left out of the repr (and so of
+    # any log line that shows the settings).
+    database_url: str | None = Field(default=None, repr=False)
+    broker_url: str | None = Field(default=None, repr=False)
     object_store_url: str | None = None
-    event_bus_url: str | None = None
+    event_bus_url: str | None = Field(default=None, repr=False)
     model_path: str | None = None
 
     # S3 / MinIO, used when object_store_url is s3://<bucket>.
     s3_endpoint: str = "127.0.0.1:9000"
     s3_access_key: str = ""
-    s3_secret_key: str = ""
+    s3_secret_key: SecretStr = SecretStr("")  # .get_secret_value(); shown as ********** anywhere else
     s3_secure: bool = False
     s3_region: str = "us-east-1"
     # Host[:port] clients outside the cluster reach; presigned URLs are signed for it because the
@@ -102,8 +104,8 @@ class Settings(BaseSettings):
     # Key prefix for Redis pub/sub channels of the event bus.
     event_channel_prefix: str = "llada:events:"
 
-    # Embedded mode only: an API key registered for tenant `default_tenant` at start-up.
-    default_api_key: str | None = None
+    # Embedded mode only: an API key that authenticates as tenant `default_tenant` (a secret, like the S3 key).
+    default_api_key: SecretStr | None = None
     default_tenant: str = "default"
 
     # Gateway. On SIGTERM unary calls in flight get shutdown_grace_s to finish (open WatchJob streams end

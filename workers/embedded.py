@@ -25,7 +25,9 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
 
+from shared.files import replace_file
 from shared.settings import Settings
 
 PID_FILE = "stack.json"
@@ -61,10 +63,8 @@ class StackInfo:
         return cls(**json.loads(path.read_text()))
 
     def save(self) -> None:
-        path = Path(self.data_dir) / PID_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
+        # It holds the API key: readable by this user only, from the moment it exists.
+        replace_file(Path(self.data_dir) / PID_FILE, json.dumps(asdict(self), indent=2).encode())
 
 
 # ---------------------------------------------------------------- processes
@@ -166,8 +166,7 @@ def ensure_api_key(data_dir: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     key = "llada_" + secrets.token_urlsafe(32)
-    path.touch(mode=0o600)
-    path.write_text(key + "\n")
+    replace_file(path, (key + "\n").encode())  # 0600 from the start, never half written
     return key
 
 
@@ -223,6 +222,16 @@ def settings_for(data_dir: Path, grpc_listen: str | None = None, metrics_port: i
     return Settings(**overrides)
 
 
+def exported_settings(settings: Settings) -> dict[str, str]:
+    """The LLADA_* variables that give every process of the stack these settings (EXPORTED_SETTINGS).
+    A secret's str() is its mask: its value is exported (children need it; only this user reads their
+    environment)."""
+    def text(value) -> str:
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+    return {f"LLADA_{name.upper()}": text(getattr(settings, name)) for name in EXPORTED_SETTINGS
+            if getattr(settings, name) is not None}
+
+
 def running_stack(data_dir: Path) -> StackInfo | None:
     info = StackInfo.load(data_dir)
     if info is not None and all(is_ours(name, pid) for name, pid in info.pids.items()):
@@ -255,8 +264,7 @@ def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_
     logs_dir.mkdir(exist_ok=True)
     env = dict(os.environ)
     # The settings this stack was started with reach every process, whatever chose them (flags, code).
-    env.update({f"LLADA_{name.upper()}": str(getattr(settings, name)) for name in EXPORTED_SETTINGS
-                if getattr(settings, name) is not None})
+    env.update(exported_settings(settings))
     # The in-process Pipeline unless the environment names another executor: the embedded stack is one
     # small (often CPU-only) machine, where the Ray engine's start-up (a local cluster, three actors) costs
     # seconds and memory and buys nothing — there are no devices to spread the stages over.

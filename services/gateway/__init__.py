@@ -8,7 +8,7 @@
     errors.py    shared-layer exceptions -> gRPC status codes, naming the refused field
     metrics.py   Prometheus: requests and latencies per method, jobs by state
     wiring.py    dependencies from Settings
-    admin.py     ``python -m services.gateway.admin create-key --tenant T``
+    admin.py     ``python -m services.gateway.admin create-key --tenant T | list-keys | revoke-key ID``
 
 Logs are JSON lines (shared.logs). It never imports torch or ``workers``; jobs reach the workers as a
 Celery task sent by name.

@@ -82,7 +82,8 @@ async def start_gateway(deps: GatewayDeps, *, listen: str | None = None,
     settings = deps.settings
     metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
     metrics.registry.register(JobsByStateCollector(jobs_by_state(deps)))
-    auth = ApiKeyAuthInterceptor(tenant_lookup(deps), default_key=settings.default_api_key,
+    default_key = settings.default_api_key.get_secret_value() if settings.default_api_key else None
+    auth = ApiKeyAuthInterceptor(tenant_lookup(deps), default_key=default_key,
                                  default_tenant=settings.default_tenant)
     limits = [("grpc.max_receive_message_length", settings.max_message_bytes),
               ("grpc.max_send_message_length", settings.max_message_bytes)]

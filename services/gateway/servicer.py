@@ -19,6 +19,8 @@ from services.gateway.errors import ResourceExhausted, rpc_errors
 from services.gateway.images import CheckedImage, check_image
 from shared import repository as repo
 from shared.db.models import Job
+from shared.idempotency import request_fingerprint
+from shared.ids import validate_job_id, validate_request_id
 from shared.objectstore import ObjectNotFound, input_key, job_prefixes
 from shared.jobs import INPUT_NAMES, InvalidArgument, JobKind, validate_params, validate_priority
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
@@ -27,8 +29,6 @@ from shared.settings import Settings
 from shared.states import TERMINAL_STATES
 
 log = logging.getLogger("llada.gateway")
-
-MAX_REQUEST_ID_CHARS = 128  # the column width of jobs.request_id
 
 
 @dataclass
@@ -88,12 +88,6 @@ class JobServicer(pb_grpc.JobServiceServicer):
         except Exception:  # watchers fall back to re-reading the database
             log.warning("event publish failed", extra={"job_id": job_id, "event": event}, exc_info=True)
 
-    @staticmethod
-    def _job_id(job_id: str) -> str:
-        if not job_id:
-            raise InvalidArgument("job_id", "is required")
-        return job_id
-
     # --- SubmitJob -----------------------------------------------------------------------------------
     async def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.Job:
         tenant = current_tenant()
@@ -104,9 +98,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
                                       + ", ".join(KIND_BY_FIELD))
             kind = KIND_BY_FIELD[member]
             priority = validate_priority(request.priority)
-            request_id = request.request_id or None
-            if request_id is not None and len(request_id) > MAX_REQUEST_ID_CHARS:
-                raise InvalidArgument("request_id", f"is longer than {MAX_REQUEST_ID_CHARS} characters")
+            request_id = validate_request_id(request.request_id)
             message = getattr(request, member)
             try:
                 params = validate_params(kind, params_to_dict(message),
@@ -119,6 +111,10 @@ class JobServicer(pb_grpc.JobServiceServicer):
                     check_image, getattr(message, name), field=f"{member}.{name}",
                     max_bytes=self.settings.max_image_bytes)
 
+            params_json = params.model_dump(mode="json")
+            # What this request asks for: a reused request_id must ask for the same (shared.idempotency).
+            fingerprint = None if request_id is None else await asyncio.to_thread(
+                request_fingerprint, kind, params_json, {name: image.data for name, image in images.items()})
             limits = repo.QueueLimits(per_tenant=self.settings.max_queued_per_tenant,
                                       total=self.settings.max_queued_total)
             if images:
@@ -126,7 +122,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 # storing anything (one read; submit_job below still decides atomically).
                 try:
                     earlier = await self._db(repo.precheck_submit, tenant=tenant, request_id=request_id,
-                                             limits=limits)
+                                             limits=limits, fingerprint=fingerprint)
                 except repo.QueueFull as err:
                     raise ResourceExhausted(_queue_full_message(err)) from None
                 if earlier is not None:
@@ -140,8 +136,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 # the insert, so concurrent submits cannot overshoot it.
                 submitted = await self._db(
                     repo.submit_job, tenant=tenant, request_id=request_id, kind=kind,
-                    params=params.model_dump(mode="json"), input_keys=input_keys, priority=priority,
-                    job_id=job_id, limits=limits)
+                    params=params_json, input_keys=input_keys, priority=priority,
+                    job_id=job_id, limits=limits, fingerprint=fingerprint)
             except BaseException as err:
                 await self._remove_objects(list(input_keys.values()))
                 if isinstance(err, repo.QueueFull):
@@ -189,7 +185,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:
         tenant = current_tenant()
         async with rpc_errors(context):
-            snapshot, _ = await self._db(self._get_sync, tenant, self._job_id(request.job_id))
+            snapshot, _ = await self._db(self._get_sync, tenant, validate_job_id(request.job_id))
             return snapshot
 
     async def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:
@@ -214,7 +210,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def WatchJob(self, request: pb.WatchJobRequest, context):
         tenant = current_tenant()
         async with rpc_errors(context):
-            job_id = self._job_id(request.job_id)
+            job_id = validate_job_id(request.job_id)
             wake = asyncio.Event()
             # Subscribed before the first read, so no change between that read and the stream is missed.
             subscription = await self._subscribe(job_id)
@@ -272,7 +268,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.Job:
         tenant = current_tenant()
         async with rpc_errors(context):
-            job_id = self._job_id(request.job_id)
+            job_id = validate_job_id(request.job_id)
 
             def cancel(s: Session) -> pb.Job:
                 return self._snapshot_sync(s, repo.request_cancel(s, tenant, job_id))
@@ -286,7 +282,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def DeleteJob(self, request: pb.DeleteJobRequest, context) -> pb.DeleteJobResponse:
         tenant = current_tenant()
         async with rpc_errors(context):
-            job_id = self._job_id(request.job_id)
+            job_id = validate_job_id(request.job_id)
 
             def load(s: Session) -> Job:
                 job = repo.get_job(s, tenant, job_id)

@@ -24,7 +24,7 @@ def deps_from_settings(settings: Settings) -> GatewayDeps:
     if is_sqlite(settings.database_url):
         # Embedded mode has no migration job: bring the local database up to date (a no-op when it is).
         upgrade(settings.database_url)
-    elif settings.default_api_key:
+    elif settings.default_api_key is not None and settings.default_api_key.get_secret_value():
         logging.getLogger("llada.gateway").warning(
             "LLADA_DEFAULT_API_KEY is set outside the embedded mode: anyone with it acts as tenant %r",
             settings.default_tenant)

@@ -35,6 +35,9 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_job_id)
     tenant: Mapped[str] = mapped_column(String(128))
     request_id: Mapped[str | None] = mapped_column(String(128))
+    # What the submit asked for (kind, parameters, input images; migration 0003): a later submit with the
+    # same request_id must ask for the same, else it is refused (shared.idempotency).
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     priority: Mapped[int] = mapped_column(Integer, default=0)
@@ -47,7 +50,7 @@ class Job(Base):
     # Every claim starts a new attempt: its number is the attempt's fencing token (shared.attempts).
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Attempts a worker returned unfinished (draining on shutdown, or unable to load its model), migration
-    # 0003: not counted against max_attempts.
+    # 0004: not counted against max_attempts.
     handed_back: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worker_id: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None]

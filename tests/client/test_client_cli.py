@@ -150,3 +150,9 @@ def test_a_job_without_a_recorded_seed_shows_none(llada, server):
     assert "seed" not in out + err
     code, out, _ = llada("get", err.splitlines()[0].strip())
     assert code == 0 and "seed" not in out
+
+
+def test_an_empty_api_key_flag_sends_no_key(llada):
+    assert llada("list")[0] == 0  # LLADA_API_KEY is set by the fixture
+    code, _, err = llada("--api-key", "", "list")
+    assert code == 1 and "UNAUTHENTICATED" in err and "missing API key" in err

@@ -29,15 +29,15 @@ def llada(server):
 def test_submit_each_kind_and_read_it_back(llada, tmp_path):
     image_path = tmp_path / "photo.png"
     image_path.write_bytes(png_bytes())
-    t2i = llada.submit_text_to_image("a castle", width=256, height=256, decoder="normal", seed=7,
-                                     sprint={"enabled": True, "keep_ratio": 0.7}, request_id="sdk-t2i")
+    castle = dict(width=256, height=256, decoder="normal", seed=7, sprint={"enabled": True, "keep_ratio": 0.7})
+    t2i = llada.submit_text_to_image("a castle", request_id="sdk-t2i", **castle)
     und = llada.submit_understand(image_path, "What color is it?", gen_length=64)
     edit = llada.submit_edit(png_bytes(), "make it red", cfg_image_scale=1.0, priority=5)
     assert [state_name(j) for j in (t2i, und, edit)] == ["QUEUED"] * 3
     params = dict(t2i.params)
     assert (params["width"], params["decoder"], params["decoder_steps"], params["seed"]) == (256, "normal", 50, 7)
     assert dict(params["sprint"])["keep_ratio"] == 0.7
-    assert llada.submit_text_to_image("a castle", request_id="sdk-t2i").id == t2i.id  # idempotent
+    assert llada.submit_text_to_image("a castle", request_id="sdk-t2i", **castle).id == t2i.id  # idempotent
     assert llada.get(und.id).kind == pb.JOB_KIND_UNDERSTAND
     listed = [j.id for j in llada.iter_jobs(page_size=2)]
     assert listed[:3] == [edit.id, und.id, t2i.id]
@@ -129,3 +129,28 @@ def test_server_and_key_default_to_the_environment(server, monkeypatch):
     monkeypatch.setenv("LLADA_API_KEY", server.api_key)
     with LladaClient(timeout=10) as llada:
         assert state_name(llada.submit_text_to_image("from the environment")) == "QUEUED"
+
+
+def test_an_explicit_empty_api_key_sends_no_key_even_with_one_in_the_environment(server, monkeypatch):
+    monkeypatch.setenv("LLADA_API_KEY", server.api_key)
+    with LladaClient(server.address, timeout=10) as from_environment:
+        from_environment.list()  # None: the environment's key
+    with LladaClient(server.address, api_key="", timeout=10) as anonymous:
+        with pytest.raises(LladaError) as err:
+            anonymous.list()
+    assert err.value.code == "UNAUTHENTICATED" and "missing API key" in err.value.message
+
+    async def anonymous_async():
+        async with AsyncLladaClient(server.address, api_key="", timeout=10) as client:
+            await client.list()
+    with pytest.raises(LladaError) as err:
+        asyncio.run(anonymous_async())
+    assert err.value.code == "UNAUTHENTICATED"
+
+
+def test_a_reused_request_id_with_another_request_raises_already_exists(llada):
+    first = llada.submit_text_to_image("a harbour", request_id="sdk-reused")
+    assert llada.submit_text_to_image("a harbour", request_id="sdk-reused").id == first.id
+    with pytest.raises(LladaError) as err:
+        llada.submit_text_to_image("a different harbour", request_id="sdk-reused")
+    assert (err.value.code, err.value.field) == ("ALREADY_EXISTS", "request_id")

@@ -25,7 +25,7 @@ def test_metrics_endpoint_json_logs_and_graceful_sigterm(tmp_path):
             stub = pb_grpc.JobServiceStub(channel)
             job = stub.SubmitJob(pb.SubmitJobRequest(text_to_image=pb.TextToImageParams(prompt="p")), metadata=md)
             with pytest.raises(grpc.RpcError):
-                stub.GetJob(pb.GetJobRequest(job_id="no-such-job"), metadata=md)
+                stub.GetJob(pb.GetJobRequest(job_id="00000000-0000-4000-8000-000000000000"), metadata=md)
             with urllib.request.urlopen(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=5) as reply:
                 metrics = reply.read().decode()
             assert 'llada_gateway_requests_total{code="OK",method="SubmitJob"} 1.0' in metrics

@@ -8,10 +8,14 @@ worker would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
+import uuid
 from dataclasses import dataclass, field
 
 import grpc
+import psycopg
 import pytest
 
 from services.gateway.server import start_gateway
@@ -124,3 +128,49 @@ def make_gateway(tmp_path_factory, loop_thread):
 @pytest.fixture(scope="module")
 def gw(make_gateway) -> GatewayHarness:
     return make_gateway(max_prompt_chars=500, max_image_bytes=200_000)
+
+
+POSTGRES_ADMIN_URL = os.environ.get("LLADA_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextlib.contextmanager
+def throwaway_postgres_database(prefix: str):
+    """A new, empty Postgres database (skips the test without a server), dropped afterwards."""
+    try:
+        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2).close()
+    except psycopg.Error as err:
+        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN_URL}: {err}")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def postgres_db_url():
+    """A throwaway Postgres database for this module's gateways (migrated by make_gateway)."""
+    with throwaway_postgres_database("llada_gw_test") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def empty_postgres_url():
+    """A Postgres database without the service's tables: every statement fails, and not as an outage."""
+    with throwaway_postgres_database("llada_gw_empty") as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def make_gateway_each_db(request, make_gateway):
+    """make_gateway on SQLite, then on Postgres: for what the two databases treat differently."""
+    on = {} if request.param == "sqlite" else {"database_url": request.getfixturevalue("postgres_db_url")}
+    return lambda **overrides: make_gateway(**on, **overrides)
+
+
+@pytest.fixture(scope="module")
+def gw_each_db(make_gateway_each_db) -> GatewayHarness:
+    return make_gateway_each_db()

@@ -109,7 +109,10 @@ BAD_READS = [
      grpc.StatusCode.INVALID_ARGUMENT, "page_size"),
     ("list unknown state", "ListJobs", pb.ListJobsRequest(state=99), grpc.StatusCode.INVALID_ARGUMENT, "state"),
     ("list unknown kind", "ListJobs", pb.ListJobsRequest(kind=42), grpc.StatusCode.INVALID_ARGUMENT, "kind"),
-    ("cancel unknown id", "CancelJob", pb.CancelJobRequest(job_id="nope"), grpc.StatusCode.NOT_FOUND, "job_id"),
+    ("cancel unknown id", "CancelJob", pb.CancelJobRequest(job_id="00000000-0000-4000-8000-000000000000"),
+     grpc.StatusCode.NOT_FOUND, "job_id"),
+    ("cancel malformed id", "CancelJob", pb.CancelJobRequest(job_id="nope"), grpc.StatusCode.INVALID_ARGUMENT,
+     "job_id"),
     ("delete without id", "DeleteJob", pb.DeleteJobRequest(), grpc.StatusCode.INVALID_ARGUMENT, "job_id"),
 ]
 

@@ -38,7 +38,7 @@ def test_metrics_count_requests_by_method_and_code_and_jobs_by_state(make_gatewa
     registry = gw.gateway.metrics.registry
     gw.stub.SubmitJob(pb.SubmitJobRequest(text_to_image=pb.TextToImageParams(prompt="p")), metadata=md)
     with pytest.raises(grpc.RpcError):
-        gw.stub.GetJob(pb.GetJobRequest(job_id="missing"), metadata=md)
+        gw.stub.GetJob(pb.GetJobRequest(job_id="00000000-0000-4000-8000-000000000000"), metadata=md)
     with pytest.raises(grpc.RpcError):
         gw.stub.ListJobs(pb.ListJobsRequest())  # no key
 

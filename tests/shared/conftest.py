@@ -59,6 +59,22 @@ def db_url(request, tmp_path):
         engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_db_url(request, tmp_path):
+    """A database of its own, not yet migrated: for migration round trips, which must not touch the one
+    database other tests share."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'roundtrip.db'}"
+        return
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    name = f"llada_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield f"{admin_url.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def engine(db_url):
     engine = make_engine(db_url)
@@ -75,18 +91,3 @@ def Session(engine):
 def s(Session):
     with Session() as session:
         yield session
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_db_url(request, tmp_path):
-    """A database of its own: the round trip below must not touch the one other tests share."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'roundtrip.db'}"
-        return
-    admin_url = request.getfixturevalue("postgres_admin_url")
-    name = f"llada_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{admin_url.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -80,3 +80,15 @@ def test_priority_bounds():
     with pytest.raises(InvalidArgument) as info:
         validate_priority(10)
     assert info.value.field == "priority"
+
+
+@pytest.mark.parametrize("kind, field", [("TEXT_TO_IMAGE", "prompt"), ("UNDERSTAND", "question"),
+                                         ("EDIT", "instruction")])
+def test_text_fields_refuse_control_characters_but_keep_tabs_and_newlines(kind, field):
+    # One rule in shared.jobs, so the gateway and the worker agree on what a stored job can hold.
+    for bad in ("a\x00b", "\x01", "a\x1bb", "a\x0bb", "a\x0cb", "a\x1fb"):
+        with pytest.raises(InvalidArgument, match="control characters") as info:
+            validate_params(kind, {field: bad}, max_prompt_chars=100)
+        assert info.value.field == field
+    kept = "line one\n\tline two\r\n"
+    assert getattr(validate_params(kind, {field: kept}, max_prompt_chars=100), field) == kept

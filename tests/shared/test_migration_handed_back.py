@@ -1,4 +1,4 @@
-"""Migration 0003 (`jobs.handed_back`) goes up and down on SQLite and Postgres keeping the jobs, and existing
+"""Migration 0004 (`jobs.handed_back`) goes up and down on SQLite and Postgres keeping the jobs, and existing
 rows read 0."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ def columns(url: str) -> set[str]:
         engine.dispose()
 
 
-def test_migration_0003_adds_handed_back_with_zero_for_existing_jobs(fresh_db_url):
-    upgrade(fresh_db_url, "0002")
+def test_migration_0004_adds_handed_back_with_zero_for_existing_jobs(fresh_db_url):
+    upgrade(fresh_db_url, "0003")
     engine = make_engine(fresh_db_url)
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO jobs (id, tenant, kind, params, priority, input_keys, state, progress_step, "
@@ -28,14 +28,14 @@ def test_migration_0003_adds_handed_back_with_zero_for_existing_jobs(fresh_db_ur
                           "CURRENT_TIMESTAMP, false)"))
     engine.dispose()
 
-    upgrade(fresh_db_url, "0003")
+    upgrade(fresh_db_url, "0004")
     assert "handed_back" in columns(fresh_db_url)
     engine = make_engine(fresh_db_url)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT attempts, handed_back FROM jobs WHERE id = 'j1'")).one() == (2, 0)
     engine.dispose()
 
-    command.downgrade(alembic_config(fresh_db_url), "0002")
-    assert current_revision(fresh_db_url) == "0002" and "handed_back" not in columns(fresh_db_url)
+    command.downgrade(alembic_config(fresh_db_url), "0003")
+    assert current_revision(fresh_db_url) == "0003" and "handed_back" not in columns(fresh_db_url)
     upgrade(fresh_db_url)
     assert "handed_back" in columns(fresh_db_url)

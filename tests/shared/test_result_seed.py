@@ -3,7 +3,6 @@ and the migration goes down and up again on SQLite and Postgres with the data of
 
 from __future__ import annotations
 
-
 from alembic import command
 from sqlalchemy import inspect
 

@@ -131,3 +131,19 @@ def test_settings_errors_are_described_one_line_each_without_the_inputs(monkeypa
         Settings()
     assert describe_settings_error(err.value) == \
         "environment: environment variable LLADA_MAX_ATEMPTS is not a setting; did you mean LLADA_MAX_ATTEMPTS?"
+
+
+def test_secrets_and_urls_with_passwords_stay_out_of_the_repr(monkeypatch):
+    monkeypatch.setenv("LLADA_S3_SECRET_KEY", "s3-secret-value")
+    monkeypatch.setenv("LLADA_DEFAULT_API_KEY", "llada_default-key-value")
+    monkeypatch.setenv("LLADA_DATABASE_URL", "postgresql://llada:db-password@db:5432/llada")
+    monkeypatch.setenv("LLADA_BROKER_URL", "redis://:broker-password@redis:6379/0")
+    monkeypatch.setenv("LLADA_EVENT_BUS_URL", "redis://:bus-password@redis:6379/1")
+    s = Settings()
+    for text in (repr(s), str(s)):
+        for secret in ("s3-secret-value", "llada_default-key-value", "db-password", "broker-password",
+                       "bus-password"):
+            assert secret not in text
+    assert s.s3_secret_key.get_secret_value() == "s3-secret-value"
+    assert s.default_api_key.get_secret_value() == "llada_default-key-value"
+    assert s.database_url == "postgresql://llada:db-password@db:5432/llada"  # URLs stay plain strings

@@ -70,7 +70,9 @@ class JobServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def SubmitJob(self, request, context):
-        """Creates a job (QUEUED). A repeated request_id from the same tenant returns the existing job.
+        """Creates a job (QUEUED). A repeated request_id from the same tenant returns the existing job if the
+        request is the same (see SubmitJobRequest.request_id); with a different request it is refused with
+        ALREADY_EXISTS naming request_id. Bad input: INVALID_ARGUMENT naming the field, nothing stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,6 +101,9 @@ class JobServiceServicer:
 
     def CancelJob(self, request, context):
         """A queued job is CANCELLED at once; a running one goes to CANCELLING until its worker stops.
+        Best effort, as for long-running operations: the worker checks between steps, so a job whose last
+        step is already running may still end SUCCEEDED, with cancel_requested set. Cancelling a finished
+        job changes nothing and returns it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

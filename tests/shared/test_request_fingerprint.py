@@ -1,0 +1,130 @@
+"""A reused request_id must ask for the same as the first submit (shared.idempotency, migration 0003):
+the repository returns the existing job for the same fingerprint and raises RequestIdReused for another —
+in the precheck, in the atomic submit, and when the other submit wins a race — on SQLite and Postgres."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from alembic import command
+from sqlalchemy import func, inspect, select
+
+from shared import repository as repo
+from shared.db import Job, make_engine, session_factory, upgrade
+from shared.db.migrate import alembic_config
+from shared.idempotency import request_fingerprint
+from shared.jobs import validate_params
+
+LIMITS = repo.QueueLimits(per_tenant=100, total=100)
+
+
+def fingerprint(kind="TEXT_TO_IMAGE", image=b"", **params) -> str:
+    params = validate_params(kind, params, max_prompt_chars=100).model_dump(mode="json")
+    return request_fingerprint(kind, params, {"image": image} if image else {})
+
+
+def submit(s, request_id, fp, *, tenant="acme", prompt="p", limits=None):
+    return repo.submit_job(s, tenant=tenant, request_id=request_id, kind="TEXT_TO_IMAGE",
+                           params={"prompt": prompt}, input_keys={}, fingerprint=fp, limits=limits)
+
+
+def job_count(s) -> int:
+    count = s.scalar(select(func.count()).select_from(Job))
+    s.commit()
+    return count
+
+
+def test_the_fingerprint_is_what_the_request_asks_for():
+    base = fingerprint(prompt="a fox")
+    assert fingerprint(prompt="a fox", width=1024, steps=8) == base  # defaults given or left out: the same
+    assert fingerprint(prompt="a fox", seed=1) != base
+    assert fingerprint(prompt="a fox ") != base
+    assert fingerprint("EDIT", image=b"png", instruction="a fox") != fingerprint("UNDERSTAND", image=b"png",
+                                                                                  question="a fox")
+    assert fingerprint("EDIT", image=b"png-1", instruction="x") != fingerprint("EDIT", image=b"png-2", instruction="x")
+    assert len(base) == 64
+
+
+def test_same_request_returns_the_job_and_another_request_is_refused(s):
+    first, created = submit(s, "r1", fingerprint(prompt="p"), limits=LIMITS)
+    assert created and first.request_fingerprint == fingerprint(prompt="p")
+    again = submit(s, "r1", fingerprint(prompt="p"), limits=LIMITS)
+    assert (again.job.id, again.created) == (first.id, False)
+    with pytest.raises(repo.RequestIdReused) as err:
+        submit(s, "r1", fingerprint(prompt="other"), prompt="other", limits=LIMITS)
+    assert err.value.job_id == first.id
+    with pytest.raises(repo.RequestIdReused):
+        repo.precheck_submit(s, tenant="acme", request_id="r1", fingerprint=fingerprint(prompt="other"))
+    assert repo.precheck_submit(s, tenant="acme", request_id="r1", fingerprint=fingerprint(prompt="p")).job.id \
+        == first.id
+    # Another tenant's request id is its own; without a request id nothing is compared or stored.
+    assert submit(s, "r1", fingerprint(prompt="other"), tenant="other", prompt="other").created
+    plain, created = submit(s, None, fingerprint(prompt="p"))
+    assert created and plain.request_fingerprint is None
+    assert job_count(s) == 3
+
+
+def test_a_job_from_before_fingerprints_answers_any_retry(s):
+    legacy, _ = submit(s, "old", None)  # as a job submitted before migration 0003
+    assert legacy.request_fingerprint is None
+    assert submit(s, "old", fingerprint(prompt="anything")).job.id == legacy.id
+
+
+def test_the_loser_of_the_unique_constraint_is_refused_too(s, monkeypatch):
+    """The race without the advisory lock: both reads saw no job, the second insert hits the unique
+    constraint and must still compare fingerprints (forced here by hiding the first job from the read)."""
+    first, _ = submit(s, "race", fingerprint(prompt="p"))
+    real_read = repo._submit_read
+    monkeypatch.setattr(repo, "_submit_read", lambda s_, job: (None, *real_read(s_, job)[1:]))
+    with pytest.raises(repo.RequestIdReused):
+        submit(s, "race", fingerprint(prompt="q"), prompt="q")
+    assert submit(s, "race", fingerprint(prompt="p")).job.id == first.id
+    assert job_count(s) == 1
+
+
+@pytest.mark.parametrize("limits", [LIMITS, None], ids=["checked (advisory lock)", "unchecked (unique constraint)"])
+def test_two_submits_racing_with_one_request_id_and_different_params_make_one_job(Session, limits):
+    for round_ in range(5):
+        request_id = f"race-{round_}"
+        barrier = threading.Barrier(2)
+        outcomes: list = []
+
+        def racer(prompt: str) -> None:
+            with Session() as s:
+                barrier.wait(timeout=10)
+                try:
+                    outcomes.append(submit(s, request_id, fingerprint(prompt=prompt), prompt=prompt,
+                                           limits=limits).created)
+                except repo.RequestIdReused:
+                    outcomes.append("reused")
+
+        threads = [threading.Thread(target=racer, args=(prompt,)) for prompt in ("left", "right")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(map(str, outcomes)) == ["True", "reused"], outcomes
+        with Session() as s:
+            assert s.scalar(select(func.count()).select_from(Job).where(Job.request_id == request_id)) == 1
+
+
+def test_migration_0003_downgrades_and_upgrades_keeping_the_jobs(fresh_db_url):
+    upgrade(fresh_db_url)
+    engine = make_engine(fresh_db_url)
+    with session_factory(engine)() as s:
+        job_id = submit(s, "kept", fingerprint(prompt="p")).job.id
+    engine.dispose()
+
+    command.downgrade(alembic_config(fresh_db_url), "0002")
+    engine = make_engine(fresh_db_url)
+    assert "request_fingerprint" not in [c["name"] for c in inspect(engine).get_columns("jobs")]
+    engine.dispose()
+    upgrade(fresh_db_url)
+
+    engine = make_engine(fresh_db_url)
+    with session_factory(engine)() as s:
+        job = repo.get_job(s, "acme", job_id)
+        assert job.params == {"prompt": "p"} and job.request_fingerprint is None
+        assert submit(s, "kept", fingerprint(prompt="anything")).job.id == job_id  # answered as before 0003
+    engine.dispose()
