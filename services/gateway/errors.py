@@ -8,6 +8,7 @@ import logging
 
 import grpc
 
+from shared.db.errors import is_transient_db_error
 from shared.jobs import InvalidArgument
 from shared.repository import FailedPrecondition, JobNotFound
 from shared.states import IllegalTransition
@@ -40,7 +41,11 @@ async def rpc_errors(context: grpc.aio.ServicerContext):
         await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
     except grpc.aio.AbortError:
         raise
-    except Exception:
+    except Exception as err:
+        if is_transient_db_error(err):
+            # A passing database outage: the client retries; the host and the SQL stay in the log.
+            log.warning("database unavailable", exc_info=True)
+            await abort(context, grpc.StatusCode.UNAVAILABLE, "the service is temporarily unavailable; retry")
         # Details stay in the log; the caller gets a status it can retry on, not our internals.
         log.exception("request failed")
         await abort(context, grpc.StatusCode.INTERNAL, "internal error; the request was not completed")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -21,18 +21,9 @@ from shared.db import make_engine, session_factory, upgrade
 from shared.db.models import Job
 from shared.events import EmbeddedEventBus
 from shared.objectstore import LocalObjectStore
+from queue_double import QueueProducerDouble
 from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 from shared.settings import Settings
-
-
-@dataclass
-class QueueProducerDouble:
-    """Stands in for shared.queue.enqueue_run_job: records (job_id, priority) instead of sending."""
-
-    sent: list[tuple[str, int]] = field(default_factory=list)
-
-    def __call__(self, job_id: str, priority: int) -> None:
-        self.sent.append((job_id, priority))
 
 
 class LoopThread:
