@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     max_prompt_chars: int = Field(default=4000, ge=1)
+    # Input images the gateway decodes at once (each at most ~64 MiB decoded: shared/images.py's pixel
+    # limit), so concurrent submits of large images cannot exhaust its memory; the others wait their turn.
+    max_concurrent_image_decodes: int = Field(default=2, ge=1)
 
     presign_expiry_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)  # S3 SigV4 caps at 7 days
     # Celery queue both the producer and the worker use.

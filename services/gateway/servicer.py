@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.gateway.auth import current_tenant
 from services.gateway.convert import KIND_BY_FIELD, job_to_pb, kind_from_pb, params_to_dict, state_from_pb
 from services.gateway.errors import ResourceExhausted, rpc_errors
-from services.gateway.images import CheckedImage, check_image
+from services.gateway.images import CheckedImage, ImageDecoder, read_image_header
 from shared import repository as repo
 from shared.db.models import Job
 from shared.objectstore import ObjectNotFound, input_key, job_prefixes
@@ -55,6 +55,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
         # Set on shutdown: open watches end (without a terminal snapshot) so the server need not wait
         # for them; clients re-call WatchJob, which resumes from the current snapshot.
         self.closing = asyncio.Event()
+        self.decoder = ImageDecoder(self.settings.max_concurrent_image_decodes)
 
     # --- helpers -------------------------------------------------------------------------------------
     async def _db(self, fn, *args, **kwargs):
@@ -115,15 +116,16 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 raise InvalidArgument(f"{member}.{err.field}", err.message) from None
             images: dict[str, CheckedImage] = {}
             for name in INPUT_NAMES[kind]:
+                # The header only: an image beyond the limits is refused before anything is decoded.
                 images[name] = await asyncio.to_thread(
-                    check_image, getattr(message, name), field=f"{member}.{name}",
+                    read_image_header, getattr(message, name), field=f"{member}.{name}",
                     max_bytes=self.settings.max_image_bytes)
 
             limits = repo.QueueLimits(per_tenant=self.settings.max_queued_per_tenant,
                                       total=self.settings.max_queued_total)
             if images:
-                # Before uploading images: a retried submit is answered, a full queue refused, without
-                # storing anything (one read; submit_job below still decides atomically).
+                # Before decoding and uploading images: a retried submit is answered, a full queue refused,
+                # without that work (one read; submit_job below still decides atomically).
                 try:
                     earlier = await self._db(repo.precheck_submit, tenant=tenant, request_id=request_id,
                                              limits=limits)
@@ -131,6 +133,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
                     raise ResourceExhausted(_queue_full_message(err)) from None
                 if earlier is not None:
                     return await asyncio.to_thread(self._submitted_to_pb, earlier)
+                for name, image in images.items():
+                    await self.decoder.check(image, field=f"{member}.{name}")
 
             job_id = str(uuid.uuid4())
             input_keys = await self._store_inputs(job_id, images)
