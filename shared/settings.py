@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     # WatchJob re-reads the database this often even without events: the safety net for an event lost
     # by the bus (or published by a process that has no bus), so a watch never stalls for long.
     watch_poll_interval_s: float = Field(default=2.0, gt=0)
+    # Open WatchJob streams one tenant may hold on one gateway process; beyond it RESOURCE_EXHAUSTED, so that
+    # a single tenant cannot take every stream (and memory) of the process.
+    max_watches_per_tenant: int = Field(default=100, ge=1)
+    # RPCs one gateway process serves at once (grpc.aio's maximum_concurrent_rpcs; beyond it gRPC itself
+    # answers RESOURCE_EXHAUSTED). Open watches count, and so do health probes: keep it well above the
+    # watches expected per process.
+    max_concurrent_rpcs: int = Field(default=2000, ge=1)
 
     # Logs (shared.logs): the level of every process.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -4,8 +4,8 @@ event loop keeps serving streams."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.gateway.auth import current_tenant
 from services.gateway.convert import KIND_BY_FIELD, job_to_pb, kind_from_pb, params_to_dict, state_from_pb
 from services.gateway.errors import ResourceExhausted, rpc_errors
+from services.gateway.fanout import EventFanout
 from services.gateway.images import CheckedImage, ImageDecoder, read_image_header
+from services.gateway.threads import run_to_end
+from services.gateway.watch_slots import WatchSlots
 from shared import repository as repo
 from shared.db.models import Job
 from shared.objectstore import ObjectNotFound, input_key, job_prefixes
@@ -29,6 +32,12 @@ from shared.states import TERMINAL_STATES
 log = logging.getLogger("llada.gateway")
 
 MAX_REQUEST_ID_CHARS = 128  # the column width of jobs.request_id
+# Database reads WatchJob streams make at once. A burst — every stream woken when the event bus comes back —
+# waits here instead of taking every thread and pooled connection from the unary calls.
+WATCH_READ_SLOTS = 8
+# Each stream's safety-net poll is spread over ±this fraction of watch_poll_interval_s, so that streams
+# opened together do not keep reading the database together.
+WATCH_POLL_JITTER = 0.25
 
 
 @dataclass
@@ -56,13 +65,21 @@ class JobServicer(pb_grpc.JobServiceServicer):
         # for them; clients re-call WatchJob, which resumes from the current snapshot.
         self.closing = asyncio.Event()
         self.decoder = ImageDecoder(self.settings.max_concurrent_image_decodes)
+        self.fanout = EventFanout(deps.events)
+        self.watch_slots = WatchSlots(self.settings.max_watches_per_tenant)
+        self._watch_reads = asyncio.Semaphore(WATCH_READ_SLOTS)
+
+    async def aclose(self) -> None:
+        """After the server stopped: ends the event fan-out."""
+        await self.fanout.aclose()
 
     # --- helpers -------------------------------------------------------------------------------------
+    def _db_sync(self, fn, *args, **kwargs):
+        with self.deps.sessions() as s:
+            return fn(s, *args, **kwargs)
+
     async def _db(self, fn, *args, **kwargs):
-        def run():
-            with self.deps.sessions() as s:
-                return fn(s, *args, **kwargs)
-        return await asyncio.to_thread(run)
+        return await asyncio.to_thread(self._db_sync, fn, *args, **kwargs)
 
     def _presign(self, key: str) -> str:
         try:
@@ -219,58 +236,36 @@ class JobServicer(pb_grpc.JobServiceServicer):
         tenant = current_tenant()
         async with rpc_errors(context):
             job_id = self._job_id(request.job_id)
-            wake = asyncio.Event()
-            # Subscribed before the first read, so no change between that read and the stream is missed.
-            subscription = await self._subscribe(job_id)
-            pump = asyncio.create_task(self._pump_events(job_id, subscription, wake)) if subscription else None
-            try:
-                last = None
-                while True:
-                    wake.clear()  # before the read: an event arriving during it wakes the next wait
-                    snapshot, terminal = await self._db(self._get_sync, tenant, job_id)
-                    # URLs are re-signed on every read; compare snapshots without them.
-                    fingerprint = _without_urls(snapshot)
-                    if fingerprint != last:
-                        last = fingerprint
-                        yield snapshot
-                    if terminal or self.closing.is_set():
-                        return
-                    await self._wait_for_change(wake)
-            finally:
-                if pump is not None:
-                    pump.cancel()
-                if subscription is not None:
-                    with contextlib.suppress(Exception):
-                        await subscription.aclose()
+            with self.watch_slots.hold(tenant):
+                # Registered before the first read, so no change between that read and the stream is missed.
+                async with self.fanout.listen(job_id) as wake:
+                    last = None
+                    while True:
+                        wake.clear()  # before the read: an event arriving during it wakes the next wait
+                        snapshot, terminal = await self._watch_read(tenant, job_id)
+                        # URLs are re-signed on every read; compare snapshots without them.
+                        fingerprint = _without_urls(snapshot)
+                        if fingerprint != last:
+                            last = fingerprint
+                            yield snapshot
+                        if terminal or self.closing.is_set():
+                            return
+                        await self._wait_for_change(wake)
+
+    async def _watch_read(self, tenant: str, job_id: str) -> tuple[pb.Job, bool]:
+        async with self._watch_reads:  # held until the read really ends, even for a stream cancelled meanwhile
+            return await run_to_end(self._db_sync, self._get_sync, tenant, job_id)
 
     async def _wait_for_change(self, wake: asyncio.Event) -> None:
+        # Events wake the stream; the poll is the safety net for an event the bus lost (or that a process
+        # without a bus never published) and for queue positions, which move without events.
+        timeout = self.settings.watch_poll_interval_s * random.uniform(1 - WATCH_POLL_JITTER, 1 + WATCH_POLL_JITTER)
         waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(self.closing.wait())]
         try:
-            await asyncio.wait(waiters, timeout=self.settings.watch_poll_interval_s,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
-
-    async def _subscribe(self, job_id: str):
-        try:
-            return await self.deps.events.subscribe(job_id).start()
-        except Exception:
-            log.warning("event subscription failed; watch polls the database", extra={"job_id": job_id},
-                        exc_info=True)
-            return None
-
-    @staticmethod
-    async def _pump_events(job_id: str, subscription, wake: asyncio.Event) -> None:
-        try:
-            async for _event in subscription:
-                # Events only say "something changed": the database stays the source of truth.
-                wake.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("event subscription broke; watch keeps polling", extra={"job_id": job_id},
-                        exc_info=True)
 
     # --- changes -------------------------------------------------------------------------------------
     async def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.Job:
