@@ -18,7 +18,7 @@ from services.gateway.convert import KIND_BY_FIELD, job_to_pb, kind_from_pb, par
 from services.gateway.errors import ResourceExhausted, rpc_errors
 from services.gateway.fanout import EventFanout
 from services.gateway.images import CheckedImage, ImageDecoder, read_image_header
-from services.gateway.threads import run_to_end
+from services.gateway.threads import in_thread, run_to_end
 from services.gateway.watch_slots import WatchSlots
 from shared import repository as repo
 from shared.db.models import Job
@@ -68,9 +68,14 @@ class JobServicer(pb_grpc.JobServiceServicer):
         self.fanout = EventFanout(deps.events)
         self.watch_slots = WatchSlots(self.settings.max_watches_per_tenant)
         self._watch_reads = asyncio.Semaphore(WATCH_READ_SLOTS)
+        # Submits past validation, running to their end whether or not their callers still wait (held
+        # here so that they are not garbage-collected once their callers are gone).
+        self._submits: set[asyncio.Task] = set()
 
     async def aclose(self) -> None:
-        """After the server stopped: ends the event fan-out."""
+        """After the server stopped. Submits still under way need no wait: cancelled when the loop ends, each
+        still leaves a job with its inputs (the reaper re-sends a message it did not send) or nothing
+        (see _store_insert_enqueue)."""
         await self.fanout.aclose()
 
     # --- helpers -------------------------------------------------------------------------------------
@@ -153,35 +158,58 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 for name, image in images.items():
                     await self.decoder.check(image, field=f"{member}.{name}")
 
-            job_id = str(uuid.uuid4())
-            input_keys = await self._store_inputs(job_id, images)
             try:
-                # One transaction: idempotency lookup (a retry is answered even when the queue is full),
-                # both backpressure counts, insert and queue position; the limit check is atomic with
-                # the insert, so concurrent submits cannot overshoot it.
-                submitted = await self._db(
-                    repo.submit_job, tenant=tenant, request_id=request_id, kind=kind,
-                    params=params.model_dump(mode="json"), input_keys=input_keys, priority=priority,
-                    job_id=job_id, limits=limits)
-            except BaseException as err:
-                await self._remove_objects(list(input_keys.values()))
-                if isinstance(err, repo.QueueFull):
-                    raise ResourceExhausted(_queue_full_message(err)) from None
-                raise
-            job = submitted.job
-            if not submitted.created:  # an earlier submit with the same request_id: answer with its job
-                await self._remove_objects(list(input_keys.values()))
-            else:
-                log.info("job submitted", extra={"job_id": job.id, "tenant": tenant, "kind": kind.value,
-                                                 "priority": priority})
-                try:
-                    await asyncio.to_thread(self.deps.enqueue, job.id, job.priority)
-                except Exception:
-                    # The row is committed and QUEUED: the reaper re-sends queued jobs whose message was lost.
-                    log.exception("enqueue failed; the reaper will re-send", extra={"job_id": job.id})
+                submitted = await self._outliving_the_caller(self._store_insert_enqueue(
+                    images, tenant=tenant, request_id=request_id, kind=kind,
+                    params=params.model_dump(mode="json"), priority=priority, limits=limits))
+            except repo.QueueFull as err:
+                raise ResourceExhausted(_queue_full_message(err)) from None
             if submitted.created:  # no outputs to presign: build the snapshot here, without a thread hop
                 return self._submitted_to_pb(submitted)
             return await asyncio.to_thread(self._submitted_to_pb, submitted)
+
+    async def _outliving_the_caller(self, work) -> repo.Submitted:
+        """Awaits ``work`` as a task that goes on when the caller goes away (a deadline, a cancel): cut off
+        midway, an insert could commit after its inputs were removed — a QUEUED job that can never run,
+        and that a retry would return. So a submit leaves a complete job (row, inputs, message) or nothing."""
+        task = asyncio.create_task(work)
+        self._submits.add(task)
+        task.add_done_callback(self._submits.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_log_submit_without_caller)
+            raise
+
+    async def _store_insert_enqueue(self, images: dict[str, CheckedImage], *, tenant: str, **submit) -> repo.Submitted:
+        job_id = str(uuid.uuid4())
+        input_keys = await self._store_inputs(job_id, images)
+        # One transaction: idempotency lookup (a retry is answered even when the queue is full),
+        # both backpressure counts, insert and queue position; the limit check is atomic with
+        # the insert, so concurrent submits cannot overshoot it.
+        insert = in_thread(self._db_sync, repo.submit_job, tenant=tenant, input_keys=input_keys,
+                           job_id=job_id, **submit)
+        try:
+            submitted = await asyncio.shield(insert)
+        except BaseException:
+            # Cancelled (the process is ending: callers going away do not cancel this task), the insert
+            # still runs on in its thread, so its own outcome decides: inputs go only if no row names them.
+            await asyncio.wait([insert])
+            if insert.exception() is not None:
+                await self._remove_objects(list(input_keys.values()))
+            raise
+        job = submitted.job
+        if not submitted.created:  # an earlier submit with the same request_id: answer with its job
+            await self._remove_objects(list(input_keys.values()))
+            return submitted
+        log.info("job submitted", extra={"job_id": job.id, "tenant": tenant, "kind": job.kind,
+                                         "priority": job.priority})
+        try:
+            await asyncio.to_thread(self.deps.enqueue, job.id, job.priority)
+        except Exception:
+            # The row is committed and QUEUED: the reaper re-sends queued jobs whose message was lost.
+            log.exception("enqueue failed; the reaper will re-send", extra={"job_id": job.id})
+        return submitted
 
     def _submitted_to_pb(self, submitted: repo.Submitted) -> pb.Job:
         return job_to_pb(submitted.job, queue_position=submitted.queue_position, presign=self._presign,
@@ -191,9 +219,9 @@ class JobServicer(pb_grpc.JobServiceServicer):
         keys: dict[str, str] = {}
         try:
             for name, image in images.items():
-                key = input_key(job_id, f"{name}.{image.extension}")
-                await asyncio.to_thread(self.deps.store.put, key, image.data, image.content_type)
-                keys[name] = key
+                keys[name] = key = input_key(job_id, f"{name}.{image.extension}")
+                # To its end even when cancelled: a put finishing after the clean-up below would stay behind.
+                await run_to_end(self.deps.store.put, key, image.data, image.content_type)
         except BaseException:
             await self._remove_objects(list(keys.values()))
             raise
@@ -305,6 +333,17 @@ class JobServicer(pb_grpc.JobServiceServicer):
             await self._publish(job_id, {"type": "deleted"})
             log.info("job deleted", extra={"job_id": job_id, "tenant": tenant})
             return pb.DeleteJobResponse(job_id=job_id)
+
+
+def _log_submit_without_caller(task: asyncio.Task) -> None:
+    """The outcome of a submit whose caller went away: nobody else will report it."""
+    if task.cancelled():
+        return
+    err = task.exception()
+    if err is None:
+        log.info("submit completed after its caller went away", extra={"job_id": task.result().job.id})
+    elif not isinstance(err, repo.QueueFull):
+        log.error("submit failed after its caller went away; nothing was stored", exc_info=err)
 
 
 def _without_urls(job: pb.Job) -> bytes:

@@ -26,6 +26,14 @@ from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 from shared.settings import Settings
 
 
+async def _cancel_pending_tasks(timeout: float = 10) -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+
+
 class LoopThread:
     """An asyncio loop in a daemon thread, for the grpc.aio server under synchronous tests."""
 
@@ -38,6 +46,7 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self):
+        self.run(_cancel_pending_tasks())  # as asyncio.run ends: tasks left over get to clean up
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
