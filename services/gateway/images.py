@@ -16,11 +16,16 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from services.gateway.threads import run_to_end
 from shared.images import ACCEPTED_FORMATS, ACCEPTED_FORMATS_TEXT, MAX_IMAGE_PIXELS, check_image_shape
 from shared.jobs import InvalidArgument
+
+# PNG text chunks (tEXt, zTXt, iTXt) are inflated while the header is read, up to Pillow's 64 MiB in all: a
+# 200 KB file cost that much before its size was known. The gateway keeps no metadata; 4 MiB in all still
+# takes real files' XMP and comments (an ICC profile is not counted here; Pillow caps it at 1 MiB).
+PngImagePlugin.MAX_TEXT_MEMORY = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,8 @@ def _opening(data: bytes, field: str):
         raise InvalidArgument(field, f"has too many pixels; the limit is {MAX_IMAGE_PIXELS}") from None
     except UnidentifiedImageError:
         raise InvalidArgument(field, f"could not be read as a {ACCEPTED_FORMATS_TEXT} image") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise InvalidArgument(field, f"could not be decoded as an image ({type(err).__name__})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:  # truncated, corrupt, too much metadata
+        raise InvalidArgument(field, f"could not be decoded as an image: {err}") from None
 
 
 def read_image_header(data: bytes, *, field: str, max_bytes: int) -> CheckedImage:

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from PIL import ImageFile
 
-from images_for_tests import black_png, encoded, png
+from images_for_tests import black_png, encoded, png, text_bomb_png
 from shared import repository as repo
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
@@ -88,10 +88,12 @@ def test_an_8192_square_png_is_refused_from_its_header_without_decoding(roomy, b
     assert roomy.job_count() == 0 and roomy.objects() == [] and roomy.queue.sent == []
 
 
-def test_refusing_the_8192_square_png_costs_no_memory_jump(big, tmp_path):
-    """In a fresh process: the peak RSS (VmHWM) barely moves; a full decode would add ~260 MB."""
-    path = tmp_path / "big.png"
-    path.write_bytes(big)
+@pytest.mark.parametrize("bomb", ["8192x8192 pixels", "200 MB of PNG text"])
+def test_refusing_a_small_file_that_would_inflate_costs_no_memory_jump(bomb, big, tmp_path):
+    """In a fresh process the peak RSS (VmHWM) barely moves: a full decode of the 8192² PNG would add
+    ~260 MB, and Pillow's own limit would let the text chunks take 64 MB before the header is known."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(big if bomb.endswith("pixels") else text_bomb_png())
     script = (
         "import sys\n"
         "def peak_kib():\n"
@@ -108,7 +110,7 @@ def test_refusing_the_8192_square_png_costs_no_memory_jump(big, tmp_path):
         "print(peak_kib() - before)\n")
     out = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO_ROOT, capture_output=True,
                          text=True, timeout=120, check=True).stdout.split()
-    print(f"peak RSS growth while refusing an 8192x8192 PNG: {int(out[-1]) / 1024:.1f} MiB")
+    print(f"peak RSS growth while refusing a PNG of {bomb}: {int(out[-1]) / 1024:.1f} MiB")
     assert out[:2] == ["refused", "understand.image"]
     assert int(out[-1]) < 16 * 1024  # KiB
 
