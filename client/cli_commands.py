@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     _submit_options(t2i)
 
     und = submit.add_parser("understand", parents=[common], help="answer a question about an image")
-    und.add_argument("image", help="image file")
+    und.add_argument("image", help="image file (PNG, JPEG or WebP)")
     und.add_argument("question")
     und.add_argument("--gen-length", type=int)
     und.add_argument("--steps", type=int)
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     _submit_options(und)
 
     edit = submit.add_parser("edit", parents=[common], help="edit an image by instruction")
-    edit.add_argument("image", help="image file")
+    edit.add_argument("image", help="image file (PNG, JPEG or WebP)")
     edit.add_argument("instruction")
     edit.add_argument("--steps", type=int)
     edit.add_argument("--block-length", type=int)

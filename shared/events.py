@@ -7,6 +7,9 @@ server — a SQLite file every process on the machine shares, polled by subscrib
     async with bus.subscribe(job_id) as events:   # subscribed from here on
         snapshot = read_job_from_db()             # so nothing between read and stream is lost
         async for event in events: ...
+
+`bus.subscribe_all()` gives every job's events as `(job_id, event)` pairs on one subscription (one Redis
+connection, one SQLite poller): the gateway fans it out to its WatchJob streams (services/gateway/fanout.py).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import redis.asyncio as aioredis
 
 
 class Subscription(abc.ABC):
-    """Events of one job, in publish order. Subscribed once awaited, entered or first iterated."""
+    """Events of one job (or `(job_id, event)` pairs of every job), in publish order. Subscribed once
+    awaited, entered or first iterated."""
 
     def __init__(self) -> None:
         self._started = False
@@ -51,7 +55,7 @@ class Subscription(abc.ABC):
     def __aiter__(self) -> "Subscription":
         return self
 
-    async def __anext__(self) -> dict[str, Any]:
+    async def __anext__(self) -> Any:
         await self.start()
         if self._closed:
             raise StopAsyncIteration
@@ -67,7 +71,7 @@ class Subscription(abc.ABC):
     async def _start(self) -> None: ...
 
     @abc.abstractmethod
-    async def _next(self) -> dict[str, Any]: ...
+    async def _next(self) -> Any: ...
 
     @abc.abstractmethod
     async def _close(self) -> None: ...
@@ -77,19 +81,28 @@ class Subscription(abc.ABC):
 class EventBus(Protocol):
     def publish(self, job_id: str, event: dict[str, Any]) -> None: ...
     def subscribe(self, job_id: str) -> Subscription: ...
+    def subscribe_all(self) -> Subscription: ...
     def close(self) -> None: ...
 
 
 # ---------------------------------------------------------------- Redis
 
 
-class RedisEventBus:
-    """Redis pub/sub, one channel per job: `<prefix><job_id>`."""
+# Seconds a subscription's connection may stay quiet before redis-py pings it.
+HEALTH_CHECK_INTERVAL_S = 15.0
+# Seconds a subscription waits for a connection: an unreachable Redis is reported, not waited on for minutes.
+CONNECT_TIMEOUT_S = 5.0
 
-    def __init__(self, url: str, *, prefix: str = "llada:events:"):
+
+class RedisEventBus:
+    """Redis pub/sub, one channel per job: `<prefix><job_id>`. `client_name` names every connection of
+    the bus (CLIENT LIST shows who holds which)."""
+
+    def __init__(self, url: str, *, prefix: str = "llada:events:", client_name: str | None = None):
         self.url = url
         self.prefix = prefix
-        self._client = redis.Redis.from_url(url)
+        self.client_name = client_name
+        self._client = redis.Redis.from_url(url, client_name=client_name)
 
     def channel(self, job_id: str) -> str:
         return self.prefix + job_id
@@ -98,29 +111,56 @@ class RedisEventBus:
         self._client.publish(self.channel(job_id), json.dumps(event))
 
     def subscribe(self, job_id: str) -> Subscription:
-        return _RedisSubscription(self.url, self.channel(job_id))
+        return _RedisSubscription(self, channel=self.channel(job_id))
+
+    def subscribe_all(self) -> Subscription:
+        return _RedisSubscription(self, pattern=_glob_escape(self.prefix) + "*")
 
     def close(self) -> None:
         self._client.close()
 
 
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by a PSUBSCRIBE pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 class _RedisSubscription(Subscription):
-    def __init__(self, url: str, channel: str):
+    """One job's channel (yields events) or the pattern of every job's channel (yields (job_id, event))."""
+
+    def __init__(self, bus: RedisEventBus, *, channel: str | None = None, pattern: str | None = None):
         super().__init__()
-        self._url = url
+        self._bus = bus
         self._channel = channel
+        self._pattern = pattern
 
     async def _start(self) -> None:
-        # One connection per subscription, created on the subscriber's own event loop.
-        self._client = aioredis.Redis.from_url(self._url)
+        # One connection per subscription, created on the subscriber's own event loop; health checks
+        # notice a connection that died silently (the reader then fails and the subscriber resubscribes).
+        self._client = aioredis.Redis.from_url(self._bus.url, client_name=self._bus.client_name,
+                                               health_check_interval=HEALTH_CHECK_INTERVAL_S,
+                                               socket_connect_timeout=CONNECT_TIMEOUT_S)
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        await self._pubsub.subscribe(self._channel)
+        try:
+            if self._pattern is not None:
+                await self._pubsub.psubscribe(self._pattern)
+            else:
+                await self._pubsub.subscribe(self._channel)
+        except BaseException:
+            await self._close()
+            raise
 
-    async def _next(self) -> dict[str, Any]:
+    async def _next(self) -> Any:
         while True:
-            message = await self._pubsub.get_message(timeout=None)
-            if message is not None and message["type"] == "message":
+            # A bounded wait, so that the health check runs on a quiet connection.
+            message = await self._pubsub.get_message(timeout=HEALTH_CHECK_INTERVAL_S)
+            if message is None:
+                continue
+            if message["type"] == "message":
                 return json.loads(message["data"])
+            if message["type"] == "pmessage":
+                channel = message["channel"].decode()
+                return channel[len(self._bus.prefix):], json.loads(message["data"])
 
     async def _close(self) -> None:
         await self._pubsub.aclose()
@@ -131,6 +171,8 @@ class _RedisSubscription(Subscription):
 
 # How often an embedded subscriber looks for new events: the latency of progress updates.
 EMBEDDED_POLL_INTERVAL_S = 0.05
+# Rows one poll of `subscribe_all` reads at most (the next poll reads on at once).
+EMBEDDED_FETCH_ROWS = 1000
 # Events older than this are pruned; watchers read the job itself after a gap anyway.
 EMBEDDED_KEEP_S = 3600.0
 _SCHEMA = """
@@ -182,6 +224,9 @@ class EmbeddedEventBus:
     def subscribe(self, job_id: str) -> Subscription:
         return _EmbeddedSubscription(self, job_id)
 
+    def subscribe_all(self) -> Subscription:
+        return _EmbeddedSubscription(self, None)
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
@@ -190,11 +235,13 @@ class EmbeddedEventBus:
 
 
 class _EmbeddedSubscription(Subscription):
-    def __init__(self, bus: EmbeddedEventBus, job_id: str):
+    """One job's events, or with ``job_id`` None every job's as (job_id, event): one poller for all."""
+
+    def __init__(self, bus: EmbeddedEventBus, job_id: str | None):
         super().__init__()
         self._bus = bus
         self._job_id = job_id
-        self._pending: deque[dict[str, Any]] = deque()
+        self._pending: deque[Any] = deque()
         # A cancelled watcher leaves its fetch running in a worker thread; closing the connection under
         # that query crashes sqlite3, so queries and close take turns on this lock.
         self._conn_lock = threading.Lock()
@@ -207,12 +254,17 @@ class _EmbeddedSubscription(Subscription):
     def _max_id(self) -> int:
         return self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
 
-    def _fetch(self) -> list[tuple[int, str]]:
+    def _fetch(self) -> list[tuple[int, str, str]]:
         with self._conn_lock:
             if self._conn is None:
                 return []
+            if self._job_id is None:
+                return self._conn.execute(
+                    "SELECT id, job_id, payload FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                    (self._last_id, EMBEDDED_FETCH_ROWS),
+                ).fetchall()
             return self._conn.execute(
-                "SELECT id, payload FROM events WHERE job_id = ? AND id > ? ORDER BY id",
+                "SELECT id, job_id, payload FROM events WHERE job_id = ? AND id > ? ORDER BY id",
                 (self._job_id, self._last_id),
             ).fetchall()
 
@@ -222,12 +274,13 @@ class _EmbeddedSubscription(Subscription):
                 self._conn.close()
                 self._conn = None
 
-    async def _next(self) -> dict[str, Any]:
+    async def _next(self) -> Any:
         while not self._pending:
             rows = await asyncio.to_thread(self._fetch)
-            for row_id, payload in rows:
+            for row_id, job_id, payload in rows:
                 self._last_id = row_id
-                self._pending.append(json.loads(payload))
+                event = json.loads(payload)
+                self._pending.append(event if self._job_id is not None else (job_id, event))
             if not self._pending:
                 await asyncio.sleep(self._bus.poll_interval_s)
         return self._pending.popleft()
@@ -236,12 +289,13 @@ class _EmbeddedSubscription(Subscription):
         await asyncio.to_thread(self._close_connection)
 
 
-def event_bus_from_settings(settings) -> EventBus:
-    """`redis://…` / `rediss://…` → RedisEventBus; `embedded://<path>` → EmbeddedEventBus."""
+def event_bus_from_settings(settings, *, client_name: str | None = None) -> EventBus:
+    """`redis://…` / `rediss://…` → RedisEventBus (its connections named `client_name`);
+    `embedded://<path>` → EmbeddedEventBus."""
     url = settings.event_bus_url
     scheme = urlparse(url).scheme
     if scheme in ("redis", "rediss", "unix"):
-        return RedisEventBus(url, prefix=settings.event_channel_prefix)
+        return RedisEventBus(url, prefix=settings.event_channel_prefix, client_name=client_name)
     if scheme == "embedded":
         path = url[len("embedded://"):]
         if not path:

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     max_prompt_chars: int = Field(default=4000, ge=1)
+    # Input images the gateway decodes at once (each at most ~64 MiB decoded: shared/images.py's pixel
+    # limit), so concurrent submits of large images cannot exhaust its memory; the others wait their turn.
+    max_concurrent_image_decodes: int = Field(default=2, ge=1)
 
     presign_expiry_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)  # S3 SigV4 caps at 7 days
     # Celery queue both the producer and the worker use.
@@ -114,6 +117,13 @@ class Settings(BaseSettings):
     # WatchJob re-reads the database this often even without events: the safety net for an event lost
     # by the bus (or published by a process that has no bus), so a watch never stalls for long.
     watch_poll_interval_s: float = Field(default=2.0, gt=0)
+    # Open WatchJob streams one tenant may hold on one gateway process; beyond it RESOURCE_EXHAUSTED, so that
+    # a single tenant cannot take every stream (and memory) of the process.
+    max_watches_per_tenant: int = Field(default=100, ge=1)
+    # RPCs one gateway process serves at once (grpc.aio's maximum_concurrent_rpcs; beyond it gRPC itself
+    # answers RESOURCE_EXHAUSTED). Open watches count, and so do health probes: keep it well above the
+    # watches expected per process.
+    max_concurrent_rpcs: int = Field(default=2000, ge=1)
 
     # Logs (shared.logs): the level of every process.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -8,8 +8,8 @@ import logging
 
 import grpc
 
-from shared.jobs import InvalidArgument
 from shared.db.errors import is_transient_db_error
+from shared.jobs import InvalidArgument
 from shared.repository import FailedPrecondition, JobNotFound, RequestIdReused
 from shared.states import IllegalTransition
 
@@ -44,7 +44,8 @@ async def rpc_errors(context: grpc.aio.ServicerContext):
     except grpc.aio.AbortError:
         raise
     except Exception as err:
-        if is_transient_db_error(err):  # a passing outage: the caller retries; the SQL stays in the log
+        if is_transient_db_error(err):
+            # A passing database outage: the client retries; the host and the SQL stay in the log.
             log.warning("database unavailable", exc_info=True)
             await abort(context, grpc.StatusCode.UNAVAILABLE, "the service is temporarily unavailable; retry")
         # Details stay in the log; the caller gets a status it can retry on, not our internals.

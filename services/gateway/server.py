@@ -28,8 +28,8 @@ from shared.settings import Settings
 log = logging.getLogger("llada.gateway")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
-# Threads for the blocking work of the RPCs (database, object store, image decoding, embedded event
-# polling): asyncio's default of cpu+4 would make every watcher queue behind a handful of threads.
+# Threads for the blocking work of the RPCs (database, object store, image decoding): asyncio's default of
+# cpu+4 would make every call queue behind a handful of threads.
 BLOCKING_THREADS = 32
 # HTTP/2 keepalive pings keep long WatchJob streams alive through proxies and notice dead peers.
 KEEPALIVE_OPTIONS = [("grpc.keepalive_time_ms", 60_000), ("grpc.keepalive_timeout_ms", 20_000),
@@ -74,6 +74,7 @@ class RunningGateway:
         await self.health.enter_graceful_shutdown()
         self.servicer.closing.set()
         await self.server.stop(grace)
+        await self.servicer.aclose()
 
 
 async def start_gateway(deps: GatewayDeps, *, listen: str | None = None,
@@ -88,7 +89,10 @@ async def start_gateway(deps: GatewayDeps, *, listen: str | None = None,
     limits = [("grpc.max_receive_message_length", settings.max_message_bytes),
               ("grpc.max_send_message_length", settings.max_message_bytes)]
     # Metrics outermost, so refused (unauthenticated) calls are counted too.
-    server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics), auth], options=limits + KEEPALIVE_OPTIONS)
+    # maximum_concurrent_rpcs: beyond it gRPC answers RESOURCE_EXHAUSTED itself, so the process's memory
+    # and event loop stay bounded whatever its callers do (open watches are capped per tenant too).
+    server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics), auth], options=limits + KEEPALIVE_OPTIONS,
+                             maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
     servicer = JobServicer(deps)
     pb_grpc.add_JobServiceServicer_to_server(servicer, server)
     health = health_aio.HealthServicer()

@@ -4,8 +4,8 @@ event loop keeps serving streams."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.gateway.auth import current_tenant
 from services.gateway.convert import KIND_BY_FIELD, job_to_pb, kind_from_pb, params_to_dict, state_from_pb
 from services.gateway.errors import ResourceExhausted, rpc_errors
-from services.gateway.images import CheckedImage, check_image
+from services.gateway.fanout import EventFanout
+from services.gateway.images import CheckedImage, ImageDecoder, read_image_header
+from services.gateway.threads import in_thread, run_to_end
+from services.gateway.watch_slots import WatchSlots
 from shared import repository as repo
 from shared.db.models import Job
 from shared.idempotency import request_fingerprint
@@ -29,6 +32,13 @@ from shared.settings import Settings
 from shared.states import TERMINAL_STATES
 
 log = logging.getLogger("llada.gateway")
+
+# Database reads WatchJob streams make at once. A burst — every stream woken when the event bus comes back —
+# waits here instead of taking every thread and pooled connection from the unary calls.
+WATCH_READ_SLOTS = 8
+# Each stream's safety-net poll is spread over ±this fraction of watch_poll_interval_s, so that streams
+# opened together do not keep reading the database together.
+WATCH_POLL_JITTER = 0.25
 
 
 @dataclass
@@ -55,13 +65,27 @@ class JobServicer(pb_grpc.JobServiceServicer):
         # Set on shutdown: open watches end (without a terminal snapshot) so the server need not wait
         # for them; clients re-call WatchJob, which resumes from the current snapshot.
         self.closing = asyncio.Event()
+        self.decoder = ImageDecoder(self.settings.max_concurrent_image_decodes)
+        self.fanout = EventFanout(deps.events)
+        self.watch_slots = WatchSlots(self.settings.max_watches_per_tenant)
+        self._watch_reads = asyncio.Semaphore(WATCH_READ_SLOTS)
+        # Submits past validation, running to their end whether or not their callers still wait (held
+        # here so that they are not garbage-collected once their callers are gone).
+        self._submits: set[asyncio.Task] = set()
+
+    async def aclose(self) -> None:
+        """After the server stopped. Submits still under way need no wait: cancelled when the loop ends, each
+        still leaves a job with its inputs (the reaper re-sends a message it did not send) or nothing
+        (see _store_insert_enqueue)."""
+        await self.fanout.aclose()
 
     # --- helpers -------------------------------------------------------------------------------------
+    def _db_sync(self, fn, *args, **kwargs):
+        with self.deps.sessions() as s:
+            return fn(s, *args, **kwargs)
+
     async def _db(self, fn, *args, **kwargs):
-        def run():
-            with self.deps.sessions() as s:
-                return fn(s, *args, **kwargs)
-        return await asyncio.to_thread(run)
+        return await asyncio.to_thread(self._db_sync, fn, *args, **kwargs)
 
     def _presign(self, key: str) -> str:
         try:
@@ -107,8 +131,9 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 raise InvalidArgument(f"{member}.{err.field}", err.message) from None
             images: dict[str, CheckedImage] = {}
             for name in INPUT_NAMES[kind]:
+                # The header only: an image beyond the limits is refused before anything is decoded.
                 images[name] = await asyncio.to_thread(
-                    check_image, getattr(message, name), field=f"{member}.{name}",
+                    read_image_header, getattr(message, name), field=f"{member}.{name}",
                     max_bytes=self.settings.max_image_bytes)
 
             params_json = params.model_dump(mode="json")
@@ -118,8 +143,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
             limits = repo.QueueLimits(per_tenant=self.settings.max_queued_per_tenant,
                                       total=self.settings.max_queued_total)
             if images:
-                # Before uploading images: a retried submit is answered, a full queue refused, without
-                # storing anything (one read; submit_job below still decides atomically).
+                # Before decoding and uploading images: a retried submit is answered, a full queue refused,
+                # without that work (one read; submit_job below still decides atomically).
                 try:
                     earlier = await self._db(repo.precheck_submit, tenant=tenant, request_id=request_id,
                                              limits=limits, fingerprint=fingerprint)
@@ -127,36 +152,61 @@ class JobServicer(pb_grpc.JobServiceServicer):
                     raise ResourceExhausted(_queue_full_message(err)) from None
                 if earlier is not None:
                     return await asyncio.to_thread(self._submitted_to_pb, earlier)
+                for name, image in images.items():
+                    await self.decoder.check(image, field=f"{member}.{name}")
 
-            job_id = str(uuid.uuid4())
-            input_keys = await self._store_inputs(job_id, images)
             try:
-                # One transaction: idempotency lookup (a retry is answered even when the queue is full),
-                # both backpressure counts, insert and queue position; the limit check is atomic with
-                # the insert, so concurrent submits cannot overshoot it.
-                submitted = await self._db(
-                    repo.submit_job, tenant=tenant, request_id=request_id, kind=kind,
-                    params=params_json, input_keys=input_keys, priority=priority,
-                    job_id=job_id, limits=limits, fingerprint=fingerprint)
-            except BaseException as err:
-                await self._remove_objects(list(input_keys.values()))
-                if isinstance(err, repo.QueueFull):
-                    raise ResourceExhausted(_queue_full_message(err)) from None
-                raise
-            job = submitted.job
-            if not submitted.created:  # an earlier submit with the same request_id: answer with its job
-                await self._remove_objects(list(input_keys.values()))
-            else:
-                log.info("job submitted", extra={"job_id": job.id, "tenant": tenant, "kind": kind.value,
-                                                 "priority": priority})
-                try:
-                    await asyncio.to_thread(self.deps.enqueue, job.id, job.priority)
-                except Exception:
-                    # The row is committed and QUEUED: the reaper re-sends queued jobs whose message was lost.
-                    log.exception("enqueue failed; the reaper will re-send", extra={"job_id": job.id})
+                submitted = await self._outliving_the_caller(self._store_insert_enqueue(
+                    images, tenant=tenant, request_id=request_id, kind=kind,
+                    params=params_json, priority=priority, limits=limits, fingerprint=fingerprint))
+            except repo.QueueFull as err:
+                raise ResourceExhausted(_queue_full_message(err)) from None
             if submitted.created:  # no outputs to presign: build the snapshot here, without a thread hop
                 return self._submitted_to_pb(submitted)
             return await asyncio.to_thread(self._submitted_to_pb, submitted)
+
+    async def _outliving_the_caller(self, work) -> repo.Submitted:
+        """Awaits ``work`` as a task that goes on when the caller goes away (a deadline, a cancel): cut off
+        midway, an insert could commit after its inputs were removed — a QUEUED job that can never run,
+        and that a retry would return. So a submit leaves a complete job (row, inputs, message) or nothing."""
+        task = asyncio.create_task(work)
+        self._submits.add(task)
+        task.add_done_callback(self._submits.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_log_submit_without_caller)
+            raise
+
+    async def _store_insert_enqueue(self, images: dict[str, CheckedImage], *, tenant: str, **submit) -> repo.Submitted:
+        job_id = str(uuid.uuid4())
+        input_keys = await self._store_inputs(job_id, images)
+        # One transaction: idempotency lookup (a retry is answered even when the queue is full),
+        # both backpressure counts, insert and queue position; the limit check is atomic with
+        # the insert, so concurrent submits cannot overshoot it.
+        insert = in_thread(self._db_sync, repo.submit_job, tenant=tenant, input_keys=input_keys,
+                           job_id=job_id, **submit)
+        try:
+            submitted = await asyncio.shield(insert)
+        except BaseException:
+            # Cancelled (the process is ending: callers going away do not cancel this task), the insert
+            # still runs on in its thread, so its own outcome decides: inputs go only if no row names them.
+            await asyncio.wait([insert])
+            if insert.exception() is not None:
+                await self._remove_objects(list(input_keys.values()))
+            raise
+        job = submitted.job
+        if not submitted.created:  # an earlier submit with the same request_id: answer with its job
+            await self._remove_objects(list(input_keys.values()))
+            return submitted
+        log.info("job submitted", extra={"job_id": job.id, "tenant": tenant, "kind": job.kind,
+                                         "priority": job.priority})
+        try:
+            await asyncio.to_thread(self.deps.enqueue, job.id, job.priority)
+        except Exception:
+            # The row is committed and QUEUED: the reaper re-sends queued jobs whose message was lost.
+            log.exception("enqueue failed; the reaper will re-send", extra={"job_id": job.id})
+        return submitted
 
     def _submitted_to_pb(self, submitted: repo.Submitted) -> pb.Job:
         return job_to_pb(submitted.job, queue_position=submitted.queue_position, presign=self._presign,
@@ -166,9 +216,9 @@ class JobServicer(pb_grpc.JobServiceServicer):
         keys: dict[str, str] = {}
         try:
             for name, image in images.items():
-                key = input_key(job_id, f"{name}.{image.extension}")
-                await asyncio.to_thread(self.deps.store.put, key, image.data, image.content_type)
-                keys[name] = key
+                keys[name] = key = input_key(job_id, f"{name}.{image.extension}")
+                # To its end even when cancelled: a put finishing after the clean-up below would stay behind.
+                await run_to_end(self.deps.store.put, key, image.data, image.content_type)
         except BaseException:
             await self._remove_objects(list(keys.values()))
             raise
@@ -211,58 +261,36 @@ class JobServicer(pb_grpc.JobServiceServicer):
         tenant = current_tenant()
         async with rpc_errors(context):
             job_id = validate_job_id(request.job_id)
-            wake = asyncio.Event()
-            # Subscribed before the first read, so no change between that read and the stream is missed.
-            subscription = await self._subscribe(job_id)
-            pump = asyncio.create_task(self._pump_events(job_id, subscription, wake)) if subscription else None
-            try:
-                last = None
-                while True:
-                    wake.clear()  # before the read: an event arriving during it wakes the next wait
-                    snapshot, terminal = await self._db(self._get_sync, tenant, job_id)
-                    # URLs are re-signed on every read; compare snapshots without them.
-                    fingerprint = _without_urls(snapshot)
-                    if fingerprint != last:
-                        last = fingerprint
-                        yield snapshot
-                    if terminal or self.closing.is_set():
-                        return
-                    await self._wait_for_change(wake)
-            finally:
-                if pump is not None:
-                    pump.cancel()
-                if subscription is not None:
-                    with contextlib.suppress(Exception):
-                        await subscription.aclose()
+            with self.watch_slots.hold(tenant):
+                # Registered before the first read, so no change between that read and the stream is missed.
+                async with self.fanout.listen(job_id) as wake:
+                    last = None
+                    while True:
+                        wake.clear()  # before the read: an event arriving during it wakes the next wait
+                        snapshot, terminal = await self._watch_read(tenant, job_id)
+                        # URLs are re-signed on every read; compare snapshots without them.
+                        fingerprint = _without_urls(snapshot)
+                        if fingerprint != last:
+                            last = fingerprint
+                            yield snapshot
+                        if terminal or self.closing.is_set():
+                            return
+                        await self._wait_for_change(wake)
+
+    async def _watch_read(self, tenant: str, job_id: str) -> tuple[pb.Job, bool]:
+        async with self._watch_reads:  # held until the read really ends, even for a stream cancelled meanwhile
+            return await run_to_end(self._db_sync, self._get_sync, tenant, job_id)
 
     async def _wait_for_change(self, wake: asyncio.Event) -> None:
+        # Events wake the stream; the poll is the safety net for an event the bus lost (or that a process
+        # without a bus never published) and for queue positions, which move without events.
+        timeout = self.settings.watch_poll_interval_s * random.uniform(1 - WATCH_POLL_JITTER, 1 + WATCH_POLL_JITTER)
         waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(self.closing.wait())]
         try:
-            await asyncio.wait(waiters, timeout=self.settings.watch_poll_interval_s,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
-
-    async def _subscribe(self, job_id: str):
-        try:
-            return await self.deps.events.subscribe(job_id).start()
-        except Exception:
-            log.warning("event subscription failed; watch polls the database", extra={"job_id": job_id},
-                        exc_info=True)
-            return None
-
-    @staticmethod
-    async def _pump_events(job_id: str, subscription, wake: asyncio.Event) -> None:
-        try:
-            async for _event in subscription:
-                # Events only say "something changed": the database stays the source of truth.
-                wake.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("event subscription broke; watch keeps polling", extra={"job_id": job_id},
-                        exc_info=True)
 
     # --- changes -------------------------------------------------------------------------------------
     async def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.Job:
@@ -302,6 +330,17 @@ class JobServicer(pb_grpc.JobServiceServicer):
             await self._publish(job_id, {"type": "deleted"})
             log.info("job deleted", extra={"job_id": job_id, "tenant": tenant})
             return pb.DeleteJobResponse(job_id=job_id)
+
+
+def _log_submit_without_caller(task: asyncio.Task) -> None:
+    """The outcome of a submit whose caller went away: nobody else will report it."""
+    if task.cancelled():
+        return
+    err = task.exception()
+    if err is None:
+        log.info("submit completed after its caller went away", extra={"job_id": task.result().job.id})
+    elif not isinstance(err, repo.QueueFull):
+        log.error("submit failed after its caller went away; nothing was stored", exc_info=err)
 
 
 def _without_urls(job: pb.Job) -> bytes:

@@ -10,6 +10,9 @@ from services.gateway.servicer import GatewayDeps
 from shared.db import make_engine, normalize_url, session_factory, upgrade
 from shared.settings import Settings
 
+# The name of the gateway's Redis connections (CLIENT LIST): one subscription for all its watches, one publisher.
+EVENT_CLIENT_NAME = "llada-gateway"
+
 
 def is_sqlite(url: str) -> bool:
     return make_url(normalize_url(url)).get_backend_name() == "sqlite"
@@ -37,4 +40,4 @@ def deps_from_settings(settings: Settings) -> GatewayDeps:
         enqueue_run_job(job_id, priority=priority, settings=settings)
 
     return GatewayDeps(settings=settings, sessions=sessions, store=object_store_from_settings(settings),
-                       events=event_bus_from_settings(settings), enqueue=enqueue)
+                       events=event_bus_from_settings(settings, client_name=EVENT_CLIENT_NAME), enqueue=enqueue)

@@ -25,18 +25,17 @@ from shared.db import make_engine, session_factory, upgrade
 from shared.db.models import Job
 from shared.events import EmbeddedEventBus
 from shared.objectstore import LocalObjectStore
+from queue_double import QueueProducerDouble
 from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 from shared.settings import Settings
 
 
-@dataclass
-class QueueProducerDouble:
-    """Stands in for shared.queue.enqueue_run_job: records (job_id, priority) instead of sending."""
-
-    sent: list[tuple[str, int]] = field(default_factory=list)
-
-    def __call__(self, job_id: str, priority: int) -> None:
-        self.sent.append((job_id, priority))
+async def _cancel_pending_tasks(timeout: float = 10) -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
 
 
 class LoopThread:
@@ -51,6 +50,7 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self):
+        self.run(_cancel_pending_tasks())  # as asyncio.run ends: tasks left over get to clean up
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()

@@ -6,6 +6,7 @@ import time
 import grpc
 
 from shared import attempts
+from shared import repository as repo
 from shared.objectstore import LocalObjectStore
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 from images_for_tests import png
@@ -14,16 +15,18 @@ TIMEOUT = 10
 
 
 class SlowPutStoreDouble(LocalObjectStore):
-    """A local store whose put() holds a SubmitJob in flight for `delay_s` (signals `entered` first)."""
+    """A local store whose put() holds a SubmitJob in flight for `delay_s` or until `release` is set
+    (signals `entered` first)."""
 
     def __init__(self, root, delay_s: float):
         super().__init__(root)
         self.delay_s = delay_s
         self.entered = threading.Event()
+        self.release = threading.Event()
 
     def put(self, key, data, content_type="application/octet-stream"):
         self.entered.set()
-        time.sleep(self.delay_s)
+        self.release.wait(self.delay_s)
         super().put(key, data, content_type)
 
 
@@ -62,3 +65,11 @@ def test_stop_gives_calls_in_flight_the_configured_grace(make_gateway, tmp_path,
     assert time.monotonic() - started < 2.5  # cut off after the grace, not after the 5 s put
     caller.join(TIMEOUT)
     assert outcome["code"] in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+    # The submit cut off by the shutdown still ends whole: its row, its input and its message.
+    store.release.set()
+    deadline = time.monotonic() + TIMEOUT
+    while gw.job_count() == 0 or not gw.queue.sent:
+        assert time.monotonic() < deadline, "the cut-off submit never completed"
+        time.sleep(0.01)
+    job = gw.db(repo.list_jobs, "settings-grace")[0][0]
+    assert gw.queue.sent == [(job.id, 0)] and gw.objects() == sorted(job.input_keys.values())

@@ -62,6 +62,38 @@ def test_two_subscribers_both_receive(bus):
     assert asyncio.run(scenario()) == ([{"state": "SUCCEEDED"}], [{"state": "SUCCEEDED"}])
 
 
+def test_one_subscription_gets_every_jobs_events_with_their_ids(bus):
+    async def scenario():
+        async with bus.subscribe_all() as events:
+            bus.publish("job-a", {"seq": 1})
+            bus.publish("job-b", {"seq": 2})
+            bus.publish("job-a", {"seq": 3})
+            return await collect(events, 3)
+
+    assert asyncio.run(scenario()) == [("job-a", {"seq": 1}), ("job-b", {"seq": 2}), ("job-a", {"seq": 3})]
+
+
+def test_subscribe_all_matches_the_prefix_literally():
+    """A prefix with glob characters: no other prefix's channels leak in."""
+    if not redis_available():
+        pytest.skip("no Redis at " + REDIS_URL)
+    tag = uuid.uuid4().hex[:8]
+    bus = RedisEventBus(REDIS_URL, prefix=f"llada-test-{tag}-[ab]*:")
+    neighbour = RedisEventBus(REDIS_URL, prefix=f"llada-test-{tag}-a-x:")  # what "[ab]*" would match as a glob
+
+    async def scenario():
+        async with bus.subscribe_all() as events:
+            neighbour.publish("stray", {"n": 0})
+            bus.publish("mine", {"n": 1})
+            return await collect(events, 1)
+
+    try:
+        assert asyncio.run(scenario()) == [("mine", {"n": 1})]
+    finally:
+        bus.close()
+        neighbour.close()
+
+
 def test_events_cross_process_boundaries(bus):
     """A worker process publishes; this process (the gateway) receives."""
     if isinstance(bus, RedisEventBus):
