@@ -7,6 +7,8 @@ picks a behaviour, so tests in other processes (a real Celery worker) can script
     "fail-input"  ModelInputError on field `width` at step 1     "oom"   torch.OutOfMemoryError at step 1
     "crash"       RuntimeError at step 1                          "die"   SIGKILL of its own process at step 1
     "slow"        step_s × 6 per step                            anything else: succeeds
+    "hold"        after the last step, holds its output for 1 s before handing it back (a pause between
+                  computing and uploading, where a chaos test freezes the worker)
 
 Each run appends a line "<text> <pid>" to `<markers>/runs.log` when LLADA_TEST_MARKERS names a folder,
 so a test can count how many times a job really ran. Settings of the double come from the environment
@@ -33,7 +35,8 @@ from workers.executor import IMAGE_OUTPUT, JobOutput
 from workers.model.errors import Cancelled, ModelInputError
 
 
-DRAWN_SEED = 2**62 + 5  # the seed the double "draws" for an image job submitted without one
+DRAWN_SEED = 2**62 + 5
+HOLD_S = 1.0  # the seed the double "draws" for an image job submitted without one
 TEXT_FIELD = {JobKind.TEXT_TO_IMAGE: "prompt", JobKind.UNDERSTAND: "question", JobKind.EDIT: "instruction"}
 
 
@@ -70,6 +73,8 @@ class ScriptedExecutorDouble:
             time.sleep(step_s)
             self.steps_run += 1
             progress("denoise", step, self.steps)
+        if "hold" in text:
+            time.sleep(HOLD_S)
         if kind is JobKind.UNDERSTAND:
             return JobOutput(text=f"an answer to: {text}", timings={"denoise": self.steps * step_s})
         # Like the model: the request's seed, or one drawn for it (a fixed one here, for the assertions).
