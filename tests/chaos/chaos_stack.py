@@ -266,6 +266,17 @@ class ChaosStack:
                                  "WHERE datname = %s AND pid <> pg_backend_pid()", (self.db_name,)).fetchall()
         return len(rows)
 
+    def database_outage(self, seconds: float) -> None:
+        """The database refuses every connection for `seconds` (and drops those it had): an outage, not a cut."""
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{self.db_name}" WITH ALLOW_CONNECTIONS false')
+            try:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = %s AND pid <> pg_backend_pid()", (self.db_name,))
+                time.sleep(seconds)
+            finally:
+                admin.execute(f'ALTER DATABASE "{self.db_name}" WITH ALLOW_CONNECTIONS true')
+
     # ------------------------------------------------------------------ jobs
     def client(self, timeout: float = 10.0) -> LladaClient:
         return LladaClient(self.address, api_key=self.api_key, timeout=timeout)

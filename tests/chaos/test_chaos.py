@@ -100,12 +100,16 @@ def test_database_connections_cut_mid_run(chaos, record):
             cut += chaos.terminate_database_connections()
             # A submit right after the cut: the gateway's pool reconnects (or answers UNAVAILABLE: retry).
             jobs.append(submit_retrying(lambda: t2i(client, f"pg after cut {round_}", request_id=f"pg-{round_}")))
+        # Then an outage: no connection at all for a while, shorter than a lease (2 s here; 60 s by default).
+        jobs += [t2i(client, f"pg outage {i}") for i in range(4)]
+        wait_until(lambda: any(chaos.worker_running(j) for j in jobs[-4:]), 30, "a job running")
+        chaos.database_outage(1.0)
     assert cut > 0
-    verdict = record(chaos.check("terminate every Postgres connection x4", jobs, faults=4))
+    verdict = record(chaos.check("cut every Postgres connection x4, 1 s outage", jobs, faults=5))
     rows = chaos.jobs(jobs).values()
     assert [j.id for j in rows if j.state != "SUCCEEDED"] == [], "a database outage must not fail a job"
     assert [j.id for j in rows if j.attempts != 1] == [], "nor cost one an attempt"
-    assert verdict.jobs == 10
+    assert verdict.jobs == 14
 
 
 def submit_retrying(submit, timeout: float = 30.0) -> str:
