@@ -4,7 +4,8 @@
 processes, with SQLite, a local object folder, kombu's filesystem broker and the tiny checkpoint (made
 on first run), all under one data folder (`--data-dir`, default ./.llada) together with the logs
 (`logs/`), the API key (`api-key`) and the pid file (`stack.json`). It returns once the gateway's health
-check answers SERVING. `down` stops them: SIGTERM, then SIGKILL after `--timeout` seconds.
+check answers SERVING. `down` stops them: SIGTERM, then SIGKILL after `--timeout` seconds (the worker finishes its
+job within EMBEDDED_DRAIN_TIMEOUT_S or hands it back, re-queued for the next `up`).
 Production differs only in settings: LLADA_DATABASE_URL / LLADA_BROKER_URL / LLADA_OBJECT_STORE_URL …
 set in the environment reach every process.
 """
@@ -36,6 +37,8 @@ LOG_DIR = "logs"
 TINY_CHECKPOINT_DIR = "tiny-checkpoint"
 DEFAULT_START_TIMEOUT_S = 120.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
+# The worker's drain on `llada down`: below the stop timeout, with room to hand the job back and exit.
+EMBEDDED_DRAIN_TIMEOUT_S = DEFAULT_STOP_TIMEOUT_S - 10.0
 # The embedded reaper runs often: it is what recovers a message the filesystem broker lost.
 EMBEDDED_REAPER_INTERVAL_S = 2.0
 EXIT_OK, EXIT_FAILED, EXIT_NOT_RUNNING = 0, 1, 3
@@ -269,6 +272,9 @@ def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_
     # small (often CPU-only) machine, where the Ray engine's start-up (a local cluster, three actors) costs
     # seconds and memory and buys nothing — there are no devices to spread the stages over.
     env.setdefault("LLADA_WORKER_EXECUTOR", EMBEDDED_WORKER_EXECUTOR)
+    # `llada down` waits DEFAULT_STOP_TIMEOUT_S before SIGKILL: a job still running by then is handed
+    # back (re-queued, run by the next `llada up`) instead of being cut off mid-attempt.
+    env.setdefault("LLADA_DRAIN_TIMEOUT_S", str(EMBEDDED_DRAIN_TIMEOUT_S))
     env.update({"LLADA_DEFAULT_API_KEY": api_key, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
     info = StackInfo(data_dir=str(data_dir), grpc_address=settings.grpc_listen, api_key=api_key)
     project_root = Path(__file__).resolve().parent.parent
