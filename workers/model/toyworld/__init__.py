@@ -1,0 +1,24 @@
+"""The shapes world of `../shared/docs/TOY_WORLD.md`: its one definition in code."""
+
+from .render import render, render_array
+from .world import (
+    BACKGROUNDS,
+    COLOURS,
+    COLUMNS,
+    HELD_OUT,
+    NUM_COMBINATIONS,
+    ROWS,
+    SHAPES,
+    TRAINING,
+    Combination,
+    Scene,
+    combination,
+    combination_index,
+    sample_scene,
+    scene_of,
+)
+
+__all__ = [
+    "BACKGROUNDS", "COLOURS", "COLUMNS", "HELD_OUT", "NUM_COMBINATIONS", "ROWS", "SHAPES", "TRAINING",
+    "Combination", "Scene", "combination", "combination_index", "render", "render_array", "sample_scene", "scene_of",
+]
