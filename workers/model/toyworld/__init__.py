@@ -1,5 +1,6 @@
-"""The shapes world of `../shared/docs/TOY_WORLD.md`: its one definition in code."""
+"""The shapes world of `../shared/docs/TOY_WORLD.md`: its one definition in code, and its checker."""
 
+from .checker import ATTRIBUTES, Reading, check, compare, read_scene
 from .render import render, render_array
 from .world import (
     BACKGROUNDS,
@@ -19,6 +20,7 @@ from .world import (
 )
 
 __all__ = [
+    "ATTRIBUTES", "Reading", "check", "compare", "read_scene",
     "BACKGROUNDS", "COLOURS", "COLUMNS", "HELD_OUT", "NUM_COMBINATIONS", "ROWS", "SHAPES", "TRAINING",
     "Combination", "Scene", "combination", "combination_index", "render", "render_array", "sample_scene", "scene_of",
 ]
