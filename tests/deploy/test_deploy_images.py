@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from deploy_paths import GATEWAY_COMMAND, REPO, WORKER_COMMAND
+from deploy_paths import GATEWAY_COMMAND, HEALTHCHECK_ROLES, REPO, WORKER_COMMAND
 from packaging.requirements import Requirement
 
 DOCKER = REPO / "docker"
@@ -60,6 +61,20 @@ def test_images_run_as_non_root_with_a_healthcheck(dockerfile):
 ], ids=lambda p: getattr(p, "name", ""))
 def test_images_run_the_agreed_command(dockerfile, command):
     assert json.loads(_instructions(dockerfile, "CMD")[-1]) == command
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_each_image_checks_the_health_of_the_process_it_runs(dockerfile):
+    """`llada-healthcheck ROLE` for the role of the image's CMD, installed by pip (on PATH, with a shebang), and
+    the health file that role keeps set in the image's environment."""
+    role = HEALTHCHECK_ROLES[tuple(json.loads(_instructions(dockerfile, "CMD")[-1]))]
+    check = _instructions(dockerfile, "HEALTHCHECK")[-1]
+    assert check.split("CMD", 1)[1].strip() == json.dumps(["llada-healthcheck", role])
+    env = " ".join(_instructions(dockerfile, "ENV"))
+    if role == "gateway":  # the reaper runs from this image too
+        assert "LLADA_REAPER_PASS_FILE=/tmp/" in env
+    else:
+        assert "LLADA_WORKER_READY_FILE=/tmp/" in env
 
 
 def test_worker_images_shut_down_warm_under_tini():
@@ -153,8 +168,8 @@ def test_gateway_dockerfile_installs_the_project_without_dependencies():
     assert "torch" not in runs.replace("torch leaked", "").replace("find_spec('torch')", "")
 
 
-# Modules the torch-free image runs: the gateway, its admin command, migrations, the reaper.
-_GATEWAY_IMAGE_PACKAGES = ("services.gateway", "shared", "workers.reaper")
+# Modules the torch-free image runs: the gateway, its admin command, migrations, the reaper, the health check.
+_GATEWAY_IMAGE_PACKAGES = ("services.gateway", "services.healthcheck", "shared", "workers.reaper")
 
 
 def test_gateway_image_processes_import_only_what_the_image_installs(tmp_path):
@@ -216,6 +231,7 @@ def test_gateway_image_processes_import_only_what_the_image_installs(tmp_path):
                 importlib.import_module(name)
         print("ok")
     """))
+    # PYTHONPATH: this checkout's modules, whichever checkout the environment's editable install names.
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                            cwd=REPO)
+                            cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert result.returncode == 0, result.stderr[-3000:]
