@@ -98,11 +98,58 @@ def test_gpu_worker_builds_on_a_cuda_pytorch_base_with_the_pinned_torch():
     assert f"v == '{pin}'" in text, "the build must stop when the base carries another torch"
 
 
-def test_cpu_worker_installs_the_pinned_torch_from_the_cpu_index():
-    runs = " ".join(_instructions(DOCKER / "worker-cpu.Dockerfile", "RUN"))
-    assert f"--index-url https://download.pytorch.org/whl/cpu torch=={_torch_pin()}" in runs
-    # The CPU torch goes in before the project, so installing the project never pulls a CUDA build.
-    assert runs.index("whl/cpu") < runs.index("pip install -e .")
+CPU_CONSTRAINTS = DOCKER / "torch-cpu-constraints.txt"
+
+
+def test_cpu_worker_can_install_only_the_cpu_build_of_the_pinned_torch():
+    pins = [line for line in CPU_CONSTRAINTS.read_text().splitlines() if line and not line.startswith("#")]
+    assert pins == [f"torch=={_torch_pin()}+cpu"]
+    dockerfile = DOCKER / "worker-cpu.Dockerfile"
+    assert "https://download.pytorch.org/whl/cpu" in " ".join(_instructions(dockerfile, "ARG"))
+    runs = _instructions(dockerfile, "RUN")
+    torch_step = next(r for r in runs if "TORCH_CPU_INDEX" in r)
+    project_step = next(r for r in runs if "-e ." in r)
+    # The CPU torch goes in before the project, under the constraint both times; the build checks the result.
+    assert runs.index(torch_step) < runs.index(project_step)
+    for step in (torch_step, project_step):
+        assert "-c /tmp/torch-cpu-constraints.txt" in step
+    assert "torch.version.cuda" in project_step and "nvidia" in project_step
+
+
+def _fake_wheel(folder: Path, version: str) -> None:
+    """An empty wheel of torch `version`: enough for pip to choose between builds."""
+    import zipfile
+
+    info = f"torch-{version}.dist-info"
+    with zipfile.ZipFile(folder / f"torch-{version}-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n")
+        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{info}/RECORD", "")
+
+
+def _pip_download_torch(tmp_path, wheels: Path) -> subprocess.CompletedProcess:
+    """What the CPU image's torch step resolves from a package source holding `wheels`, with no other
+    source and none of this machine's pip configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
+    return subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-index", "--find-links",
+                           str(wheels), "-c", str(CPU_CONSTRAINTS), "-d", str(tmp_path / "got"), "torch"],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_the_constraint_takes_the_cpu_build_and_refuses_the_cuda_one(tmp_path):
+    pin = _torch_pin()
+    both, cuda_only = tmp_path / "both", tmp_path / "cuda-only"
+    for folder in (both, cuda_only):
+        folder.mkdir()
+        _fake_wheel(folder, pin)  # PyPI's build: the CUDA one
+    _fake_wheel(both, f"{pin}+cpu")
+
+    chosen = _pip_download_torch(tmp_path, both)
+    assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+    assert [p.name for p in (tmp_path / "got").iterdir()] == [f"torch-{pin}+cpu-py3-none-any.whl"]
+
+    refused = _pip_download_torch(tmp_path, cuda_only)
+    assert refused.returncode != 0, "pip took the CUDA build"
 
 
 def test_no_weights_are_baked_into_images():
