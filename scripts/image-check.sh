@@ -209,11 +209,15 @@ RUN_ENV=(--env-file "$WORK/llada.env")
 API_KEY=$("${PODMAN_RUN[@]}" --rm --no-healthcheck "${RUN_ENV[@]}" "$TAG/gateway" \
     python -m services.gateway.admin create-key --tenant image-check | tail -1)
 [ -n "$API_KEY" ] || fail "create-key printed no key"
-"${PODMAN_RUN[@]}" "${SERVICE[@]}" --name "$RUN_ID-gateway" "${RUN_ENV[@]}" "$TAG/gateway" >/dev/null
+start() {  # start NAME PODMAN-RUN-ARGUMENTS...: podman's complaints about systemd timers go to a log
+    local name=$1; shift
+    "${PODMAN_RUN[@]}" "${SERVICE[@]}" --name "$RUN_ID-$name" "${RUN_ENV[@]}" "$@" >/dev/null 2>>"$WORK/podman.log" \
+        || { cat "$WORK/podman.log"; fail "$name did not start"; }
+}
+start gateway "$TAG/gateway"
 # The reaper runs from the gateway image with its own check, not the image's (the gateway's).
-"${PODMAN_RUN[@]}" "${SERVICE[@]}" --name "$RUN_ID-reaper" "${RUN_ENV[@]}" \
-    --health-cmd '["llada-healthcheck", "reaper"]' "$TAG/gateway" python -m workers.reaper >/dev/null
-"${PODMAN_RUN[@]}" "${SERVICE[@]}" --name "$RUN_ID-worker" "${RUN_ENV[@]}" --shm-size 1g "$TAG/worker-cpu" >/dev/null
+start reaper --health-cmd '["llada-healthcheck", "reaper"]' "$TAG/gateway" python -m workers.reaper
+start worker --shm-size 1g "$TAG/worker-cpu"
 
 wait_healthy() {  # wait_healthy NAME SECONDS: runs the container's own health check until it passes
     local name=$RUN_ID-$1 deadline=$(($(date +%s) + $2)) line
@@ -239,7 +243,6 @@ JOBS=(env PYTHONPATH="$ROOT" "$PY" "$ROOT/scripts/image_check_jobs.py")
 say "stopping the worker during a job"
 "${JOBS[@]}" stop-during-job --server "127.0.0.1:$GRPC_PORT" --api-key "$API_KEY" --container "$RUN_ID-worker" \
     || fail "stop during a job"
-podman logs "$RUN_ID-worker" 2>&1 | grep -E "Warm shutdown|job finished|handed back" | tail -3 | cut -c1-200
 
 # -------------------------------------------------------------------------------------------- summary
 say "summary"

@@ -29,8 +29,8 @@ TEXT_TO_IMAGE = {"prompt": "a lighthouse on a cliff at sunset", "width": 256, "h
 UNDERSTAND = {"question": "What is in this picture?", "gen_length": 16, "steps": 8}
 EDIT = {"instruction": "make the sky stormy", "steps": 4, "seed": 7}
 # Long enough to be mid-job when the worker is stopped, well within the check's drain timeout.
-LONG_JOB = {"prompt": "a kite over the sea", "width": 256, "height": 256, "steps": 32, "block_length": 32,
-            "decoder_steps": 16, "seed": 11}
+LONG_JOB = {"prompt": "a kite over the sea", "width": 256, "height": 256, "steps": 64, "block_length": 64,
+            "decoder_steps": 32, "seed": 11}
 JOB_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 120  # podman stop -t: the grace period the check gives the worker
 
@@ -87,13 +87,18 @@ def stop_during_job(client: LladaClient, container: str) -> None:
     stop_s = time.monotonic() - stopped
     exit_code = subprocess.run(["podman", "inspect", "--format", "{{.State.ExitCode}}", container],
                                capture_output=True, text=True, timeout=60).stdout.strip()
+    logs = subprocess.run(["podman", "logs", container], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=60).stdout
     job = client.get(job.id)
+    # The job must have finished during the drain, not before the signal reached the worker.
+    drained = 0 <= logs.find("Warm shutdown") < logs.rfind("job finished")
+    print(f"  finished during the drain: {drained}")
     print(f"  job {state_name(job)} attempts={job.attempts} (submitted {stopped - started:.1f} s before the stop); "
           f"the container exited {exit_code}, {stop_s:.1f} s after the stop")
     if stop.returncode != 0:
         raise SystemExit(f"podman stop failed: {stop.stderr.strip()}")
-    if (state_name(job), job.attempts, exit_code) != ("SUCCEEDED", 1, "0"):
-        raise SystemExit("the stopped worker did not finish its job once and exit 0")
+    if (state_name(job), job.attempts, exit_code, drained) != ("SUCCEEDED", 1, "0", True):
+        raise SystemExit("the stopped worker did not finish its job once, during its drain, and exit 0")
 
 
 def main(argv: list[str] | None = None) -> int:
