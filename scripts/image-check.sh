@@ -130,7 +130,7 @@ rm -f "$WORK/python-base.tar"
 say "stand-in CUDA PyTorch base (the Python one plus the CPU torch wheel)"
 TORCH_PIN=$(sed -n 's/^torch==//p' "$ROOT/docker/torch-cpu-constraints.txt")
 printf 'FROM %s\nRUN pip install --no-cache-dir "torch==%s"\n' "$TAG/python-base" "$TORCH_PIN" > "$WORK/torch-base.Containerfile"
-podman build --quiet --runtime runc --network host "${MOUNTS[@]}" -f "$WORK/torch-base.Containerfile" \
+podman build --quiet --layers=false --runtime runc --network host "${MOUNTS[@]}" -f "$WORK/torch-base.Containerfile" \
     -t "$TAG/torch-base" "$WORK" >/dev/null || fail "the stand-in torch base did not build"
 BASES_S=$(($(date +%s) - t0))
 
@@ -139,7 +139,8 @@ build() {  # build NAME DOCKERFILE BUILD-ARG...
     local name=$1 dockerfile=$2 t0; shift 2
     say "building $name ($dockerfile)"
     t0=$(date +%s)
-    podman build --format docker --runtime runc --network host "${ULIMITS[@]}" "${MOUNTS[@]}" "$@" \
+    # --layers=false: no intermediate images, so a build that fails half-way leaves nothing behind either.
+    podman build --layers=false --format docker --runtime runc --network host "${ULIMITS[@]}" "${MOUNTS[@]}" "$@" \
         -f "$ROOT/$dockerfile" -t "$TAG/$name" "$ROOT" \
         > "$WORK/build-$name.log" 2>&1 || { tail -40 "$WORK/build-$name.log"; fail "$name did not build"; }
     BUILD_S[$name]=$(($(date +%s) - t0))
@@ -232,7 +233,7 @@ wait_healthy gateway 120
 wait_healthy reaper 120
 wait_healthy worker 600
 for name in gateway reaper worker; do
-    echo "  $name says: $(podman exec "$RUN_ID-$name" llada-healthcheck "$([ $name = worker ] && echo worker || echo $name)")"
+    echo "  $name says: $(podman exec "$RUN_ID-$name" llada-healthcheck "$name")"
 done
 
 # ----------------------------------------------------------------------------------------------- jobs
