@@ -19,20 +19,24 @@ COPY shared ./shared
 COPY services ./services
 COPY workers ./workers
 COPY client ./client
-# --no-deps: pyproject's dependencies include torch, which this image must never contain.
+# --no-deps: pyproject's dependencies include torch, which this image must never contain. The install also
+# puts the project's commands on PATH (llada, llada-healthcheck).
 RUN pip install --no-deps -e . \
     && python -c "import importlib.util, sys; sys.exit('torch leaked into the gateway image' if importlib.util.find_spec('torch') else 0)"
-
-COPY --chmod=0755 docker/grpc_healthcheck.py /usr/local/bin/llada-grpc-healthcheck
 
 RUN useradd --system --uid 10001 --gid 0 --no-create-home --shell /usr/sbin/nologin llada
 USER 10001
 
+# The reaper (run from this image) records each pass here for `llada-healthcheck reaper`.
 ENV LLADA_GRPC_LISTEN=0.0.0.0:50051 \
-    LLADA_METRICS_PORT=9464
+    LLADA_METRICS_PORT=9464 \
+    LLADA_REAPER_PASS_FILE=/tmp/llada/reaper.pass
 EXPOSE 50051 9464
 
+# The check of the process CMD starts, the gateway: gRPC health where LLADA_GRPC_LISTEN says it listens (TLS
+# when configured). The reaper and the migrations run from this image too, each with its own check (or none):
+# docker-compose.yml and k8s/ set them; `docker run` of another command should too (--health-cmd/--no-healthcheck).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "/usr/local/bin/llada-grpc-healthcheck", "127.0.0.1:50051"]
+    CMD ["llada-healthcheck", "gateway"]
 
 CMD ["python", "-m", "services.gateway"]

@@ -33,12 +33,15 @@ COPY --chmod=0755 docker/worker-drain.sh /usr/local/bin/llada-worker-drain
 RUN useradd --system --uid 10001 --gid 0 --create-home --home-dir /home/llada --shell /usr/sbin/nologin llada
 USER 10001
 ENV HOME=/home/llada \
+    LLADA_WORKER_READY_FILE=/tmp/llada/worker.ready \
     LLADA_MODEL_PATH=/models/LLaDA2.0-Uni
 
-# Warm shutdown: Celery stops taking messages and finishes the running job on SIGTERM.
+# Drain on SIGTERM: no new job; the running ones finish within LLADA_DRAIN_TIMEOUT_S or are handed back.
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=30s --timeout=15s --start-period=300s --retries=3 \
-    CMD ["/bin/sh", "-c", "celery -A workers.celery_app inspect ping --destination \"celery@$(hostname)\" --timeout 10"]
+# Ready: Celery consumes and the model is loaded (the worker keeps LLADA_WORKER_READY_FILE fresh meanwhile and
+# removes it when it drains). Local, not through the broker: a Redis hiccup does not make every worker unhealthy.
+HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 \
+    CMD ["llada-healthcheck", "worker"]
 
 ENTRYPOINT ["tini", "--"]
 CMD ["celery", "-A", "workers.celery_app", "worker", "--prefetch-multiplier=1", "--loglevel=INFO"]

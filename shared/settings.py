@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     # once, not counted as failed attempts) and exits 0. Keep it below the pod's terminationGracePeriodSeconds
     # (3600 s in k8s/) and compose's stop_grace_period, minus the time a hand-back and Ray's shutdown take.
     drain_timeout_s: float = Field(default=3300.0, ge=0)
+    # Health files (shared/health_file.py) for `llada-healthcheck worker|reaper`; None: not written. A worker
+    # keeps its file while it consumes with its model loaded (removed when it drains or the model fails); the
+    # reaper rewrites its file after every pass. The images set both to a path under /tmp.
+    worker_ready_file: Path | None = None
+    reaper_pass_file: Path | None = None
     # The reaper's sweep removes input objects that no job names once they are this old (a gateway that died
     # between its upload and its insert); younger ones may belong to a submit still under way.
     orphan_grace_s: float = Field(default=900.0, gt=0)

@@ -15,12 +15,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_shutdown, worker_shutting_down
+from celery.signals import (worker_init, worker_process_init, worker_ready, worker_shutdown,
+                            worker_shutting_down)
 
 from shared.queue import RUN_JOB_TASK, celery_config
 from shared.settings import Settings, get_settings
 from workers.executor import ENGINE_EXECUTOR, jobs_at_once
 from workers.lifecycle import EXIT_MODEL_UNAVAILABLE, lifecycle
+from workers.readiness import ReadinessFile
 
 # kombu's filesystem transport polls its folder; 0.05 s keeps queue latency small at a few syscalls
 # per second (the issue asks for ≤ 0.05 s).
@@ -30,6 +32,9 @@ FILESYSTEM_POLLING_INTERVAL_S = 0.05
 WORKER_LOST_WAIT_S = 1.0
 # How often the worker looks whether one of its processes found the model unloadable.
 LIFECYCLE_POLL_S = 0.5
+
+# The readiness file of this worker (made in worker_init, in the main process, before any fork).
+_readiness = ReadinessFile(None, lifecycle.ready)
 
 
 def worker_pool_for(settings: Settings) -> tuple[str, int]:
@@ -91,9 +96,17 @@ def _load_model_in_background(**_kwargs) -> None:
     alone. In a thread: the process keeps answering the parent meanwhile (which gives a child a few seconds
     to come up); the first job waits on the same lock. A load that fails marks the lifecycle, and the
     parent's watcher stops the worker."""
+    threading.Thread(target=_warm_up, name="model-warm-up", daemon=True).start()
+
+
+def _warm_up() -> bool:
+    """Loads this process's model; a loaded one lets the worker say it is ready (shared with the parent)."""
     from workers.tasks import warm_up
 
-    threading.Thread(target=warm_up, name="model-warm-up", daemon=True).start()
+    loaded = warm_up()
+    if loaded:
+        lifecycle.model_loaded()
+    return loaded
 
 
 @worker_init.connect
@@ -103,13 +116,19 @@ def _prepare_worker(sender=None, **_kwargs) -> None:
     or exits EXIT_MODEL_UNAVAILABLE. (Not under prefork: the parent would load a model that only its
     children use.) Loading here, before Celery installs its signal handlers, also keeps SIGTERM Celery's:
     ray.init puts Ray's crash handler on SIGTERM, which aborts the process 3 s after the signal."""
+    global _readiness
+    _readiness = ReadinessFile(get_settings().worker_ready_file, lifecycle.ready)
+    _readiness.clear()  # a file a killed predecessor left in this container is not this worker's
     threading.Thread(target=_stop_when_unready, name="lifecycle-watch", daemon=True).start()
     app_conf = getattr(getattr(sender, "app", None), "conf", None)
-    if app_conf is not None and app_conf.worker_pool == "threads":
-        from workers.tasks import warm_up
+    if app_conf is not None and app_conf.worker_pool == "threads" and not _warm_up():
+        raise SystemExit(EXIT_MODEL_UNAVAILABLE)
 
-        if not warm_up():
-            raise SystemExit(EXIT_MODEL_UNAVAILABLE)
+
+@worker_ready.connect
+def _say_ready(**_kwargs) -> None:
+    """Celery consumes now; the readiness file appears once the model is loaded too (workers/readiness.py)."""
+    _readiness.start()
 
 
 def _stop_when_unready() -> None:
@@ -118,6 +137,7 @@ def _stop_when_unready() -> None:
 
     while not lifecycle.exit_code():
         time.sleep(LIFECYCLE_POLL_S)
+    _readiness.clear()
     state.should_stop = lifecycle.exit_code()
 
 
@@ -127,6 +147,7 @@ def _begin_drain(how: str = "Warm", **_kwargs) -> None:
     finish, then hand their jobs back. A second SIGTERM cuts the drain short."""
     if how == "Warm":
         lifecycle.begin_drain(get_settings().drain_timeout_s)
+    _readiness.clear()  # a draining worker takes no job: not ready, at once
 
 
 @worker_shutdown.connect
@@ -134,6 +155,7 @@ def _release_model(**_kwargs) -> None:
     """After the last job: stop the engine's actors and Ray, then Celery exits (in that order)."""
     from workers.tasks import release_worker_context
 
+    _readiness.clear(stop=True)
     release_worker_context()
 
 

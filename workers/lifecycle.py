@@ -5,10 +5,12 @@ get until the drain deadline (`Settings.drain_timeout_s`) to finish. A job still
 back (re-queued at once, not counted as a failed attempt); a second SIGTERM moves the deadline to now.
 
 **No model, no jobs.** A worker whose model fails to load hands back any job it took and stops with
-`EXIT_MODEL_UNAVAILABLE`, instead of failing every job it takes.
+`EXIT_MODEL_UNAVAILABLE`, instead of failing every job it takes. Once it has loaded, the worker may say it is
+ready (workers/readiness.py).
 
-Both states live in shared memory made before the prefork pool forks, so the pool's children (where the
-jobs run and the model loads) and their parent (which consumes and exits) see the same values.
+These states live in shared memory made before the prefork pool forks, so the pool's children (where the
+jobs run and the model loads) and their parent (which consumes, says it is ready, and exits) see the same
+values.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Lifecycle:
         # A wall-clock deadline (comparable across processes), 0 while not draining; lone values need no lock.
         self._deadline = multiprocessing.RawValue("d", NOT_DRAINING)
         self._exit_code = multiprocessing.RawValue("i", 0)
+        self._model_loaded = multiprocessing.RawValue("b", 0)
 
     def begin_drain(self, timeout_s: float) -> None:
         """The first call starts the drain; every later one cuts it short."""
@@ -39,6 +42,14 @@ class Lifecycle:
         """The running jobs are out of time: hand them back."""
         deadline = self._deadline.value
         return deadline != NOT_DRAINING and time.time() >= deadline
+
+    def model_loaded(self) -> None:
+        """A process of this worker has its model in memory (under prefork: the pool's child)."""
+        self._model_loaded.value = 1
+
+    def ready(self) -> bool:
+        """The model is loaded, and the worker neither drains nor stops for a failure."""
+        return bool(self._model_loaded.value) and not self.draining() and not self.exit_code()
 
     def model_failed(self) -> None:
         self._exit_code.value = EXIT_MODEL_UNAVAILABLE

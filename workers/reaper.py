@@ -10,6 +10,9 @@ Each pass:
   delete leaves the job as it was, to be tried again next pass);
 - a bounded slice of the object store swept of objects no row names (`workers.sweep`): a fenced-off
   attempt's late upload, a deleted job's leftovers, inputs of a submit that never committed.
+
+After each pass it records the pass in `Settings.reaper_pass_file` (shared/health_file.py), which
+`llada-healthcheck reaper` reads: unhealthy when the last pass failed or is older than a few intervals.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy.orm import sessionmaker
@@ -30,6 +34,7 @@ from shared import attempts
 from shared import repository as repo
 from shared.db import make_engine, session_factory
 from shared.db.types import utcnow
+from shared.health_file import remove_health_file, write_health_file
 from shared.objectstore import job_prefixes
 from shared.settings import Settings, get_settings
 from workers.sweep import OrphanSweep
@@ -37,6 +42,10 @@ from workers.sweep import OrphanSweep
 log = logging.getLogger("llada.reaper")
 
 DEFAULT_INTERVAL_S = 10.0
+# How late a pass may finish before the health check calls the reaper stuck: a few intervals, plus room for
+# one slow pass (a database that answers slowly, a long expiry).
+MISSED_PASSES = 3
+SLOW_PASS_ALLOWANCE_S = 60.0
 
 
 @dataclass
@@ -147,13 +156,29 @@ def reaper_from_settings(settings: Settings) -> Reaper:
                   object_store_from_settings(settings), event_bus_from_settings(settings), enqueue)
 
 
-def run_forever(reaper: Reaper, interval_s: float, stop: threading.Event) -> None:
+def run_forever(reaper: Reaper, interval_s: float, stop: threading.Event, pass_file: Path | None = None) -> None:
+    if pass_file is not None:
+        remove_health_file(pass_file)  # a predecessor's passes are not this reaper's
     while not stop.is_set():
+        error = None
         try:
             reaper.run_once()
-        except Exception:  # a database or broker outage: keep going, the next pass retries
+        except Exception as err:  # a database or broker outage: keep going, the next pass retries
             log.exception("reaper pass failed")
+            error = f"last pass failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+        if pass_file is not None:
+            _record_pass(pass_file, interval_s, error)
         stop.wait(interval_s)
+    if pass_file is not None:
+        remove_health_file(pass_file)
+
+
+def _record_pass(path: Path, interval_s: float, error: str | None) -> None:
+    try:
+        write_health_file(path, stale_after_s=MISSED_PASSES * interval_s + SLOW_PASS_ALLOWANCE_S,
+                          ok=error is None, error=error, interval_s=interval_s)
+    except OSError:  # the passes matter more than their record; the health check will say it is missing
+        log.warning("cannot write the reaper's pass file", extra={"path": str(path)}, exc_info=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.interval <= 0:
         parser.error("--interval must be > 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    reaper = reaper_from_settings(get_settings())
+    settings = get_settings()
+    reaper = reaper_from_settings(settings)
     if args.once:
         try:
             report = reaper.run_once()
@@ -178,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     log.info("reaper started", extra={"interval_s": args.interval})
-    run_forever(reaper, args.interval, stop)
+    run_forever(reaper, args.interval, stop, settings.reaper_pass_file)
     return 0
 
 

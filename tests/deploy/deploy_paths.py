@@ -14,3 +14,10 @@ GATEWAY_COMMAND = ["python", "-m", "services.gateway"]
 MIGRATE_COMMAND = ["python", "-m", "shared.db", "upgrade"]
 REAPER_COMMAND = ["python", "-m", "workers.reaper"]
 WORKER_COMMAND = ["celery", "-A", "workers.celery_app", "worker", "--prefetch-multiplier=1", "--loglevel=INFO"]
+
+# What a worker needs between the end of its drain (LLADA_DRAIN_TIMEOUT_S) and the end of its grace period:
+# the hand-back (a database write and a message), closing the engine and Ray, Celery's exit. A few seconds on
+# the tiny checkpoint; the GPU deployments leave 120 s (docs/operations.md).
+DRAIN_MARGIN_S = 60
+# The health check each process kind runs (services/healthcheck.py), by the command it checks.
+HEALTHCHECK_ROLES = {tuple(GATEWAY_COMMAND): "gateway", tuple(REAPER_COMMAND): "reaper", tuple(WORKER_COMMAND): "worker"}

@@ -13,11 +13,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 from compose_interpolation import interpolate, variables_used
-from deploy_paths import (GATEWAY_COMMAND, MIGRATE_COMMAND, REAPER_COMMAND, REPO, SCHEMAS,
-                      WORKER_COMMAND)
+from deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, MIGRATE_COMMAND, REAPER_COMMAND,
+                          REPO, SCHEMAS, WORKER_COMMAND)
 
 LLADA_SERVICES = ("migrate", "gateway", "reaper", "worker", "worker-cpu")
-LONG_RUNNING = ("postgres", "redis", "minio", "gateway", "worker", "worker-cpu")
+LONG_RUNNING = ("postgres", "redis", "minio", "gateway", "reaper", "worker", "worker-cpu")
+WORKERS = ("worker", "worker-cpu")
 
 
 def _validate(doc: dict) -> None:
@@ -101,8 +102,17 @@ def test_long_running_services_have_healthchecks_and_restart(compose):
         service = compose["services"][name]
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         assert service.get("restart") == "unless-stopped", name
-    gateway_check = compose["services"]["gateway"]["healthcheck"]["test"]
-    assert "llada-grpc-healthcheck" in " ".join(gateway_check)
+
+
+def test_each_llada_service_runs_its_own_roles_health_check(compose):
+    """No service inherits another role's check from the image it shares (the gateway image runs the gateway,
+    the reaper and the migrations): each names `llada-healthcheck ROLE` for its own command, and the one-off
+    migration disables the image's check."""
+    for name in ("gateway", "reaper", *WORKERS):
+        service = compose["services"][name]
+        role = HEALTHCHECK_ROLES[tuple(service["command"])]
+        assert service["healthcheck"]["test"] == ["CMD", "llada-healthcheck", role], name
+    assert compose["services"]["migrate"]["healthcheck"] == {"disable": True}
 
 
 def test_gpu_worker_reserves_gpus_and_mounts_the_model_read_only(compose):
@@ -151,15 +161,20 @@ def _seconds(duration: str) -> float:
     return sum(float(n) * units[u] for n, u in parts)
 
 
-def test_visibility_timeout_outlasts_the_worker_grace_period(compose):
-    # A job may run as long as the grace period allows; Redis must not re-deliver it meanwhile.
-    for name in ("worker", "worker-cpu"):
-        worker = compose["services"][name]
-        grace = _seconds(worker["stop_grace_period"])
-        visibility = float(worker["environment"]["LLADA_VISIBILITY_TIMEOUT_S"])
-        assert worker["stop_signal"] == "SIGTERM"
-        assert grace >= 600, "a grace period shorter than 10 minutes cuts real jobs short"
-        assert visibility > grace, name
+@pytest.mark.parametrize("with_env_example", [True, False], ids=["env-example", "defaults"])
+@pytest.mark.parametrize("name", WORKERS)
+def test_the_drain_fits_in_the_stop_grace_period_below_the_visibility_timeout(compose_raw, env_example, name,
+                                                                             with_env_example):
+    """SIGTERM starts the drain; the hand-back and Ray's shutdown need a margin before Docker's SIGKILL; and
+    Redis must not re-deliver a job while it may still run."""
+    worker = interpolate(compose_raw, env_example if with_env_example else {})["services"][name]
+    grace = _seconds(worker["stop_grace_period"])
+    drain = float(worker["environment"]["LLADA_DRAIN_TIMEOUT_S"])
+    visibility = float(worker["environment"]["LLADA_VISIBILITY_TIMEOUT_S"])
+    assert worker["stop_signal"] == "SIGTERM"
+    assert drain >= 600, "a drain shorter than 10 minutes hands real jobs back"
+    assert drain + DRAIN_MARGIN_S <= grace, "SIGKILL would come before the hand-back and Ray's shutdown"
+    assert visibility > grace, name
 
 
 def test_llada_environment_is_valid_settings(compose):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from deploy_paths import GATEWAY_COMMAND, REPO, WORKER_COMMAND
+from deploy_paths import GATEWAY_COMMAND, HEALTHCHECK_ROLES, REPO, WORKER_COMMAND
 from packaging.requirements import Requirement
 
 DOCKER = REPO / "docker"
@@ -62,6 +63,20 @@ def test_images_run_the_agreed_command(dockerfile, command):
     assert json.loads(_instructions(dockerfile, "CMD")[-1]) == command
 
 
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_each_image_checks_the_health_of_the_process_it_runs(dockerfile):
+    """`llada-healthcheck ROLE` for the role of the image's CMD, installed by pip (on PATH, with a shebang), and
+    the health file that role keeps set in the image's environment."""
+    role = HEALTHCHECK_ROLES[tuple(json.loads(_instructions(dockerfile, "CMD")[-1]))]
+    check = _instructions(dockerfile, "HEALTHCHECK")[-1]
+    assert check.split("CMD", 1)[1].strip() == json.dumps(["llada-healthcheck", role])
+    env = " ".join(_instructions(dockerfile, "ENV"))
+    if role == "gateway":  # the reaper runs from this image too
+        assert "LLADA_REAPER_PASS_FILE=/tmp/" in env
+    else:
+        assert "LLADA_WORKER_READY_FILE=/tmp/" in env
+
+
 def test_worker_images_shut_down_warm_under_tini():
     for name in ("worker.Dockerfile", "worker-cpu.Dockerfile"):
         path = DOCKER / name
@@ -83,11 +98,58 @@ def test_gpu_worker_builds_on_a_cuda_pytorch_base_with_the_pinned_torch():
     assert f"v == '{pin}'" in text, "the build must stop when the base carries another torch"
 
 
-def test_cpu_worker_installs_the_pinned_torch_from_the_cpu_index():
-    runs = " ".join(_instructions(DOCKER / "worker-cpu.Dockerfile", "RUN"))
-    assert f"--index-url https://download.pytorch.org/whl/cpu torch=={_torch_pin()}" in runs
-    # The CPU torch goes in before the project, so installing the project never pulls a CUDA build.
-    assert runs.index("whl/cpu") < runs.index("pip install -e .")
+CPU_CONSTRAINTS = DOCKER / "torch-cpu-constraints.txt"
+
+
+def test_cpu_worker_can_install_only_the_cpu_build_of_the_pinned_torch():
+    pins = [line for line in CPU_CONSTRAINTS.read_text().splitlines() if line and not line.startswith("#")]
+    assert pins == [f"torch=={_torch_pin()}+cpu"]
+    dockerfile = DOCKER / "worker-cpu.Dockerfile"
+    assert "https://download.pytorch.org/whl/cpu" in " ".join(_instructions(dockerfile, "ARG"))
+    runs = _instructions(dockerfile, "RUN")
+    torch_step = next(r for r in runs if "TORCH_CPU_INDEX" in r)
+    project_step = next(r for r in runs if "-e ." in r)
+    # The CPU torch goes in before the project, under the constraint both times; the build checks the result.
+    assert runs.index(torch_step) < runs.index(project_step)
+    for step in (torch_step, project_step):
+        assert "-c /tmp/torch-cpu-constraints.txt" in step
+    assert "torch.version.cuda" in project_step and "nvidia" in project_step
+
+
+def _fake_wheel(folder: Path, version: str) -> None:
+    """An empty wheel of torch `version`: enough for pip to choose between builds."""
+    import zipfile
+
+    info = f"torch-{version}.dist-info"
+    with zipfile.ZipFile(folder / f"torch-{version}-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n")
+        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{info}/RECORD", "")
+
+
+def _pip_download_torch(tmp_path, wheels: Path) -> subprocess.CompletedProcess:
+    """What the CPU image's torch step resolves from a package source holding `wheels`, with no other
+    source and none of this machine's pip configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
+    return subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-index", "--find-links",
+                           str(wheels), "-c", str(CPU_CONSTRAINTS), "-d", str(tmp_path / "got"), "torch"],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_the_constraint_takes_the_cpu_build_and_refuses_the_cuda_one(tmp_path):
+    pin = _torch_pin()
+    both, cuda_only = tmp_path / "both", tmp_path / "cuda-only"
+    for folder in (both, cuda_only):
+        folder.mkdir()
+        _fake_wheel(folder, pin)  # PyPI's build: the CUDA one
+    _fake_wheel(both, f"{pin}+cpu")
+
+    chosen = _pip_download_torch(tmp_path, both)
+    assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+    assert [p.name for p in (tmp_path / "got").iterdir()] == [f"torch-{pin}+cpu-py3-none-any.whl"]
+
+    refused = _pip_download_torch(tmp_path, cuda_only)
+    assert refused.returncode != 0, "pip took the CUDA build"
 
 
 def test_no_weights_are_baked_into_images():
@@ -153,8 +215,8 @@ def test_gateway_dockerfile_installs_the_project_without_dependencies():
     assert "torch" not in runs.replace("torch leaked", "").replace("find_spec('torch')", "")
 
 
-# Modules the torch-free image runs: the gateway, its admin command, migrations, the reaper.
-_GATEWAY_IMAGE_PACKAGES = ("services.gateway", "shared", "workers.reaper")
+# Modules the torch-free image runs: the gateway, its admin command, migrations, the reaper, the health check.
+_GATEWAY_IMAGE_PACKAGES = ("services.gateway", "services.healthcheck", "shared", "workers.reaper")
 
 
 def test_gateway_image_processes_import_only_what_the_image_installs(tmp_path):
@@ -216,6 +278,7 @@ def test_gateway_image_processes_import_only_what_the_image_installs(tmp_path):
                 importlib.import_module(name)
         print("ok")
     """))
+    # PYTHONPATH: this checkout's modules, whichever checkout the environment's editable install names.
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                            cwd=REPO)
+                            cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 
 import pytest
-from deploy_paths import GATEWAY_COMMAND, MIGRATE_COMMAND, REAPER_COMMAND, REPO, WORKER_COMMAND
+from deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, MIGRATE_COMMAND, REAPER_COMMAND,
+                          REPO, WORKER_COMMAND)
 from k8s_manifests import (OVERLAYS, RendererMissing, find, find_prefixed, kustomize_command, pod_specs,
                            render, validate)
 
@@ -111,10 +112,13 @@ def test_llada_containers_run_the_agreed_commands_as_non_root(name):
 def test_gateway_has_grpc_probes_service_and_autoscaler(name):
     objs = overlay(name)
     gateway = find(objs, "Deployment", "llada-gateway")["spec"]["template"]["spec"]["containers"][0]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert gateway[probe]["grpc"]["port"] == 50051, probe
     env = {e["name"]: e["value"] for e in gateway["env"]}
-    assert env["LLADA_GRPC_LISTEN"] == "0.0.0.0:50051"
+    port = int(env["LLADA_GRPC_LISTEN"].rsplit(":", 1)[1])
+    assert env["LLADA_GRPC_LISTEN"].startswith("0.0.0.0:"), "the kubelet probes the pod's IP"
+    # Kubernetes' gRPC probe takes a number, not the port's name: it must be where the gateway listens.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert gateway[probe]["grpc"]["port"] == port, probe
+    assert {p["containerPort"] for p in gateway["ports"] if p["name"] == "grpc"} == {port}
     service = find(objs, "Service", "llada-gateway")
     assert {p["port"] for p in service["spec"]["ports"]} >= {50051}
     hpa = find(objs, "HorizontalPodAutoscaler", "llada-gateway")
@@ -128,17 +132,56 @@ def _settings_env(objs) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
-def test_worker_grace_period_covers_a_job_and_stays_below_the_visibility_timeout(name):
+def test_worker_drain_fits_in_the_grace_period_below_the_visibility_timeout(name):
+    """The preStop hook's SIGTERM starts the drain; the drain, then the hand-back and Ray's shutdown, end
+    before the grace period does; and Redis never re-delivers a job that may still be running."""
     objs = overlay(name)
     spec = find(objs, "Deployment", "llada-worker")["spec"]["template"]["spec"]
     grace = spec["terminationGracePeriodSeconds"]
-    visibility = float(_settings_env(objs)["LLADA_VISIBILITY_TIMEOUT_S"])
+    settings = _settings_env(objs)
+    drain = float(settings["LLADA_DRAIN_TIMEOUT_S"])
+    visibility = float(settings["LLADA_VISIBILITY_TIMEOUT_S"])
+    assert drain + DRAIN_MARGIN_S <= grace, "the kubelet would kill the worker before it handed its jobs back"
     assert grace < visibility, "Redis would re-deliver a job that is still finishing"
     if name != "cpu-dev":  # the tiny checkpoint's jobs take seconds
-        assert grace >= 1800, "real jobs need a long warm shutdown"
-    pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop == ["llada-worker-drain"]
+        assert drain >= 1800, "real jobs need a long drain"
+    container = spec["containers"][0]
+    assert {"configMapRef": {"name": find_prefixed(objs, "ConfigMap", "llada-config-")["metadata"]["name"]}} \
+        in container["envFrom"], "the worker reads the drain timeout from the config map"
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["llada-worker-drain"]
     assert (REPO / "docker" / "worker-drain.sh").is_file()
+
+
+def _exec_role(probe: dict) -> str | None:
+    command = probe.get("exec", {}).get("command", [])
+    assert command[:1] == ["llada-healthcheck"], command
+    return command[1]
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_each_component_is_probed_by_its_own_roles_check(name):
+    """The worker and the reaper run `llada-healthcheck ROLE` for their own role (never the gateway image's
+    gRPC check); the worker has no liveness probe (a restart reloads the model and kills its jobs); the
+    migration job has none; every llada container whose root filesystem is read-only can write /tmp."""
+    seen = set()
+    for owner, spec, labels in pod_specs(overlay(name)):
+        if labels.get("app.kubernetes.io/name") != "llada-serve":
+            continue
+        container = spec["containers"][0]
+        component = labels["app.kubernetes.io/component"]
+        probes = {k: v for k, v in container.items() if k.endswith("Probe")}
+        if component == "migrate":
+            assert probes == {}
+        elif component in ("worker", "reaper"):
+            role = HEALTHCHECK_ROLES[tuple(container["command"])]
+            assert role == component and probes, component
+            assert {_exec_role(p) for p in probes.values()} == {role}
+            if component == "worker":
+                assert set(probes) == {"readinessProbe"}
+        if container.get("securityContext", {}).get("readOnlyRootFilesystem"):
+            assert "/tmp" in {m["mountPath"] for m in container.get("volumeMounts", [])}, component
+        seen.add(component)
+    assert seen == set(LLADA_COMPONENTS)
 
 
 @pytest.mark.parametrize("name", ["gpu"])

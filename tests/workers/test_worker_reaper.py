@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from worker_harness import png_bytes
 from shared import attempts
+from shared.db import make_engine, session_factory
+from shared.health_file import judge, read_health_file
 from shared.jobs import JobKind
-from workers.reaper import Reaper
+from workers.reaper import Reaper, run_forever
 
 
 class EnqueueRecorderDouble:
@@ -88,3 +91,33 @@ def test_finished_results_past_retention_expire_and_objects_are_removed(harness)
                  for p in harness.ctx.store.root.rglob("*") if p.is_file()]
     assert remaining == [f"results/{fresh}/1/image.png"]
     assert harness.job(fresh).state == "SUCCEEDED"
+
+
+def test_each_pass_is_recorded_for_the_health_check_and_a_failing_pass_makes_it_unhealthy(harness, tmp_path):
+    """`llada-healthcheck reaper` reads the pass file (shared/health_file.py): fresh after each pass, 'failed'
+    after a pass that could not reach the database, gone once the reaper stops."""
+    pass_file = tmp_path / "run" / "reaper.pass"
+    reaper, _ = make_reaper(harness)
+    stop = threading.Event()
+    thread = threading.Thread(target=run_forever, args=(reaper, 0.05, stop, pass_file))
+    thread.start()
+    try:
+        wait_for(lambda: judge(read_health_file(pass_file))[0])
+        record = read_health_file(pass_file)
+        assert record.facts["stale_after_s"] >= 3 * 0.05  # a few intervals before it counts as stuck
+
+        reaper.sessions = session_factory(make_engine(f"sqlite:///{tmp_path}/no-such-folder/jobs.db"))
+        wait_for(lambda: not judge(read_health_file(pass_file))[0])
+        healthy, why = judge(read_health_file(pass_file))
+        assert "last pass failed: OperationalError" in why
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive() and not pass_file.exists()
+
+
+def wait_for(predicate, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)

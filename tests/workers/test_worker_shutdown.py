@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from shared.health_file import judge, read_health_file
 from worker_process import WorkerStack
 from workers.lifecycle import EXIT_MODEL_UNAVAILABLE
 
@@ -29,7 +30,13 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 def engine_stack(tmp_path, checkpoint, **settings) -> WorkerStack:
-    return WorkerStack(tmp_path, settings={**ENGINE_SETTINGS, "LLADA_MODEL_PATH": str(checkpoint), **settings})
+    return WorkerStack(tmp_path, settings={**ENGINE_SETTINGS, "LLADA_MODEL_PATH": str(checkpoint),
+                                           "LLADA_WORKER_READY_FILE": str(tmp_path / "worker.ready"), **settings})
+
+
+def ready(stack) -> bool:
+    """What `llada-healthcheck worker` answers (services/healthcheck.py)."""
+    return judge(read_health_file(stack.settings.worker_ready_file))[0]
 
 
 def running(stack, job_id):
@@ -43,11 +50,13 @@ def test_sigterm_mid_job_finishes_the_job_once_and_exits_0(tmp_path, tiny_checkp
         stack.start_worker()
         job_id = stack.submit("a kite mid-job", **JOB)
         stack.wait(lambda: running(stack, job_id), timeout=60, what="job denoising")
+        stack.wait(lambda: ready(stack), timeout=30, what="worker ready (model loaded, consuming)")
 
         assert stack.terminate_worker(timeout=90) == 0
 
         job = stack.job(job_id)
         assert (job.state, job.attempts, job.handed_back) == ("SUCCEEDED", 1, 0)
+        assert not ready(stack) and not stack.settings.worker_ready_file.exists()
         assert stack.results(job_id) == ["1/image.png"]
     finally:
         stack.close()
