@@ -4,19 +4,17 @@ and one table of verdicts printed at the end of the run. Marked `chaos`: `pytest
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
 
-import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workers"))  # executor_doubles
 
 from chaos_stack import MOTO_SERVER, ChaosStack, Verdict  # noqa: E402
+from postgres_databases import POSTGRES_ADMIN_URL, skip_without_postgres  # noqa: E402
 
-POSTGRES_ADMIN_URL = os.environ.get("LLADA_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 VERDICTS: list[Verdict] = []
 
 
@@ -31,10 +29,7 @@ def pytest_collection_modifyitems(items):
 def chaos(tmp_path_factory):
     if shutil.which("redis-server") is None or not MOTO_SERVER.exists():
         pytest.skip("redis-server or moto_server not installed")
-    try:
-        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2).close()
-    except psycopg.Error:
-        pytest.skip("no PostgreSQL at " + POSTGRES_ADMIN_URL)
+    skip_without_postgres()
     stack = ChaosStack(tmp_path_factory.mktemp("chaos"), POSTGRES_ADMIN_URL)
     try:
         yield stack.start()

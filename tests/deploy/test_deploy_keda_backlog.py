@@ -3,15 +3,13 @@ it counts the jobs that need or hold a worker (QUEUED, RUNNING, CANCELLING) and 
 
 from __future__ import annotations
 
-import os
-import uuid
 
 import pytest
 from k8s_manifests import OVERLAYS, RendererMissing, find, kustomize_command, render
+from postgres_databases import throwaway_database
 
 psycopg = pytest.importorskip("psycopg")
 
-ADMIN_URL = os.environ.get("LLADA_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKLOG_STATES = {"QUEUED", "RUNNING", "CANCELLING"}
 
 
@@ -28,20 +26,9 @@ def _backlog_queries() -> set[str]:
 def jobs_database():
     """A throwaway database with the project's schema (its Alembic migrations); plain libpq URL."""
     db = pytest.importorskip("shared.db", reason="shared.db not written yet")
-    try:
-        psycopg.connect(ADMIN_URL, connect_timeout=2).close()
-    except psycopg.Error:
-        pytest.skip(f"no PostgreSQL at {ADMIN_URL}")
-    name = f"llada_deploy_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    try:
+    with throwaway_database("llada_deploy", driver=False) as url:
         db.upgrade(url)
         yield url
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _insert_jobs(url: str, counts: dict[str, int]) -> None:

@@ -4,23 +4,21 @@ processes, only the settings differ (ARCHITECTURE §5). Everything on loopback, 
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from postgres_databases import throwaway_database
 from e2e_jobs import E2E_EDIT_CROP_BASE, free_port, run_three_kinds
 from shared.settings import Settings
 from workers import embedded
 
-POSTGRES_ADMIN_URL = os.environ.get("LLADA_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 
 
@@ -39,16 +37,8 @@ def _wait_port(port: int, process: subprocess.Popen, what: str, timeout: float =
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    try:
-        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2).close()
-    except psycopg.Error:
-        pytest.skip("no PostgreSQL at " + POSTGRES_ADMIN_URL)
-    name = f"llada_e2e_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database("llada_e2e", driver=False) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,10 @@ worker would.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import threading
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
-import psycopg
 import pytest
 
 from services.gateway.server import start_gateway
@@ -25,6 +21,7 @@ from shared.db import make_engine, session_factory, upgrade
 from shared.db.models import Job
 from shared.events import EmbeddedEventBus
 from shared.objectstore import LocalObjectStore
+from postgres_databases import throwaway_database
 from queue_double import QueueProducerDouble
 from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 from shared.settings import Settings
@@ -130,37 +127,17 @@ def gw(make_gateway) -> GatewayHarness:
     return make_gateway(max_prompt_chars=500, max_image_bytes=200_000)
 
 
-POSTGRES_ADMIN_URL = os.environ.get("LLADA_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-@contextlib.contextmanager
-def throwaway_postgres_database(prefix: str):
-    """A new, empty Postgres database (skips the test without a server), dropped afterwards."""
-    try:
-        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2).close()
-    except psycopg.Error as err:
-        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN_URL}: {err}")
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="module")
 def postgres_db_url():
     """A throwaway Postgres database for this module's gateways (migrated by make_gateway)."""
-    with throwaway_postgres_database("llada_gw_test") as url:
+    with throwaway_database("llada_gw_test") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def empty_postgres_url():
     """A Postgres database without the service's tables: every statement fails, and not as an outage."""
-    with throwaway_postgres_database("llada_gw_empty") as url:
+    with throwaway_database("llada_gw_empty") as url:
         yield url
 
 

@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import grpc
-import psycopg
 import pytest
 import redis
 
@@ -19,11 +18,11 @@ from shared import attempts
 from shared.db import upgrade
 from client import LladaClient
 from images_for_tests import png
+from postgres_databases import throwaway_database
 from shared.events import RedisEventBus
 from shared.objectstore import S3ObjectStore, result_key
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -55,23 +54,17 @@ def s3_endpoint():
 @pytest.fixture(scope="module")
 def pg(make_gateway, s3_endpoint):
     try:
-        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2).close()
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except (psycopg.Error, redis.RedisError) as err:
-        pytest.skip(f"PostgreSQL or Redis not available: {err}")
-    name = f"llada_gw_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    upgrade(url)
-    bus = RedisEventBus(REDIS_URL, prefix=f"llada-gw-test-{uuid.uuid4().hex[:8]}:")
-    # Clients reach the store as "localhost", the gateway as "127.0.0.1": URLs must be signed for the former.
-    store = S3ObjectStore(f"127.0.0.1:{s3_endpoint}", "testing", "testing", f"llada-gw-{uuid.uuid4().hex[:8]}",
-                          public_endpoint=f"localhost:{s3_endpoint}")
-    yield make_gateway(database_url=url, events=bus, store=store, max_queued_per_tenant=3)
-    bus.close()
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except redis.RedisError as err:
+        pytest.skip(f"Redis not available: {err}")
+    with throwaway_database("llada_gw_test") as url:
+        upgrade(url)
+        bus = RedisEventBus(REDIS_URL, prefix=f"llada-gw-test-{uuid.uuid4().hex[:8]}:")
+        # Clients reach the store as "localhost", the gateway as "127.0.0.1": URLs must be signed for the former.
+        store = S3ObjectStore(f"127.0.0.1:{s3_endpoint}", "testing", "testing", f"llada-gw-{uuid.uuid4().hex[:8]}",
+                              public_endpoint=f"localhost:{s3_endpoint}")
+        yield make_gateway(database_url=url, events=bus, store=store, max_queued_per_tenant=3)
+        bus.close()
 
 
 def test_submit_idempotency_isolation_and_backpressure_on_postgres(pg):
