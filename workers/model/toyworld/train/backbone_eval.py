@@ -25,6 +25,7 @@ import torch
 from workers.model import generation
 from workers.model.backbone import load_backbone
 from workers.model.config import BackboneConfig
+from workers.model.sampler import SprintOptions
 from workers.model.text_tokenizer import TextTokenizer
 
 from ..checker import ATTRIBUTES, compare
@@ -75,7 +76,7 @@ def evaluate_set(model, tok: TextTokenizer, indices: list[int], *, seed: int = 0
         prompt = caption(comb)
         tally.add_reading("t2i", generation.text_to_image_tokens(model, tok, prompt, **grid)["codes"], comb)
         if sprint:
-            out = generation.text_to_image_tokens(model, tok, prompt, sprint=True, **grid)
+            out = generation.text_to_image_tokens(model, tok, prompt, sprint=SprintOptions(), **grid)
             tally.add_reading("t2i sprint", out["codes"], comb)
         if thinking:
             out = generation.text_to_image_tokens(model, tok, prompt, mode="thinking", **grid)
