@@ -27,6 +27,7 @@ from workers.model.backbone.moe import MoE, MoEGate
 from workers.model.config import BackboneConfig
 from workers.model.tiny_checkpoint import EOS_TOKEN
 
+from ..codes import CODEBOOK_SIZE, meaning
 from .backbone_config import backbone_config_json
 from .backbone_data import runtime_tokenizer, sample_examples
 from .backbone_objective import batch_loss, noise_row
@@ -50,15 +51,43 @@ def toy_config() -> BackboneConfig:
 
 
 def new_model(config: BackboneConfig, seed: int) -> LLaDA2MoeModelLM:
-    """Official initialisation: projections and embeddings ~N(0, initializer_range), norms 1, bias 0."""
+    """Official initialisation (projections and embeddings ~N(0, initializer_range), norms 1, bias 0), except
+    the image-code rows of the embedding and lm_head, which start factored (`factored_code_rows`)."""
     torch.manual_seed(seed)
     model = LLaDA2MoeModelLM(config)
     for name, p in model.named_parameters():
         if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
             torch.nn.init.ones_(p)
         else:
-            torch.nn.init.normal_(p, std=0.02)
+            torch.nn.init.normal_(p, std=config.raw.get("initializer_range", 0.02))
+    offset = config.image_token_offset
+    with torch.no_grad():
+        for weight in (model.model.word_embeddings.weight, model.lm_head.weight):
+            weight[offset:] = factored_code_rows(config.hidden_size, weight.std().item())
     return model
+
+
+def factored_code_rows(hidden: int, std: float) -> torch.Tensor:
+    """[CODEBOOK_SIZE, hidden]: each designed code's row = the sum of one random vector per thing it says
+    (its view, background, colour, shape, cell; `codes.meaning`). Why: the 288 generation-view codes are
+    each rare (one cell × colour × shape), so rows learnt independently start slowly — the first run
+    generated background only after 1k steps; shared factors let "red", "circle" or "cell 5" be learnt once
+    for every code that says it. Only the starting point: the rows train freely afterwards."""
+    factors: dict[tuple, torch.Tensor] = {}
+
+    def vector(key: tuple) -> torch.Tensor:
+        if key not in factors:
+            factors[key] = torch.randn(hidden) * std / 2  # ≈ 4 factors per row: about `std` per entry
+        return factors[key]
+
+    rows = []
+    for code in range(CODEBOOK_SIZE):
+        m = meaning(code)
+        keys = [("view", "background" if m.background else "generation" if m.cell else "reading")]
+        keys += [(k, v) for k, v in (("background", m.background), ("colour", m.colour), ("shape", m.shape),
+                                     ("cell", m.cell)) if v is not None]
+        rows.append(sum(vector(k) for k in keys))
+    return torch.stack(rows)
 
 
 class RouterLoads:
