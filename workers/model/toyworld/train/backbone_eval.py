@@ -66,7 +66,9 @@ class _Tally:
 
 
 def evaluate_set(model, tok: TextTokenizer, indices: list[int], *, seed: int = 0, thinking: bool = True,
-                 sprint: bool = True, understanding: bool = True, editing: bool = True) -> dict[str, float]:
+                 sprint: bool = True, understanding: bool = True, editing: bool = True,
+                 edit_cfg_text_scale: float | None = None) -> dict[str, float]:
+    """`edit_cfg_text_scale`: None = the runtime's default (4.0); another value to see how guidance bounds editing."""
     tally = _Tally()
     rng = np.random.default_rng(seed)
     grid = dict(grid_h=GENERATION_GRID, grid_w=GENERATION_GRID)
@@ -93,12 +95,17 @@ def evaluate_set(model, tok: TextTokenizer, indices: list[int], *, seed: int = 0
             for kind in EDIT_KINDS:
                 values = [v for v in edit_values(kind) if v != current_value(source, kind)]
                 edit = make_edit(source, kind, values[int(rng.integers(len(values)))])
-                out = generation.edit_tokens(model, tok, codes, GENERATION_GRID, GENERATION_GRID, edit.instruction)
+                scale = {} if edit_cfg_text_scale is None else {"cfg_text_scale": edit_cfg_text_scale}
+                out = generation.edit_tokens(model, tok, codes, GENERATION_GRID, GENERATION_GRID, edit.instruction,
+                                             **scale)
                 right = compare(read_codes(np.asarray(out["codes"]).reshape(GENERATION_GRID, GENERATION_GRID)),
                                 edit.target)
                 changed = _EDIT_ATTRIBUTE[kind]
                 kept = all(ok for attribute, ok in right.items() if attribute != changed)
                 tally.add(f"edit/{kind}/changed right", right[changed])
+                for attribute in ATTRIBUTES:
+                    if attribute != changed:
+                        tally.add(f"edit/{kind}/{attribute} kept", right[attribute])
                 tally.add(f"edit/{kind}/others kept", kept)
                 tally.add(f"edit/{kind}/both", right[changed] and kept)
     return tally.figures()
