@@ -86,7 +86,7 @@ def trained(tmp_path_factory):
     """All image stages run a few steps into one work dir, then written as a checkpoint's image parts."""
     work = tmp_path_factory.mktemp("toywork")
     reports = {
-        "vae": vae_stage.train_vae(work, seed=0, minutes=None, steps=2, batch=2, crop=16, eval_scenes=1,
+        "vae": vae_stage.train_vae(work, seed=0, minutes=None, steps=2, curriculum=((0.0, 16, 2),), eval_scenes=1,
                                    stats_scenes=4),
         "image_tokenizer": tok.train_image_tokenizer(work, seed=0, minutes=None, steps=2, batch=4, eval_every=0,
                                                      eval_scenes=2),
