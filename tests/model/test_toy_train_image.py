@@ -156,3 +156,16 @@ def test_written_parts_load_strictly_and_encode_decode_with_the_right_shapes(tra
     with safe_open(ckpt / "decoder" / "model.safetensors", "pt") as a, \
             safe_open(ckpt / "decoder-turbo" / "model.safetensors", "pt") as b:
         assert any(not torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
+
+
+def test_the_saved_sigvq_table_is_the_trained_code_table(trained):
+    work, _, _ = trained
+    state = torch.load(work / "decoder" / "state.pt", weights_only=False)
+    table = dec.CodeTable(torch.zeros(CODEBOOK_SIZE, dec.SIGVQ_WIDTH))
+    table.load_state_dict(state["code_table"])
+    assert torch.equal(state["sigvq"]["prior_token_embedding.weight"], table().detach())
+    assert table.cell.abs().sum() > 0  # the shared parts were trained, not left at zero
+    # Codes of one cell share its part: rows differ from the free rows by exactly cell + colour + shape.
+    code = 21 + (5 * 6 + 2) * 3 + 1  # cell (1, 1), colour 2, shape 1
+    expected = table.free[code] + table.cell[5] + table.colour[2] + table.shape[1]
+    assert torch.allclose(table()[code], expected)
