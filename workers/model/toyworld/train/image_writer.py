@@ -78,6 +78,9 @@ def write_image_parts(work_dir: str | Path, checkpoint: str | Path) -> dict:
     for name, state in (("vae", vae_state), ("image_tokenizer", tok_state), ("decoder", normal),
                         ("decoder_turbo", turbo)):
         sources[name] = None if state is None else {"step": state.get("step"), "elapsed_s": round(state.get("elapsed", 0))}
+    for path in checkpoint.glob("*/*"):  # safetensors writes 0600; a service user must be able to read them
+        if path.parent.name in ("vae", "image_tokenizer", "decoder", "decoder-turbo"):
+            path.chmod(0o644)
     if turbo is None:
         sources["decoder_turbo"] = "missing: decoder-turbo/ holds the normal DiT's weights"
     return sources
