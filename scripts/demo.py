@@ -1,19 +1,18 @@
-"""The README demo: the embedded stack, three jobs over gRPC, outputs in a folder, a summary table.
+"""The README demo: the embedded stack, jobs over gRPC, outputs in a folder, a summary table.
 
     .venv/bin/python scripts/demo.py [--output DIR] [--data-dir DIR]
 
 Starts the embedded stack (workers.embedded: gateway, worker, reaper; SQLite, local object folder,
-filesystem broker, the tiny random checkpoint made on first run), then through the client SDK submits a
-text-to-image job, and — on its image — an understanding and an edit job; follows them with progress
-bars, writes the images, the answer text and `summary.json` to the output folder and always stops the
-stack it started. The tiny checkpoint has random weights: the pictures are noise and the answer is
-gibberish; what the demo shows is the service path. Sizes are small so it runs in seconds on a CPU.
+filesystem broker, the trained toy checkpoint shipped in `models/toy-shapes`), then through the client SDK
+submits a text-to-image job for a picture of the shapes world (`../shared/docs/TOY_WORLD.md`), asks
+understanding jobs several questions about the picture it got back, edits it, and prints the answers. It
+writes the images, the answers and `summary.json` to the output folder and always stops the stack it
+started. The toy model knows only that world: a prompt outside it gets arbitrary output.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import signal
 import socket
@@ -24,25 +23,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's packages come first
 
+from PIL import Image  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from client import LladaClient, kind_name, stage_name, state_name  # noqa: E402
 from workers import embedded  # noqa: E402
+from workers.model.toyworld import read_scene  # noqa: E402
 
-# Small jobs so the demo takes seconds on a CPU: 256×256 pixels is an 8×8 backbone grid (MODEL_SPEC §5.4).
-DEMO_SIZE = 256
-# Understanding and editing get the picture at 128×128: 8×8 image tokens for the backbone.
-SOURCE_SIZE = 128
-# MODEL_SPEC §3.5 crops every edit source to the 512-base crop list (~1024 tokens, a 1024² result): minutes
-# on a CPU. The demo's worker uses the 128 base instead (an 8×8 grid, a 256² result).
-DEMO_EDIT_CROP_BASE = "128"
-TEXT_TO_IMAGE = {"prompt": "a lighthouse on a cliff at sunset, oil painting", "width": DEMO_SIZE,
-                 "height": DEMO_SIZE, "steps": 8, "seed": 7}
-UNDERSTAND = {"question": "Describe this picture in one sentence.", "gen_length": 32, "steps": 8,
-              "block_length": 32}
-EDIT = {"instruction": "make the sky stormy", "steps": 4, "seed": 7}
+# The toy model's pictures are 128 × 128 (a 4 × 4 backbone grid, 32 px per code; TOY_WORLD.md "Resolution").
+DEMO_SIZE = 128
+PROMPT = "a red circle at the top left on a white background"
+TEXT_TO_IMAGE = {"prompt": PROMPT, "width": DEMO_SIZE, "height": DEMO_SIZE, "seed": 7}
+# Asked about the picture the text-to-image job returned; everything else at the service's defaults.
+QUESTIONS = ("describe the picture", "what shape is it?", "what colour is the shape?", "where is the shape?",
+             "what colour is the background?")
+EDIT = {"instruction": "make the circle blue", "seed": 7}
 JOB_TIMEOUT_S = 600.0
 
 console = Console(stderr=True)
@@ -71,9 +68,9 @@ def follow(client: LladaClient, job_id: str, label: str, progress: Progress):
     return job, time.perf_counter() - started
 
 
-def record(job, seconds: float, files: list[Path]) -> dict:
+def record(job, seconds: float, files: list[Path], *, asked: str) -> dict:
     return {
-        "id": job.id, "kind": kind_name(job),
+        "id": job.id, "kind": kind_name(job), "asked": asked,
         "state": state_name(job), "attempts": job.attempts, "wall_seconds": round(seconds, 3),
         "stage_seconds": {k: round(v, 3) for k, v in sorted(job.stage_seconds.items())},
         "text": job.outputs.text or None, "files": [str(p) for p in files],
@@ -82,39 +79,32 @@ def record(job, seconds: float, files: list[Path]) -> dict:
     }
 
 
-def smaller_png(path: Path, side: int) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.open(path).convert("RGB").resize((side, side), Image.Resampling.LANCZOS).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def run_jobs(client: LladaClient, output: Path) -> list[dict]:
     results = []
-    columns = [TextColumn("{task.description:<14}"), BarColumn(), TextColumn("{task.fields[status]:<20}"),
+    columns = [TextColumn("{task.description:<22}"), BarColumn(), TextColumn("{task.fields[status]:<20}"),
                TimeElapsedColumn()]
     with Progress(*columns, console=console) as progress:
         t2i = client.submit_text_to_image(**TEXT_TO_IMAGE)
         job, seconds = follow(client, t2i.id, "text-to-image", progress)
         files = [Path(p) for p in client.download(job, output / "text_to_image.png")] if state_name(job) == "SUCCEEDED" else []
-        results.append(record(job, seconds, files))
+        results.append(record(job, seconds, files, asked=PROMPT))
         if not files:
             return results
-        image = smaller_png(files[0], SOURCE_SIZE)
-        # Both go in at once; the single worker runs them one after the other.
-        understand = client.submit_understand(image, **UNDERSTAND)
+        image = files[0].read_bytes()
+        # All go in at once; the single worker runs them one after the other.
+        asked = [(question, client.submit_understand(image, question)) for question in QUESTIONS]
         edit = client.submit_edit(image, **EDIT)
-        job, seconds = follow(client, understand.id, "understanding", progress)
-        files = []
-        if state_name(job) == "SUCCEEDED":
-            answer = output / "understanding.txt"
-            answer.write_text(job.outputs.text + "\n")
-            files = [answer]
-        results.append(record(job, seconds, files))
+        for number, (question, submitted) in enumerate(asked, 1):
+            job, seconds = follow(client, submitted.id, f"understanding {number}/{len(asked)}", progress)
+            files = []
+            if state_name(job) == "SUCCEEDED":
+                answer = output / f"understanding_{number}.txt"
+                answer.write_text(f"{question}\n{job.outputs.text}\n")
+                files = [answer]
+            results.append(record(job, seconds, files, asked=question))
         job, seconds = follow(client, edit.id, "edit", progress)
         files = [Path(p) for p in client.download(job, output / "edit.png")] if state_name(job) == "SUCCEEDED" else []
-        results.append(record(job, seconds, files))
+        results.append(record(job, seconds, files, asked=EDIT["instruction"]))
     return results
 
 
@@ -133,9 +123,18 @@ def print_summary(results: list[dict], total_s: float, output: Path) -> None:
         console_out = Console(width=120)
     console_out.print(table)
     for r in results:
-        if r["text"]:
-            # The tiny checkpoint has random weights: its answer is noise, the path that carried it is real.
-            console_out.print(f"answer of the understanding job: {r['text'][:120]!r}")
+        if r["kind"] == "UNDERSTAND" and r["text"] is not None:
+            console_out.print(f"{r['asked']!r} -> {r['text'][:120]!r}")
+        elif r["files"]:
+            # The world's pixel checker (TOY_WORLD.md) says what the picture shows, whatever model drew it.
+            seen = read_scene(Image.open(r["files"][0]))
+            console_out.print(f"{r['asked']!r} -> the checker reads: {describe_reading(seen)}")
+
+
+def describe_reading(seen) -> str:
+    if seen.shape is None:
+        return f"no shape on a {seen.background} background"
+    return f"a {seen.colour} {seen.shape} at the {seen.row} {seen.column} on a {seen.background} background"
 
 
 def _interrupt(signum, frame):
@@ -146,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("demo-output"), help="where the outputs go")
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".llada" / "demo",
-                        help="the embedded stack's data folder (kept between runs: the tiny checkpoint is made once)")
+                        help="the embedded stack's data folder (kept between runs)")
     args = parser.parse_args(argv)
     output = args.output.expanduser().resolve()
     output.mkdir(parents=True, exist_ok=True)
@@ -157,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so the stack below is always stopped.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        info = embedded.start_stack(settings, log=console.print,
-                                    extra_env={"LLADA_EDIT_CROP_BASE": DEMO_EDIT_CROP_BASE})
+        info = embedded.start_stack(settings, log=console.print)
     except RuntimeError as err:
         console.print(f"[red]demo: {err}[/red]")
         return 1
@@ -173,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"total_seconds": round(total_s, 3), "grpc_address": info.grpc_address, "jobs": results}
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(results, total_s, output)
-    ok = len(results) == 3 and all(r["state"] == "SUCCEEDED" for r in results)
+    ok = len(results) == 2 + len(QUESTIONS) and all(r["state"] == "SUCCEEDED" for r in results)
     return 0 if ok else 1
 
 

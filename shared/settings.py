@@ -38,6 +38,12 @@ HINT_CUTOFF = 0.6
 
 log = logging.getLogger("llada.settings")
 
+# The embedded default model: a small LLaDA2.0-Uni trained on the shapes world of ../shared/docs/TOY_WORLD.md,
+# in the official layout (`python -m workers.model.toyworld.train` regenerates it). Its edits are trained on
+# 64² source crops (a 4 × 4 grid), so the default stack crops edit sources to the 64 base, not the reference's 512.
+TOY_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "toy-shapes"
+TOY_EDIT_CROP_BASE = 64
+
 
 class Settings(BaseSettings):
     # extra="forbid": a misspelled keyword (Settings(max_attempt=5)) is an error, not silently dropped.
@@ -177,8 +183,10 @@ class Settings(BaseSettings):
         if self.event_bus_url is None:
             self.event_bus_url = f"embedded://{root / 'events.db'}"
         if self.model_path is None:
-            # The embedded default runs the tiny random checkpoint (ARCHITECTURE §6).
-            self.model_path = str(root / "tiny-checkpoint")
+            # The embedded default serves the trained toy checkpoint shipped in the repository (issue 12).
+            self.model_path = str(TOY_CHECKPOINT)
+        if "edit_crop_base" not in self.model_fields_set and Path(self.model_path).resolve() == TOY_CHECKPOINT:
+            self.edit_crop_base = TOY_EDIT_CROP_BASE
         if self.heartbeat_timeout_s <= 2 * self.heartbeat_interval_s:
             # One late heartbeat must not get a healthy job reaped.
             raise ValueError("heartbeat_timeout_s must exceed twice heartbeat_interval_s")

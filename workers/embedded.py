@@ -1,8 +1,8 @@
 """``llada up | down | status``: the embedded stack on one machine, nothing to install but Python packages.
 
 `up` starts the gateway (`python -m services.gateway`), one Celery worker and the reaper as background
-processes, with SQLite, a local object folder, kombu's filesystem broker and the tiny checkpoint (made
-on first run), all under one data folder (`--data-dir`, default ./.llada) together with the logs
+processes, with SQLite, a local object folder, kombu's filesystem broker and the trained toy checkpoint
+shipped in models/toy-shapes (LLADA_MODEL_PATH for another), all under one data folder (`--data-dir`, default ./.llada) together with the logs
 (`logs/`), the API key (`api-key`) and the pid file (`stack.json`). It returns once the gateway's health
 check answers SERVING. `down` stops them: SIGTERM, then SIGKILL after `--timeout` seconds (the worker finishes its
 job within EMBEDDED_DRAIN_TIMEOUT_S or hands it back, re-queued for the next `up`).
@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,12 +28,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
 from shared.files import replace_file
-from shared.settings import Settings
+from shared.settings import TOY_CHECKPOINT, Settings
 
 PID_FILE = "stack.json"
 API_KEY_FILE = "api-key"
 LOG_DIR = "logs"
-TINY_CHECKPOINT_DIR = "tiny-checkpoint"
 DEFAULT_START_TIMEOUT_S = 120.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
 # The worker's drain on `llada down`: below the stop timeout, with room to hand the job back and exit.
@@ -47,7 +45,7 @@ EMBEDDED_WORKER_EXECUTOR = "pipeline"  # Settings.worker_executor for the embedd
 EXPORTED_SETTINGS = ("data_dir", "database_url", "broker_url", "object_store_url", "event_bus_url", "model_path",
                      "grpc_listen", "metrics_port", "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_secure",
                      "s3_region", "s3_public_endpoint", "heartbeat_interval_s", "heartbeat_timeout_s",
-                     "max_attempts")
+                     "max_attempts", "edit_crop_base")
 
 
 @dataclass
@@ -174,19 +172,14 @@ def ensure_api_key(data_dir: Path) -> str:
 
 
 def ensure_model(settings: Settings, log=print) -> None:
-    """The embedded default model is the tiny checkpoint under the data folder, made once."""
+    """The stack refuses to start without a checkpoint: the embedded default is the toy one in the repository."""
     path = Path(settings.model_path)
     if (path / "config.json").exists():
         return
-    if path != settings.data_dir / TINY_CHECKPOINT_DIR:
-        raise SystemExit(f"model_path: no checkpoint at {path} (config.json missing)")
-    from workers.model.tiny_checkpoint import make_tiny_checkpoint
-
-    log(f"making the tiny checkpoint in {path} (first run only) ...")
-    tmp = path.with_name(path.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    make_tiny_checkpoint(tmp)
-    tmp.replace(path)  # a half-written checkpoint is never mistaken for a complete one
+    if path == TOY_CHECKPOINT:
+        raise SystemExit(f"model_path: the toy checkpoint is missing from {path}; it ships with the repository "
+                         "(regenerate it with: python -m workers.model.toyworld.train)")
+    raise SystemExit(f"model_path: no checkpoint at {path} (config.json missing)")
 
 
 def wait_serving(address: str, timeout_s: float, alive=lambda: True) -> None:

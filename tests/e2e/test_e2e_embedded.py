@@ -74,13 +74,13 @@ def test_cancel_a_running_job_over_grpc(stack):
     assert not final.outputs.objects
 
 
-def test_first_run_made_the_tiny_checkpoint_once(tiny_checkpoint):
-    from shared.settings import Settings
+def test_the_default_model_is_the_shipped_toy_checkpoint_and_a_missing_one_is_refused(tmp_path):
+    from shared.settings import TOY_CHECKPOINT, TOY_EDIT_CROP_BASE, Settings
     from workers.embedded import ensure_model
 
-    folder = Path(tiny_checkpoint)
-    assert folder.name == "tiny-checkpoint" and (folder / "config.json").is_file()
-    assert not folder.with_name("tiny-checkpoint.partial").exists()
-    made_at = (folder / "config.json").stat().st_mtime_ns
-    ensure_model(Settings(data_dir=folder.parent), log=lambda message: None)  # second `llada up`: kept
-    assert (folder / "config.json").stat().st_mtime_ns == made_at
+    default = Settings(data_dir=tmp_path)
+    assert Path(default.model_path) == TOY_CHECKPOINT and default.edit_crop_base == TOY_EDIT_CROP_BASE
+    ensure_model(default, log=lambda message: None)  # present: nothing to do
+    assert Settings(data_dir=tmp_path, model_path=str(tmp_path)).edit_crop_base == 512  # another model: reference
+    with pytest.raises(SystemExit, match="model_path: no checkpoint at"):
+        ensure_model(Settings(data_dir=tmp_path, model_path=str(tmp_path / "absent")), log=lambda message: None)

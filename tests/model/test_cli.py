@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -79,21 +78,15 @@ def test_model_path_from_the_environment(tiny_ckpt, tmp_path, monkeypatch):
     assert cli.default_model_path() == tiny_ckpt
 
 
-def test_without_a_model_the_tiny_checkpoint_is_written_once(tiny_ckpt, tmp_path, monkeypatch):
+def test_without_a_model_the_shipped_toy_checkpoint_is_used_with_its_crop_base(tmp_path, monkeypatch):
+    from shared.settings import TOY_CHECKPOINT
+
     monkeypatch.delenv(cli.MODEL_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
-    writes = []
-
-    def copy_of_tiny_checkpoint(folder, seed=0):  # test double: the real writer, already run by the fixture
-        writes.append(seed)
-        shutil.copytree(tiny_ckpt, folder, dirs_exist_ok=True)
-
-    monkeypatch.setattr("workers.model.tiny_checkpoint.make_tiny_checkpoint", copy_of_tiny_checkpoint)
-    assert cli.default_model_path() == cli.TINY_CHECKPOINT
-    assert cli.default_model_path() == cli.TINY_CHECKPOINT
-    assert writes == [0]
-    assert (tmp_path / ".llada" / "tiny-checkpoint" / "config.json").is_file()
-    assert [p.name for p in (tmp_path / ".llada").iterdir()] == ["tiny-checkpoint"]  # no staging left
+    assert cli.default_model_path() == TOY_CHECKPOINT
+    assert cli.default_crop_base(TOY_CHECKPOINT) == 64
+    assert cli.default_crop_base(tmp_path) == 512
+    monkeypatch.setenv(cli.MODEL_ENV, str(tmp_path))
+    assert cli.default_model_path() == tmp_path
 
 
 def test_llada_console_script_dispatches_run(tiny_ckpt, tmp_path):

@@ -4,8 +4,8 @@
     llada run understand photo.jpg "What is in this picture?"
     llada run edit photo.jpg "make it night" -o night.png
 
-`--model` defaults to $LLADA_MODEL_PATH; without it, a tiny random checkpoint is written once under
-./.llada/tiny-checkpoint (its outputs are noise: it exists to try the code path). Also runs as
+`--model` defaults to $LLADA_MODEL_PATH; without it, the toy checkpoint shipped in models/toy-shapes, trained
+on the shapes world of ../shared/docs/TOY_WORLD.md (a prompt outside that world gets arbitrary output). Also runs as
 `python -m workers.model.cli …`. Exit status: 0 done, 1 failed, 2 bad usage or input, 130 cancelled.
 """
 
@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 MODEL_ENV = "LLADA_MODEL_PATH"
-TINY_CHECKPOINT = Path(".llada") / "tiny-checkpoint"
+REFERENCE_CROP_BASE = 512  # MODEL_SPEC §3.5
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
 
@@ -32,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="llada run", description="Run LLaDA2.0-Uni locally (no server): text-to-image, understanding, editing.",
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", help=f"checkpoint folder (default ${MODEL_ENV}, else the tiny checkpoint "
-                                        f"made under ./{TINY_CHECKPOINT})")
+    common.add_argument("--model", help=f"checkpoint folder (default ${MODEL_ENV}, else the trained toy checkpoint "
+                                        "shipped in models/toy-shapes)")
     common.add_argument("--device", help="torch device, e.g. cuda, cuda:1, cpu (default: cuda if available)")
     common.add_argument("--dtype", help="bfloat16 or float32 (default: bf16 on GPU, fp32 on CPU)")
     common.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -77,31 +75,26 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--cfg-image-scale", type=float, default=0.0)
     edit.add_argument("--crop", choices=("cover", "reference"), default="cover",
                       help="cover: resize then centre crop (default); reference: crop as the official code")
-    edit.add_argument("--crop-base", type=int, default=512,
-                      help="crop sizes hold at most (base/32)^2 cells of 32 px (default 512, as the reference)")
+    edit.add_argument("--crop-base", type=int, default=None,
+                      help="crop sizes hold at most (base/32)^2 cells of 32 px (default 512, as the reference; "
+                           "64 for the toy checkpoint, which is trained on 64² crops)")
     return parser
 
 
 def default_model_path() -> Path:
-    """$LLADA_MODEL_PATH, else ./.llada/tiny-checkpoint (written now if missing)."""
+    """$LLADA_MODEL_PATH, else the trained toy checkpoint shipped in the repository (the service's default)."""
     if os.environ.get(MODEL_ENV):
         return Path(os.environ[MODEL_ENV])
-    if not (TINY_CHECKPOINT / "config.json").is_file():
-        from workers.model.tiny_checkpoint import make_tiny_checkpoint
+    from shared.settings import TOY_CHECKPOINT
 
-        print(f"note: ${MODEL_ENV} is not set; writing a tiny random checkpoint to ./{TINY_CHECKPOINT} "
-              "(its images and answers are noise)", file=sys.stderr)
-        TINY_CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
-        # Written aside and renamed, so an interrupted run never leaves a half checkpoint behind.
-        staging = Path(tempfile.mkdtemp(prefix="tiny-", dir=TINY_CHECKPOINT.parent))
-        try:
-            make_tiny_checkpoint(staging, seed=0)
-            if TINY_CHECKPOINT.exists():
-                shutil.rmtree(TINY_CHECKPOINT)
-            staging.rename(TINY_CHECKPOINT)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return TINY_CHECKPOINT
+    return TOY_CHECKPOINT
+
+
+def default_crop_base(model: Path) -> int:
+    """The service's rule: the toy checkpoint is trained on 64² edit crops; any other model gets the reference's."""
+    from shared.settings import TOY_CHECKPOINT, TOY_EDIT_CROP_BASE
+
+    return TOY_EDIT_CROP_BASE if model.resolve() == TOY_CHECKPOINT else REFERENCE_CROP_BASE
 
 
 def sprint_option(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -176,7 +169,7 @@ def _run(args: argparse.Namespace, pipe, progress, should_cancel):
             args.image, args.instruction, cfg_text_scale=args.cfg_text_scale,
             cfg_image_scale=args.cfg_image_scale, block_length=args.block_length, decoder=args.decoder,
             decoder_steps=args.decoder_steps, resolution_multiplier=args.resolution_multiplier, crop=args.crop,
-            crop_base=args.crop_base,
+            crop_base=args.crop_base or default_crop_base(args.model_path),
             seed=args.seed, **_defined(steps=args.steps), **hooks,
         )
     else:
@@ -210,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from workers.model.pipeline import Pipeline
 
-        model = Path(args.model) if args.model else default_model_path()
+        model = args.model_path = Path(args.model) if args.model else default_model_path()
         decoders = (args.decoder,) if args.task != "understand" else ()
         pipe = Pipeline.from_pretrained(model, device=args.device, dtype=args.dtype, decoders=decoders)
         with cancel_on_interrupt() as should_cancel, StageBars(not args.quiet) as bars:
