@@ -10,7 +10,8 @@ gRPC with the client SDK:
 * thinking mode (turbo): the same pictures' figures, and whether the plan sentence names every attribute;
 * understanding of rendered scenes of held-out combinations: each question answered exactly;
 * editing of rendered scenes: per instruction form, the changed attribute right and the other three kept.
-Reconstruction (tokenizer → decoder → VAE) has no job kind: it runs on the checkpoint's parts in this process.
+Reconstruction (tokenizer → decoder → VAE) has no job kind: it runs on the checkpoint's parts in this process
+(`workers.model.toyworld.train.image_gate`), also from the designed codes, which isolates the decoder.
 
 Prints each figure with the issue's bar beside it and writes them all to `--json` if given. Seeds are fixed,
 so a run is repeatable. Every job is a normal job of the stack: the run takes minutes on a CPU.
@@ -19,6 +20,7 @@ so a run is repeatable. Every job is a normal job of the stack: the run takes mi
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import signal
@@ -38,12 +40,12 @@ from PIL import Image  # noqa: E402
 from client import LladaClient, state_name  # noqa: E402
 from workers import embedded  # noqa: E402
 from workers.model import toyworld as world  # noqa: E402
-from workers.model.toyworld.codes import GENERATION_SIDE  # noqa: E402
 from workers.model.toyworld.texts import DESCRIBE  # noqa: E402
 
 PARTS = ("t2i", "thinking", "understand", "edit", "reconstruct")
 SIDE = 128  # the world's pictures: a 4 × 4 backbone grid at resolution_multiplier 2
 JOB_TIMEOUT_S = 600.0
+WINDOW = 50
 # The issue's bars (fractions).
 BAR_HELD_OUT_EACH, BAR_HELD_OUT_ALL, BAR_TRAINING_ALL = 0.85, 0.60, 0.85
 BAR_UNDERSTAND, BAR_DESCRIBE, BAR_EDIT, BAR_RECONSTRUCT = 0.95, 0.80, 0.70, 0.95
@@ -85,6 +87,10 @@ class Tally:
             self.add(figure, attribute, ok)
         self.add(figure, "all four", all(result.values()))
 
+    def set(self, figure: str, attribute: str, fraction: float, n: int) -> None:
+        self.total[figure, attribute] = n
+        self.right[figure, attribute] = round(fraction * n)
+
     def rows(self) -> list[tuple[str, str, float, int]]:
         return [(f, a, self.right[f, a] / n, n) for (f, a), n in self.total.items()]
 
@@ -98,15 +104,18 @@ def bar_for(figure: str, attribute: str) -> float | None:
         return BAR_DESCRIBE if attribute == DESCRIBE else BAR_UNDERSTAND
     if figure.startswith("edit"):
         return BAR_EDIT if attribute == "changed right, others kept" else None
-    if figure.startswith("reconstruct"):
+    if figure.startswith("reconstruct") and "designed" not in figure:
         return BAR_RECONSTRUCT if attribute != "all four" else None
     return None
 
 
-def wait_all(client: LladaClient, jobs: list[tuple[str, object]]):
-    """(job id, context) pairs → (final job, context), in order."""
-    for job_id, context in jobs:
-        yield client.wait(job_id, timeout=JOB_TIMEOUT_S), context
+def run_all(client: LladaClient, work: list[tuple[object, object]]):
+    """(submit callable, context) pairs → (final job, context), in order; at most WINDOW jobs queued at once
+    (below the default tenant's queue limit, which refuses more)."""
+    for start in range(0, len(work), WINDOW):
+        submitted = [(submit().id, context) for submit, context in work[start:start + WINDOW]]
+        for job_id, context in submitted:
+            yield client.wait(job_id, timeout=JOB_TIMEOUT_S), context
 
 
 def image_of(client: LladaClient, job, scratch: Path) -> Image.Image | None:
@@ -121,15 +130,15 @@ def run_t2i(client, tally: Tally, sets, scratch: Path, *, thinking: bool) -> Non
     plan_figure = "thinking plan names every attribute"
     for decoder, sprint in variants:
         name = ("thinking" if thinking else "t2i") + f" {decoder}" + (" sprint" if sprint else "")
-        jobs = []
+        work = []
         for set_name, indices in sets.items():
             for index in indices:
                 comb = world.combination(index)
                 params = {"width": SIDE, "height": SIDE, "seed": index, "decoder": decoder,
                           "sprint": {"enabled": sprint}, "mode": "thinking" if thinking else "normal"}
-                job = client.submit_text_to_image(world.caption(comb), **params)
-                jobs.append((job.id, (f"{name} {set_name}", comb)))
-        for job, (figure, comb) in wait_all(client, jobs):
+                submit = functools.partial(client.submit_text_to_image, world.caption(comb), **params)
+                work.append((submit, (f"{name} {set_name}", comb)))
+        for job, (figure, comb) in run_all(client, work):
             image = image_of(client, job, scratch)
             result = world.check(image, comb) if image is not None else dict.fromkeys(world.ATTRIBUTES, False)
             tally.add_check(figure, result)
@@ -140,13 +149,13 @@ def run_t2i(client, tally: Tally, sets, scratch: Path, *, thinking: bool) -> Non
 
 
 def run_understand(client, tally: Tally, sets, seed: int) -> None:
-    jobs = []
+    work = []
     for index in sets["held-out"]:
         scene = world.scene_of(index, seed + index)
         image = png(world.render(scene))
         for question, expected in world.questions_and_answers(scene):
-            jobs.append((client.submit_understand(image, question).id, (question, expected)))
-    for job, (question, expected) in wait_all(client, jobs):
+            work.append((functools.partial(client.submit_understand, image, question), (question, expected)))
+    for job, (question, expected) in run_all(client, work):
         tally.add("understand held-out", question, state_name(job) == "SUCCEEDED" and job.outputs.text.strip() == expected)
 
 
@@ -157,17 +166,17 @@ def run_edit(client, tally: Tally, sets, seed: int) -> None:
     from workers.model.toyworld.edits import current_value, edit_values
 
     rng = np.random.default_rng(seed)
-    jobs = []
+    work = []
     for set_name, indices in sets.items():
         for index in indices:
             source = world.scene_of(index, rng)
             for kind in world.EDIT_KINDS:
                 values = [v for v in edit_values(kind) if v != current_value(source, kind)]
                 edit = world.make_edit(source, kind, values[int(rng.integers(len(values)))])
-                job = client.submit_edit(png(world.render(source)), edit.instruction, seed=index)
-                jobs.append((job.id, (f"edit {set_name}", kind, edit)))
+                submit = functools.partial(client.submit_edit, png(world.render(source)), edit.instruction, seed=index)
+                work.append((submit, (f"edit {set_name}", kind, edit)))
     scratch = Path(tempfile.mkdtemp(prefix="toy-gate-edit-"))
-    for job, (figure, kind, edit) in wait_all(client, jobs):
+    for job, (figure, kind, edit) in run_all(client, work):
         image = image_of(client, job, scratch)
         result = world.check(image, edit.target) if image is not None else dict.fromkeys(world.ATTRIBUTES, False)
         changed = kind  # the edit kinds are named after the attributes they change
@@ -176,19 +185,16 @@ def run_edit(client, tally: Tally, sets, seed: int) -> None:
         tally.add(f"{figure} {kind}", f"{changed} right", result[changed])
 
 
-def run_reconstruct(model: Path, tally: Tally, sets, seed: int) -> None:
-    from workers.model import Pipeline
+def run_reconstruct(model: Path, tally: Tally, per_set: int) -> None:
+    """The image path's own gate (tokenizer's 64² view → decoder → VAE → checker), on the checkpoint's parts."""
+    from workers.model.toyworld.train.image_gate import reconstruction_gate
 
-    pipe = Pipeline.from_pretrained(model)
-    for set_name, indices in sets.items():
-        for index in indices:
-            scene = world.scene_of(index, seed + index)
-            view = world.render(scene).resize((GENERATION_SIDE, GENERATION_SIDE), Image.Resampling.LANCZOS)
-            codes, h, w = pipe.image_tokenizer.encode(view)
-            for mode in ("turbo", "normal"):
-                image = pipe.get_decoder(mode).decode(codes, h, w, steps=8 if mode == "turbo" else 50, seed=index,
-                                                      resolution_multiplier=2)
-                tally.add_check(f"reconstruct {mode} {set_name}", world.check(image, scene))
+    figures = reconstruction_gate(model, per_split=per_set)
+    for split in ("held_out", "training"):
+        for decoder, summary in figures[split].items():
+            for attribute, percent in summary.items():
+                tally.set(f"reconstruct {decoder} {split.replace('_', '-')}", attribute.replace("_", " "),
+                          percent / 100, per_set)
 
 
 def report(tally: Tally, seconds: float) -> list[dict]:
@@ -246,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 embedded.stop_stack(Path(info.data_dir))
         if "reconstruct" in parts:
-            run_reconstruct(model, tally, sets, args.seed)
+            run_reconstruct(model, tally, args.per_set)
     rows = report(tally, time.perf_counter() - started)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -49,3 +49,13 @@ def reconstruction_gate(checkpoint: str | Path, *, seed: int = 0, normal_steps: 
         path = Path(work_dir) / "image_gate.json"
         path.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Reconstruction gate of a trained toy checkpoint's image path.")
+    parser.add_argument("checkpoint_dir")
+    parser.add_argument("--per-split", type=int, default=70)
+    args = parser.parse_args()
+    print(json.dumps(reconstruction_gate(args.checkpoint_dir, per_split=args.per_split), indent=2))
