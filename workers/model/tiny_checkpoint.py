@@ -49,8 +49,12 @@ _TRAINING_TEXT = [
 ]
 
 
-def _config_json(eos_id: int) -> dict:
-    """§2.1's field set and order; only sizes and ids differ (§10.1 rule 4)."""
+def official_config_json(*, eos_id: int, text_vocab: int, codebook: int, hidden_size: int, intermediate_size: int,
+                         num_hidden_layers: int, num_attention_heads: int, num_key_value_heads: int, head_dim: int,
+                         num_experts: int, num_experts_per_tok: int, n_group: int, topk_group: int,
+                         moe_intermediate_size: int) -> dict:
+    """§2.1's field set and order with the structural constants of the real config; only sizes and ids vary
+    (§10.1 rule 4). The toy checkpoint's config (toyworld/train/backbone_config.py) is built here too."""
     return {
         "architectures": ["LLaDA2MoeModelLM"],
         "auto_map": {
@@ -61,13 +65,13 @@ def _config_json(eos_id: int) -> dict:
         "model_type": "llada2_moe",
         "torch_dtype": "bfloat16",
         "transformers_version": "4.51.0",
-        "vocab_size": TEXT_VOCAB + CODEBOOK,
-        "hidden_size": 64,
-        "intermediate_size": 112,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 1,
-        "head_dim": 16,
+        "vocab_size": text_vocab + codebook,
+        "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size,
+        "num_hidden_layers": num_hidden_layers,
+        "num_attention_heads": num_attention_heads,
+        "num_key_value_heads": num_key_value_heads,
+        "head_dim": head_dim,
         "hidden_act": "silu",
         "use_qkv_bias": False,
         "use_qk_norm": True,
@@ -82,17 +86,24 @@ def _config_json(eos_id: int) -> dict:
         "use_cache": False,
         "sliding_window": None,
         "pad_token_id": eos_id,
-        "num_experts": 32,
+        "num_experts": num_experts,
         "num_shared_experts": 1,
-        "num_experts_per_tok": 8,
-        "n_group": 8,
-        "topk_group": 4,
+        "num_experts_per_tok": num_experts_per_tok,
+        "n_group": n_group,
+        "topk_group": topk_group,
         "routed_scaling_factor": 2.5,
-        "moe_intermediate_size": 24,
+        "moe_intermediate_size": moe_intermediate_size,
         "first_k_dense_replace": 1,
         "output_router_logits": False,
-        "image_token_offset": TEXT_VOCAB,
+        "image_token_offset": text_vocab,
     }
+
+
+def _config_json(eos_id: int) -> dict:
+    return official_config_json(eos_id=eos_id, text_vocab=TEXT_VOCAB, codebook=CODEBOOK, hidden_size=64,
+                                intermediate_size=112, num_hidden_layers=3, num_attention_heads=4,
+                                num_key_value_heads=1, head_dim=16, num_experts=32, num_experts_per_tok=8, n_group=8,
+                                topk_group=4, moe_intermediate_size=24)
 
 
 def build_tiny_tokenizer() -> Tokenizer:
@@ -147,24 +158,30 @@ def _shard_of(name: str, num_layers: int) -> int:
     return 0 if name.startswith("model.word_embeddings") else 1
 
 
+def write_backbone_shards(folder: Path, tensors: dict[str, torch.Tensor], num_layers: int) -> None:
+    """The backbone's tensors as NUM_SHARDS safetensors files plus `model.safetensors.index.json` (§2.3)."""
+    shards: list[dict[str, torch.Tensor]] = [{} for _ in range(NUM_SHARDS)]
+    for name in sorted(tensors):
+        shards[_shard_of(name, num_layers)][name] = tensors[name]
+    weight_map, total = {}, 0
+    for i, part in enumerate(shards):
+        file = f"model-{i + 1:05d}-of-{NUM_SHARDS:05d}.safetensors"
+        save_file(part, str(folder / file), metadata={"format": "pt"})
+        for name, t in part.items():
+            weight_map[name] = file
+            total += t.numel() * t.element_size()
+    _write_json(folder / "model.safetensors.index.json",
+                {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
+
+
 def _write_backbone(folder: Path, cfg: BackboneConfig, seed: int) -> None:
     from .backbone.model import LLaDA2MoeModelLM
 
     with torch.device("meta"):
         shapes = expected_shapes(LLaDA2MoeModelLM(cfg))
     gen = torch.Generator().manual_seed(seed)
-    shards: list[dict[str, torch.Tensor]] = [{} for _ in range(NUM_SHARDS)]
-    for name in sorted(shapes):
-        shards[_shard_of(name, cfg.num_hidden_layers)][name] = _random_tensor(name, shapes[name], gen)
-    weight_map, total = {}, 0
-    for i, tensors in enumerate(shards):
-        file = f"model-{i + 1:05d}-of-{NUM_SHARDS:05d}.safetensors"
-        save_file(tensors, str(folder / file), metadata={"format": "pt"})
-        for name, t in tensors.items():
-            weight_map[name] = file
-            total += t.numel() * t.element_size()
-    _write_json(folder / "model.safetensors.index.json",
-                {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
+    tensors = {name: _random_tensor(name, shapes[name], gen) for name in sorted(shapes)}
+    write_backbone_shards(folder, tensors, cfg.num_hidden_layers)
 
 
 def _write_json(path: Path, data: dict) -> None:

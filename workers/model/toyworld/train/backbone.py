@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from workers.model.backbone.model import LLaDA2MoeModelLM
 from workers.model.backbone.moe import MoE, MoEGate
 from workers.model.config import BackboneConfig
-from workers.model.tiny_checkpoint import EOS_TOKEN
+from workers.model.tiny_checkpoint import EOS_TOKEN, write_backbone_shards
 
 from ..codes import CODEBOOK_SIZE, meaning
 from .backbone_config import backbone_config_json
@@ -38,7 +37,6 @@ BATCH = 32
 LR, WARMUP, MIN_LR_FRACTION = 2e-3, 300, 0.1  # AdamW, linear warm-up, cosine to 10 % at `steps`
 WEIGHT_DECAY, GRAD_CLIP = 0.01, 1.0
 BIAS_RATE = 1e-3  # expert-bias step per optimiser step (aux-loss-free balancing)
-NUM_SHARDS = 2  # ≥ 2 so the runtime's index path is used (MODEL_SPEC §10.1 rule 1)
 
 
 def stage_dir(work_dir: Path) -> Path:
@@ -235,13 +233,6 @@ def train_backbone(work_dir: str | Path, *, seed: int = 0, steps: int = 9000, mi
     return report
 
 
-def _shard_of(name: str, num_layers: int) -> int:
-    """Embeddings and the first half of the layers in shard 0; the rest, the norm and lm_head in shard 1."""
-    if name.startswith("model.layers."):
-        return 0 if int(name.split(".")[2]) < (num_layers + 1) // 2 else 1
-    return 0 if name.startswith("model.word_embeddings") else 1
-
-
 def write_backbone(work_dir: str | Path, checkpoint_dir: str | Path) -> Path:
     """config.json, the tokenizer files and the sharded bf16 weights (expert_bias fp32) under
     `checkpoint_dir` (the top-level files only; the image parts live in subfolders)."""
@@ -251,17 +242,8 @@ def write_backbone(work_dir: str | Path, checkpoint_dir: str | Path) -> Path:
     config = json.loads((folder / "config.json").read_text())
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     write_text_tokenizer(out)
-    shards: list[dict[str, torch.Tensor]] = [{} for _ in range(NUM_SHARDS)]
-    for name in sorted(state):
-        tensor = state[name].detach().float() if name.endswith("expert_bias") else state[name].detach().bfloat16()
-        shards[_shard_of(name, config["num_hidden_layers"])][name] = tensor.contiguous()
-    weight_map, total = {}, 0
-    for i, tensors in enumerate(shards):
-        file = f"model-{i + 1:05d}-of-{NUM_SHARDS:05d}.safetensors"
-        save_file(tensors, str(out / file), metadata={"format": "pt"})
-        for name, t in tensors.items():
-            weight_map[name] = file
-            total += t.numel() * t.element_size()
-    (out / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2) + "\n")
+    # bf16 as the official files, the router's expert_bias in fp32 (MODEL_SPEC §2.3)
+    tensors = {name: (t.detach().float() if name.endswith("expert_bias") else t.detach().bfloat16()).contiguous()
+               for name, t in state.items()}
+    write_backbone_shards(out, tensors, config["num_hidden_layers"])
     return out
