@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from celery import Celery
 
+from shared.filesystem_transport import TRANSPORT as FILESYSTEM_TRANSPORT
 from shared.jobs import PRIORITY_MAX, PRIORITY_MIN
 from shared.settings import Settings, get_settings
 
@@ -42,6 +43,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     if scheme == "filesystem":
         dirs = filesystem_broker_dirs(settings.broker_url)
         config["broker_url"] = "filesystem://"
+        config["broker_transport"] = FILESYSTEM_TRANSPORT  # kombu's, with an atomic put
         config["broker_transport_options"] = {
             # One folder both ways: producers write where consumers read.
             "data_folder_in": str(dirs["queue"]),
