@@ -154,8 +154,8 @@ class Settings(BaseSettings):
 
     # Editing (MODEL_SPEC §3.5): the source image is cropped to the crop list of this base resolution.
     # 512 is the reference (≤ 16² cells of 32 px, ~1024 tokens denoised and ~1024² px decoded whatever the
-    # input size), so results compare with it; a deployment may lower it (the CPU demo uses 128) to edit
-    # in seconds at a lower resolution. A positive multiple of the 32 px crop cell.
+    # input size), so results compare with it; a deployment may lower it to edit in seconds at a lower
+    # resolution. Unset with the toy checkpoint as the model: TOY_EDIT_CROP_BASE. A positive multiple of 32.
     edit_crop_base: int = Field(default=512, ge=32, multiple_of=32)
 
     @field_validator("log_level", mode="before")
