@@ -21,10 +21,12 @@ from workers.model.toyworld.codes import CODEBOOK_SIZE, scene_codes
 from workers.model.toyworld.edits import current_value, edit_values
 from workers.model.toyworld.train import backbone as stage
 from workers.model.toyworld.train.backbone_config import backbone_config_json
-from workers.model.toyworld.train.backbone_data import BLOCK, TASK_MIX, runtime_tokenizer, sample_examples
+from workers.model.toyworld.train.backbone_data import (BLOCK, PHASES, TASK_MIX, phase_at, runtime_tokenizer,
+                                                       sample_examples)
 from workers.model.toyworld.train.backbone_objective import NoisedRow, batch_loss, noise_row, row_inputs
 from workers.model.toyworld.train.text_tokenizer import write_text_tokenizer
 from workers.model.toyworld.train.thinking_plan import plan_sentence, read_plan
+from workers.model.toyworld.train.warm_start import seed_backbone
 from workers.model.toyworld.world import Scene
 
 
@@ -201,3 +203,33 @@ def test_written_checkpoint_loads_strictly_and_runs(tmp_path):
     assert len(codes) == 16 and all(0 <= c < CODEBOOK_SIZE for c in codes)
     reply = generation.understand_tokens(model, tok, [0] * 64, 8, 8, QUESTIONS[0], gen_length=64)
     assert isinstance(reply, str)
+
+
+def test_phase_two_draws_more_where_describe_and_no_text_edits_from_step_7000():
+    assert phase_at(6999) is PHASES[0][1] and phase_at(7000) is PHASES[1][1] and phase_at(10**6) is PHASES[1][1]
+    rng = np.random.default_rng(4)
+    examples = sample_examples(rng, 3000, phase=phase_at(7000))
+    asked = [e.task.split("/", 1)[1] for e in examples if e.task.startswith("understand/")]
+    share = {q: asked.count(q) / len(asked) for q in QUESTIONS}
+    assert 0.35 < share["describe the picture"] < 0.45 and 0.25 < share["where is the shape?"] < 0.35
+    edits = [e.task.rsplit("/", 1)[1] for e in examples if e.task.startswith("edit/")]
+    assert 0.16 < edits.count("no_text") / len(edits) < 0.24
+    first = [e.task.rsplit("/", 1)[1] for e in sample_examples(rng, 3000) if e.task.startswith("edit/")]
+    assert first.count("no_text") / len(first) < 0.13  # the first phase keeps its 10 %
+
+
+def test_a_seeded_backbone_resumes_at_its_step_with_a_fresh_warm_up(tmp_path):
+    stage.train_backbone(tmp_path / "work", seed=1, steps=2, batch=4, print_fn=lambda line: None)
+    out = stage.write_backbone(tmp_path / "work", tmp_path / "ck")
+    seed_backbone(out, tmp_path / "again", step=2, wall_s=30.0)
+    seeded = _state(tmp_path / "again")
+    assert seeded["step"] == 2 and "optimizer" not in seeded
+    written = load_backbone(out).state_dict()
+    assert all(torch.equal(v, written[k].float()) for k, v in seeded["model"].items())
+    report = stage.train_backbone(tmp_path / "again", seed=1, steps=3, batch=4, print_fn=lambda line: None)
+    assert report["step"] == 3 and report["train_minutes"] >= 0.5
+    with pytest.raises(FileExistsError):
+        seed_backbone(out, tmp_path / "again", step=2, wall_s=30.0)
+    # The fresh optimiser warms up from the seeded step to where the schedule stands, then follows it.
+    assert stage.learning_rate(100, 1000, 1.0, 10, warm_from=100) < 0.2 * stage.learning_rate(100, 1000, 1.0, 10)
+    assert stage.learning_rate(110, 1000, 1.0, 10, warm_from=100) == stage.learning_rate(110, 1000, 1.0, 10)

@@ -16,10 +16,12 @@ from workers.model.image_tokenizer import load_image_tokenizer
 from workers.model.toyworld import render, sample_scene
 from workers.model.toyworld.codes import CODEBOOK_SIZE, GENERATION_GRID, scene_codes
 from workers.model.toyworld.train import decoder as dec
+from workers.model.toyworld.train import distillation
 from workers.model.toyworld.train import image_tokenizer as tok
 from workers.model.toyworld.train import vae as vae_stage
 from workers.model.toyworld.train.data import generation_view
 from workers.model.toyworld.train.image_writer import write_image_parts
+from workers.model.toyworld.train.warm_start import seed_from_checkpoint
 
 
 def _fit(loss_fn, params, steps: int, lr: float) -> tuple[float, float]:
@@ -92,8 +94,8 @@ def trained(tmp_path_factory):
                                                      eval_scenes=2),
         "decoder": dec.train_decoder(work, seed=0, minutes=None, steps=2, batch=2, eval_at=(), eval_every=0,
                                      eval_scenes=1, latent_pool=6),
-        "decoder_turbo": dec.train_decoder_turbo(work, seed=0, minutes=None, steps=2, batch=2, eval_every=0,
-                                                 eval_scenes=1, latent_pool=6),
+        "decoder_turbo": distillation.train_decoder_turbo(work, seed=0, minutes=None, steps=2, batch=2, eval_every=0,
+                                                          eval_scenes=1, latent_pool=6, teacher_pool=3),
     }
     ckpt = tmp_path_factory.mktemp("toyck")
     write_image_parts(work, ckpt)
@@ -169,3 +171,49 @@ def test_the_saved_sigvq_table_is_the_trained_code_table(trained):
     code = 21 + (5 * 6 + 2) * 3 + 1  # cell (1, 1), colour 2, shape 1
     expected = table.free[code] + table.cell[5] + table.colour[2] + table.shape[1]
     assert torch.allclose(table()[code], expected)
+
+
+def test_a_checkpoint_seeds_stage_states_that_a_longer_decoder_run_continues(trained, tmp_path):
+    _, ckpt, _ = trained
+    seed_from_checkpoint(ckpt, tmp_path, {"vae": (2, 10.0), "image_tokenizer": (2, 5.0), "decoder": (2, 20.0)})
+    assert json.loads((tmp_path / "vae" / "report.json").read_text())["done"]  # the decoders need it unchanged
+    assert not (tmp_path / "decoder" / "report.json").exists()  # left open: a higher step target continues it
+    transformer, sigvq = dec.load_trained(tmp_path)
+    shipped = load_decoder(ckpt, mode="normal")
+    for ours, theirs in ((transformer, shipped.transformer), (sigvq, shipped.sigvq)):
+        theirs_state = theirs.state_dict()
+        assert all(torch.equal(v, theirs_state[k].float()) for k, v in ours.state_dict().items())
+    report = dec.train_decoder(tmp_path, seed=0, minutes=None, steps=3, batch=2, eval_at=(), eval_every=0,
+                               eval_scenes=1, latent_pool=6)
+    assert report["steps"] == 3 and report["wall_s"] >= 20.0  # one step more, the original wall time carried
+    with pytest.raises(FileExistsError):
+        seed_from_checkpoint(ckpt, tmp_path, {"decoder": (2, 20.0)})
+
+
+def test_the_teacher_is_the_normal_decoders_guided_velocity_per_sample(trained):
+    _, ckpt, _ = trained
+    normal = load_decoder(ckpt, mode="normal")
+    scenes = [sample_scene(1), sample_scene(2)]
+    codes = torch.from_numpy(np.stack([scene_codes(s, GENERATION_GRID) for s in scenes]))
+    features = dec.sigvq_features(normal.sigvq, codes).detach()
+    x = torch.randn(2, 16, 16, 16, generator=torch.Generator().manual_seed(3))
+    batched = distillation.guided_velocity(normal.transformer, features)(x, 0.3)
+    for i in range(2):
+        one = normal._velocity([features[i], torch.zeros_like(features[i])])(x[i:i + 1].unsqueeze(2), 0.3)
+        assert torch.allclose(batched[i], one[0, :, 0], atol=1e-5)
+
+
+def test_teacher_pairs_keep_only_the_samples_the_checker_reads_right(trained, tmp_path, monkeypatch):
+    work, _, _ = trained
+    for name in ("vae", "decoder"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "state.pt").write_bytes((work / name / "state.pt").read_bytes())
+    verdicts = iter([True, False, True, False, False])
+    monkeypatch.setattr(distillation, "check", lambda image, scene: {"all": next(verdicts)})
+    pairs = distillation.teacher_pairs(tmp_path, 0, "decoder_turbo", count=5)
+    assert (int(pairs["drawn"]), int(pairs["kept"])) == (5, 2)
+    assert pairs["noise"].shape == pairs["latents"].shape == (2, 16, 16, 16) and pairs["codes"].shape == (2, 4, 4)
+    scenes = distillation.scene_pool(np.random.default_rng([0, 23]), 5)
+    expected = [scene_codes(scenes[i], GENERATION_GRID) for i in (0, 2)]
+    assert torch.equal(pairs["codes"], torch.from_numpy(np.stack(expected)))
+    assert torch.load(tmp_path / "decoder_turbo" / "teacher.pt", weights_only=True)["kept"] == 2  # drawn once

@@ -54,6 +54,16 @@ class DecoderNoise:
     renoise: tuple[torch.Tensor, ...] = ()
 
 
+def guide(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """The normal mode's CFG on one sample's velocities (§5.4): p + scale·(p − n), then a norm clamp over the
+    whole sample: the guided prediction may not exceed the conditional one's norm."""
+    guided = positive + NORMAL_CFG_SCALE * (positive - negative)
+    cond_norm, guided_norm = torch.linalg.vector_norm(positive), torch.linalg.vector_norm(guided)
+    if guided_norm > cond_norm:
+        guided = guided * (cond_norm / guided_norm)
+    return guided
+
+
 def pixels_to_image(pixels: torch.Tensor) -> Image.Image:
     """[3, H, W] in [0, 1] → RGB PIL image; ×255 then **truncation**, as torchvision's to_pil_image (§5.4)."""
     array = (pixels.float().cpu() * 255).permute(1, 2, 0).numpy()
@@ -144,13 +154,7 @@ class ImageDecoder:
                 )[0]
             if batch == 1:
                 return out[0].float().unsqueeze(0)
-            positive, negative = out[0].float(), out[1].float()
-            guided = positive + NORMAL_CFG_SCALE * (positive - negative)
-            # Norm clamp over the whole sample: the guided prediction may not exceed the conditional norm.
-            cond_norm, guided_norm = torch.linalg.vector_norm(positive), torch.linalg.vector_norm(guided)
-            if guided_norm > cond_norm:
-                guided = guided * (cond_norm / guided_norm)
-            return guided.unsqueeze(0)
+            return guide(out[0].float(), out[1].float()).unsqueeze(0)
 
         return velocity
 

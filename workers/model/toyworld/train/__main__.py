@@ -28,7 +28,7 @@ STAGES = {
     "vae": ("vae", "train_vae", 2879),
     "image_tokenizer": ("image_tokenizer", "train_image_tokenizer", 986),
     "decoder": ("decoder", "train_decoder", 2813),
-    "decoder_turbo": ("decoder", "train_decoder_turbo", 361),
+    "decoder_turbo": ("distillation", "train_decoder_turbo", 361),
     "backbone": ("backbone", "train_backbone", 7000),
 }
 NO_TIME_LIMIT_MIN = 24 * 60.0  # the steps bound each stage, not the clock

@@ -28,7 +28,7 @@ from workers.model.tiny_checkpoint import EOS_TOKEN, write_backbone_shards
 
 from ..codes import CODEBOOK_SIZE, meaning
 from .backbone_config import backbone_config_json
-from .backbone_data import runtime_tokenizer, sample_examples
+from .backbone_data import phase_at, runtime_tokenizer, sample_examples
 from .backbone_objective import batch_loss, noise_row
 from .text_tokenizer import build_text_tokenizer, write_text_tokenizer
 
@@ -113,9 +113,11 @@ class RouterLoads:
         return shares
 
 
-def learning_rate(step: int, steps: int, lr: float = LR, warmup: int = WARMUP) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
+def learning_rate(step: int, steps: int, lr: float = LR, warmup: int = WARMUP, warm_from: int = 0) -> float:
+    """Linear warm-up over `warmup` steps from `warm_from` (where a fresh optimiser started), then cosine."""
+    if step - warm_from < warmup:
+        scheduled = learning_rate(max(step, warmup), steps, lr, warmup) if warm_from else lr
+        return scheduled * (step - warm_from + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, steps - warmup))
     return lr * (MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -159,13 +161,16 @@ def train_backbone(work_dir: str | Path, *, seed: int = 0, steps: int = 9000, mi
 
     model = new_model(config, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=WEIGHT_DECAY)
-    step, elapsed, history = 0, 0.0, []
+    step, elapsed, history, warm_from = 0, 0.0, [], 0
     state_path = folder / "state.pt"
     if state_path.is_file():
         state = torch.load(state_path, weights_only=False)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        else:  # seeded from a checkpoint (warm_start): a fresh optimiser warms up again from here
+            warm_from = step
         print_fn(f"[backbone] resumed at step {step} ({elapsed / 60:.1f} min trained)")
     loads = RouterLoads(model)
     params = sum(p.numel() for p in model.parameters())
@@ -191,9 +196,9 @@ def train_backbone(work_dir: str | Path, *, seed: int = 0, steps: int = 9000, mi
             break
         began = time.perf_counter()
         rng = np.random.default_rng([seed, step])
-        rows = [noise_row(e, rng, tok.mask_id) for e in sample_examples(rng, batch, tok=tok)]
+        rows = [noise_row(e, rng, tok.mask_id) for e in sample_examples(rng, batch, tok=tok, phase=phase_at(step))]
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, warmup)
+            group["lr"] = learning_rate(step, steps, lr, warmup, warm_from)
         loss, per_task = batch_loss(model, rows)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -209,13 +214,14 @@ def train_backbone(work_dir: str | Path, *, seed: int = 0, steps: int = 9000, mi
             acc[0] += s
             acc[1] += n
         if step % log_every == 0 or step == steps:
+            current_lr = learning_rate(step - 1, steps, lr, warmup, warm_from)
             tasks = {t: round(s / max(n, 1), 4) for t, (s, n) in sorted(window.items())}
             rate = window_steps / (time.perf_counter() - window_start)
             max_share = max(max(layer) for layer in shares)
             history.append({"step": step, "minutes": round(elapsed / 60, 2), "loss": tasks,
-                            "lr": learning_rate(step - 1, steps, lr, warmup), "max_expert_share": round(max_share, 3)})
+                            "lr": current_lr, "max_expert_share": round(max_share, 3)})
             print_fn(f"[backbone] step {step}/{steps} {elapsed / 60:.1f} min {rate:.2f} it/s lr "
-                     f"{learning_rate(step - 1, steps, lr, warmup):.2e} loss {tasks} max expert share {max_share:.2f}")
+                     f"{current_lr:.2e} loss {tasks} max expert share {max_share:.2f}")
             window, window_start, window_steps = {}, time.perf_counter(), 0
         if time.perf_counter() - last_save >= save_every_s:
             save()

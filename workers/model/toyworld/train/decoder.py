@@ -1,4 +1,4 @@
-"""Stages `decoder` and `decoder_turbo`: SigVQ embedder + Z-Image DiT (diffusers) on the VAE's latents.
+"""Stage `decoder` (and what `decoder_turbo` shares with it): SigVQ embedder + Z-Image DiT on the VAE's latents.
 
 Objective (MODEL_SPEC §5.4): x_t = t·x_data + (1 − t)·noise (t = 0 noise), the DiT predicts the velocity
 x_data − noise at time input t; x_data = the scene's VAE latent in the runtime's DiT space,
@@ -8,10 +8,11 @@ emit on the 64² view and the backbone to generate), upsampled ×2 by the SigVQ 
 * normal: t drawn half uniformly, half from the sampler's shifted grid (t' = u / (u + 6 − 6u), where most of
   its 49 evaluations sit); the condition is replaced by zero features 10 % of the time, the negative branch
   of the sampler's CFG.
-* turbo: a copy of the trained normal DiT fine-tuned at exactly the turbo sampler's 8 evaluation times k/8
-  (plain velocity objective on fresh noise at each time, which is what the sampler's re-noising feeds it;
-  no distillation); never unconditioned (the turbo sampler has no CFG). The SigVQ embedder is shared by both
-  decoders in the checkpoint (`image_tokenizer/sigvq_embedding.pt`), so turbo training freezes it.
+* turbo (stage `decoder_turbo`, in distillation.py): a copy of the trained normal DiT, distilled from it at
+  exactly the turbo sampler's 8 evaluation times k/8: part of each batch is the normal decoder's own guided
+  samples on straight lines from their noise (reflow), the rest plain data; never unconditioned (the turbo
+  sampler has no CFG). The SigVQ embedder is shared by both decoders in the checkpoint
+  (`image_tokenizer/sigvq_embedding.pt`), so turbo training freezes it.
 Sharing across codes (a training-time parameterisation; the file keeps the plain embedding table): each
 generation-view code has its own row, but its row is trained as free[code] + cell[c] + colour[k] + shape[s]
 (`CodeTable`), so what one code learns about its cell is shared by the 18 codes of that cell. Without it,
@@ -44,7 +45,6 @@ from workers.model.toyworld.train.stage import Stage, budget_fraction, log, lr_a
 from workers.model.toyworld.train.vae import encode, load_trained_vae
 
 STAGE = "decoder"
-TURBO_STAGE = "decoder_turbo"
 UNCONDITIONED = 0.10  # share of examples with zero features (CFG's negative branch, §5.4)
 TURBO_STEPS = 8
 SHAPE_CELL_WEIGHT = 4.0  # extra loss weight of the latent cells under a shape code
@@ -120,9 +120,10 @@ def sample_times(rng: np.random.Generator, batch: int, turbo: bool) -> torch.Ten
 
 
 def flow_loss(transformer, sigvq, latents, codes, t, generator, keep: torch.Tensor,
-              table: torch.Tensor | None = None) -> torch.Tensor:
-    """Rectified-flow velocity MSE (§5.4); `keep` [B] = 0 replaces that example's features by zeros."""
-    noise = torch.randn(latents.shape, generator=generator)
+              table: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Rectified-flow velocity MSE (§5.4); `keep` [B] = 0 replaces that example's features by zeros; `noise`
+    (default: drawn from `generator`) is the other end of each example's line (a teacher pair's own noise)."""
+    noise = torch.randn(latents.shape, generator=generator) if noise is None else noise
     tt = t.view(-1, 1, 1, 1)
     x_t = tt * latents + (1 - tt) * noise
     features = sigvq_features(sigvq, codes, table) * keep.view(-1, 1, 1)
@@ -152,8 +153,11 @@ def evaluate(transformer, sigvq, vae, seed: int, *, mode: str, steps: int, per_s
     return report
 
 
-def _train(work_dir, stage_name: str, *, seed, minutes, steps, batch, lr, turbo: bool, log_every: int,
-           eval_at: tuple[int, ...], eval_every: int, eval_scenes: int, latent_pool: int) -> dict:
+def train_decoder_stage(work_dir, stage_name: str, *, seed, minutes, steps, batch, lr, turbo: bool,
+                        log_every: int, eval_at: tuple[int, ...], eval_every: int, eval_scenes: int,
+                        latent_pool: int, pairs: dict | None = None, pair_share: float = 0.0) -> dict:
+    """One decoder stage. `pairs` (turbo: the distillation's teacher pairs) replace a `pair_share` of each
+    batch's examples by (teacher sample, its noise, its codes)."""
     stage = Stage(work_dir, stage_name, seed)
     if (done := stage.finished()) is not None:
         return done
@@ -183,7 +187,9 @@ def _train(work_dir, stage_name: str, *, seed, minutes, steps, batch, lr, turbo:
     optimiser = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     params = params + [p for g in groups[1:] for p in g["params"]]
     step, first_loss, history = 0, None, []
+    warm_from = 0  # a state without an optimiser (seeded from a checkpoint, see warm_start) warms up again
     if state is not None:
+        warm_from = 0 if "optimiser" in state else state["step"]
         if "code_table" in state or turbo:  # (a state from before CodeTable has other parameter groups)
             optimiser.load_state_dict(state["optimiser"])
         step, first_loss, history = state["step"], state.get("first_loss"), state.get("history", [])
@@ -211,14 +217,22 @@ def _train(work_dir, stage_name: str, *, seed, minutes, steps, batch, lr, turbo:
 
     while budget_fraction(stage, step, minutes=minutes, steps=steps) < 1.0:
         for group in optimiser.param_groups:
-            group["lr"] = group["scale"] * lr_at(lr, step, budget_fraction(stage, step, minutes=minutes, steps=steps),
-                                                 warmup=100)
+            group["lr"] = group["scale"] * lr_at(lr, step - warm_from,
+                                                 budget_fraction(stage, step, minutes=minutes, steps=steps), warmup=100)
         rng = stage.rng(step)
         idx = torch.from_numpy(rng.integers(0, n, size=batch))
         keep = torch.ones(batch) if turbo else torch.from_numpy((rng.random(batch) >= UNCONDITIONED) * 1.0).float()
-        loss = flow_loss(transformer, sigvq, cache["latents"][idx], cache["codes"][idx],
-                         sample_times(rng, batch, turbo), stage.torch_generator(step), keep,
-                         None if code_table is None else code_table())
+        latents, codes = cache["latents"][idx], cache["codes"][idx]
+        noise = torch.randn(latents.shape, generator=stage.torch_generator(step))
+        if pairs is not None and len(pairs["codes"]):
+            use = torch.from_numpy(rng.random(batch) < pair_share)
+            j = torch.from_numpy(rng.integers(0, len(pairs["codes"]), size=batch))
+            wide = use.view(-1, 1, 1, 1)
+            latents = torch.where(wide, pairs["latents"][j], latents)
+            noise = torch.where(wide, pairs["noise"][j], noise)
+            codes = torch.where(use.view(-1, 1, 1), pairs["codes"][j], codes)
+        loss = flow_loss(transformer, sigvq, latents, codes, sample_times(rng, batch, turbo), None, keep,
+                         None if code_table is None else code_table(), noise=noise)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -238,6 +252,8 @@ def _train(work_dir, stage_name: str, *, seed, minutes, steps, batch, lr, turbo:
     stage.save(snapshot())
     report = {"steps": step, "first_loss": first_loss, "last_loss": float(np.mean(recent)) if recent else None,
               "latent_pool": n, "history": history,
+              **({} if pairs is None else {"teacher_pairs": {"drawn": int(pairs["drawn"]), "kept": int(pairs["kept"]),
+                                                             "share_of_batch": pair_share}}),
               "eval_designed_codes": run_eval()}
     return stage.finish(report)
 
@@ -246,18 +262,9 @@ def train_decoder(work_dir: str | Path, *, seed: int = 0, minutes: float | None 
                   batch: int = 32, lr: float = 8e-4, log_every: int = 25, eval_at: tuple[int, ...] = (150,),
                   eval_every: int = 400, eval_scenes: int = 24,
                   latent_pool: int = LATENT_POOL) -> dict:
-    return _train(work_dir, STAGE, seed=seed, minutes=minutes, steps=steps, batch=batch, lr=lr, turbo=False,
-                  log_every=log_every, eval_at=eval_at, eval_every=eval_every, eval_scenes=eval_scenes,
-                  latent_pool=latent_pool)
-
-
-def train_decoder_turbo(work_dir: str | Path, *, seed: int = 0, minutes: float | None = 10.0,
-                        steps: int | None = None, batch: int = 32, lr: float = 3e-4, log_every: int = 25,
-                        eval_at: tuple[int, ...] = (), eval_every: int = 300, eval_scenes: int = 24,
-                        latent_pool: int = LATENT_POOL) -> dict:
-    return _train(work_dir, TURBO_STAGE, seed=seed, minutes=minutes, steps=steps, batch=batch, lr=lr, turbo=True,
-                  log_every=log_every, eval_at=eval_at, eval_every=eval_every, eval_scenes=eval_scenes,
-                  latent_pool=latent_pool)
+    return train_decoder_stage(work_dir, STAGE, seed=seed, minutes=minutes, steps=steps, batch=batch, lr=lr,
+                               turbo=False, log_every=log_every, eval_at=eval_at, eval_every=eval_every,
+                               eval_scenes=eval_scenes, latent_pool=latent_pool)
 
 
 def load_trained(work_dir: str | Path, stage_name: str = STAGE) -> tuple[ZImageTransformer2DModel, SigVQEmbedder]:
