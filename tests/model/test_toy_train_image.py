@@ -14,11 +14,13 @@ from safetensors import safe_open
 from workers.model.decoder import load_decoder
 from workers.model.image_tokenizer import load_image_tokenizer
 from workers.model.toyworld import render, sample_scene
+from workers.model.toyworld.world import BACKGROUNDS
 from workers.model.toyworld.codes import CODEBOOK_SIZE, GENERATION_GRID, scene_codes
 from workers.model.toyworld.train import decoder as dec
 from workers.model.toyworld.train import distillation
 from workers.model.toyworld.train import image_tokenizer as tok
 from workers.model.toyworld.train import vae as vae_stage
+from workers.model.toyworld.train import vae_decoder
 from workers.model.toyworld.train.data import generation_view
 from workers.model.toyworld.train.image_writer import write_image_parts
 from workers.model.toyworld.train.warm_start import seed_from_checkpoint
@@ -90,6 +92,7 @@ def trained(tmp_path_factory):
     reports = {
         "vae": vae_stage.train_vae(work, seed=0, minutes=None, steps=2, curriculum=((0.0, 16, 2),), eval_scenes=1,
                                    stats_scenes=4),
+        "vae_decoder": vae_decoder.train_vae_decoder(work, seed=0, minutes=None, steps=2, batch=2, eval_scenes=1),
         "image_tokenizer": tok.train_image_tokenizer(work, seed=0, minutes=None, steps=2, batch=4, eval_every=0,
                                                      eval_scenes=2),
         "decoder": dec.train_decoder(work, seed=0, minutes=None, steps=2, batch=2, eval_at=(), eval_every=0,
@@ -217,3 +220,25 @@ def test_teacher_pairs_keep_only_the_samples_the_checker_reads_right(trained, tm
     expected = [scene_codes(scenes[i], GENERATION_GRID) for i in (0, 2)]
     assert torch.equal(pairs["codes"], torch.from_numpy(np.stack(expected)))
     assert torch.load(tmp_path / "decoder_turbo" / "teacher.pt", weights_only=True)["kept"] == 2  # drawn once
+
+
+def test_the_vae_decoder_fine_tune_keeps_the_encoder_and_is_the_vae_written(trained):
+    work, ckpt, reports = trained
+    base = torch.load(work / "vae" / "state.pt", weights_only=False)
+    tuned = torch.load(work / "vae_decoder" / "state.pt", weights_only=False)
+    encoder = [k for k in base["model"] if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(base["model"][k], tuned["model"][k]) for k in encoder)  # same latents
+    assert any(not torch.equal(base["model"][k], tuned["model"][k]) for k in base["model"] if k.startswith("decoder."))
+    assert tuned["config"] == base["config"]  # scaling and shift still those of the (unchanged) latents
+    assert set(reports["vae_decoder"]["eval_before"]) == set(reports["vae_decoder"]["eval"]) == {"held_out", "training"}
+    written = load_decoder(ckpt, mode="normal").vae.state_dict()
+    assert all(torch.equal(written[k], v.to(torch.bfloat16).float()) for k, v in tuned["model"].items())
+
+
+def test_the_fine_tunes_foreground_is_the_checkers():
+    for index in range(6):
+        scene = sample_scene(index)
+        rgb = np.asarray(render(scene)).astype(np.int32)
+        checkers = np.linalg.norm(rgb - np.array(BACKGROUNDS[scene.background]), axis=2) > 60
+        ours = vae_decoder.foreground(vae_stage.to_model(rgb.astype(np.uint8)[None]))[0, 0].numpy()
+        assert checkers.any() and (ours == checkers).all()

@@ -57,11 +57,12 @@ def _state(work_dir: Path, stage: str) -> dict | None:
 def write_image_parts(work_dir: str | Path, checkpoint: str | Path) -> dict:
     """Write the four image folders under `checkpoint` from the stages' states; returns what came from where."""
     from workers.model.toyworld.train.image_configs import VAE_CONFIG
-    from workers.model.toyworld.train.vae import build_vae, latent_statistics
+    from workers.model.toyworld.train.vae import build_vae, latent_statistics, trained_vae_state
 
     work_dir, checkpoint = Path(work_dir), Path(checkpoint)
     sources = {}
-    vae_state, tok_state = _state(work_dir, "vae"), _state(work_dir, "image_tokenizer")
+    vae_state = trained_vae_state(work_dir) if (work_dir / "vae" / "state.pt").is_file() else None
+    tok_state = _state(work_dir, "image_tokenizer")
     normal, turbo = _state(work_dir, "decoder"), _state(work_dir, "decoder_turbo")
     missing = [n for n, s in (("vae", vae_state), ("image_tokenizer", tok_state), ("decoder", normal)) if s is None]
     if missing:

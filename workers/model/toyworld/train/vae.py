@@ -25,6 +25,7 @@ from workers.model.toyworld.train.stage import Stage, budget_fraction, log, lr_a
 from workers.model.toyworld import render_array, sample_scene
 
 STAGE = "vae"
+DECODER_STAGE = "vae_decoder"  # the decoder's fine-tune (vae_decoder.py): same encoder, so same latents
 KL_WEIGHT = 1e-4  # on the mean per-latent-element KL; small: reconstruction first
 P_ANYWHERE = 0.25  # share of crops placed anywhere (mostly background) rather than near the shape
 # (fraction of the budget at which a phase starts, crop side, batch): the schedule of the issue-12 run.
@@ -158,9 +159,16 @@ def train_vae(work_dir: str | Path, *, seed: int = 0, minutes: float | None = 25
     return stage.finish(report)
 
 
+def trained_vae_state(work_dir: str | Path) -> dict:
+    """The latest VAE state: the `vae_decoder` stage's where it ran (same encoder), else the `vae` stage's."""
+    fine_tuned = Path(work_dir) / DECODER_STAGE / "state.pt"
+    path = fine_tuned if fine_tuned.is_file() else Path(work_dir) / STAGE / "state.pt"
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def load_trained_vae(work_dir: str | Path) -> AutoencoderKL:
-    """The finished stage's VAE, its config carrying the measured scaling/shift factors; eval mode."""
-    state = torch.load(Path(work_dir) / STAGE / "state.pt", map_location="cpu", weights_only=False)
+    """The trained VAE (`trained_vae_state`), its config carrying the measured scaling/shift factors; eval mode."""
+    state = trained_vae_state(work_dir)
     vae = build_vae(state["config"])
     vae.load_state_dict(state["model"])
     return vae.eval()
