@@ -12,12 +12,14 @@ import torch
 from safetensors import safe_open
 
 from workers.model.decoder import load_decoder
+from workers.model.decoder.pipeline import ImageDecoder, pixels_to_image
+from workers.model.decoder.vae import latents_to_pixels
 from workers.model.image_tokenizer import load_image_tokenizer
 from workers.model.toyworld import render, sample_scene
 from workers.model.toyworld.world import BACKGROUNDS
 from workers.model.toyworld.codes import CODEBOOK_SIZE, GENERATION_GRID, scene_codes
 from workers.model.toyworld.train import decoder as dec
-from workers.model.toyworld.train import distillation
+from workers.model.toyworld.train import decoder_samples, distillation
 from workers.model.toyworld.train import image_tokenizer as tok
 from workers.model.toyworld.train import vae as vae_stage
 from workers.model.toyworld.train import vae_decoder
@@ -92,13 +94,14 @@ def trained(tmp_path_factory):
     reports = {
         "vae": vae_stage.train_vae(work, seed=0, minutes=None, steps=2, curriculum=((0.0, 16, 2),), eval_scenes=1,
                                    stats_scenes=4),
-        "vae_decoder": vae_decoder.train_vae_decoder(work, seed=0, minutes=None, steps=2, batch=2, eval_scenes=1),
         "image_tokenizer": tok.train_image_tokenizer(work, seed=0, minutes=None, steps=2, batch=4, eval_every=0,
                                                      eval_scenes=2),
         "decoder": dec.train_decoder(work, seed=0, minutes=None, steps=2, batch=2, eval_at=(), eval_every=0,
                                      eval_scenes=1, latent_pool=6),
+        "vae_decoder": vae_decoder.train_vae_decoder(work, seed=0, minutes=None, steps=2, batch=2, eval_scenes=1,
+                                                     sample_pool=3),
         "decoder_turbo": distillation.train_decoder_turbo(work, seed=0, minutes=None, steps=2, batch=2, eval_every=0,
-                                                          eval_scenes=1, latent_pool=6, teacher_pool=3),
+                                                          eval_scenes=1, latent_pool=6, sample_pool=3),
     }
     ckpt = tmp_path_factory.mktemp("toyck")
     write_image_parts(work, ckpt)
@@ -200,7 +203,7 @@ def test_the_teacher_is_the_normal_decoders_guided_velocity_per_sample(trained):
     codes = torch.from_numpy(np.stack([scene_codes(s, GENERATION_GRID) for s in scenes]))
     features = dec.sigvq_features(normal.sigvq, codes).detach()
     x = torch.randn(2, 16, 16, 16, generator=torch.Generator().manual_seed(3))
-    batched = distillation.guided_velocity(normal.transformer, features)(x, 0.3)
+    batched = decoder_samples.guided_velocity(normal.transformer, features)(x, 0.3)
     for i in range(2):
         one = normal._velocity([features[i], torch.zeros_like(features[i])])(x[i:i + 1].unsqueeze(2), 0.3)
         assert torch.allclose(batched[i], one[0, :, 0], atol=1e-5)
@@ -213,13 +216,27 @@ def test_teacher_pairs_keep_only_the_samples_the_checker_reads_right(trained, tm
         (tmp_path / name / "state.pt").write_bytes((work / name / "state.pt").read_bytes())
     verdicts = iter([True, False, True, False, False])
     monkeypatch.setattr(distillation, "check", lambda image, scene: {"all": next(verdicts)})
-    pairs = distillation.teacher_pairs(tmp_path, 0, "decoder_turbo", count=5)
+    pairs = distillation.teacher_pairs(tmp_path, 0, count=5)
     assert (int(pairs["drawn"]), int(pairs["kept"])) == (5, 2)
     assert pairs["noise"].shape == pairs["latents"].shape == (2, 16, 16, 16) and pairs["codes"].shape == (2, 4, 4)
-    scenes = distillation.scene_pool(np.random.default_rng([0, 23]), 5)
-    expected = [scene_codes(scenes[i], GENERATION_GRID) for i in (0, 2)]
-    assert torch.equal(pairs["codes"], torch.from_numpy(np.stack(expected)))
-    assert torch.load(tmp_path / "decoder_turbo" / "teacher.pt", weights_only=True)["kept"] == 2  # drawn once
+    samples = torch.load(tmp_path / "decoder" / "samples.pt", weights_only=True)  # drawn once, all five
+    assert torch.equal(pairs["latents"], samples["latents"][[0, 2]])
+    expected = [scene_codes(s, GENERATION_GRID) for s in decoder_samples.sample_scenes(0, 5)]
+    assert torch.equal(samples["codes"], torch.from_numpy(np.stack(expected)))
+    assert torch.load(tmp_path / "decoder_turbo" / "teacher.pt", weights_only=True)["kept"] == 2
+
+
+def test_decoder_samples_are_the_normal_decoders_seeded_decodes(trained):
+    """A sample is what the runtime's normal decoder makes from its noise at SAMPLE_STEPS (the same DiT, CFG)."""
+    work, _, _ = trained
+    samples = decoder_samples.decoder_samples(work, 0, 3)
+    transformer, sigvq = dec.load_trained(work)
+    vae = vae_stage.load_trained_vae(work)
+    runtime = ImageDecoder(sigvq, transformer, vae, "normal")
+    codes = samples["codes"][1].reshape(-1).tolist()
+    image = runtime.decode(codes, 4, 4, steps=decoder_samples.SAMPLE_STEPS, noise=samples["noise"][1][None, :, None])
+    ours = pixels_to_image(latents_to_pixels(vae, samples["latents"][1:2])[0])
+    assert np.abs(np.asarray(image, dtype=int) - np.asarray(ours, dtype=int)).max() <= 1
 
 
 def test_the_vae_decoder_fine_tune_keeps_the_encoder_and_is_the_vae_written(trained):
@@ -230,7 +247,8 @@ def test_the_vae_decoder_fine_tune_keeps_the_encoder_and_is_the_vae_written(trai
     assert encoder and all(torch.equal(base["model"][k], tuned["model"][k]) for k in encoder)  # same latents
     assert any(not torch.equal(base["model"][k], tuned["model"][k]) for k in base["model"] if k.startswith("decoder."))
     assert tuned["config"] == base["config"]  # scaling and shift still those of the (unchanged) latents
-    assert set(reports["vae_decoder"]["eval_before"]) == set(reports["vae_decoder"]["eval"]) == {"held_out", "training"}
+    assert set(reports["vae_decoder"]["eval_before"]) == set(reports["vae_decoder"]["eval"]) == {
+        "reconstruction", "dit_designed_codes"}
     written = load_decoder(ckpt, mode="normal").vae.state_dict()
     assert all(torch.equal(written[k], v.to(torch.bfloat16).float()) for k, v in tuned["model"].items())
 

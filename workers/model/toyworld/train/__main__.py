@@ -3,8 +3,9 @@
     python -m workers.model.toyworld.train                        # every stage, then write → models/toy-shapes
     python -m workers.model.toyworld.train decoder --work-dir D   # one stage (the stages it needs must be done)
 
-Stages, in order: vae, vae_decoder (its decoder fine-tuned, encoder frozen), image_tokenizer, decoder (needs vae),
-decoder_turbo (distilled from decoder), backbone, write (the official layout into --out). Each is seeded and bounded in steps (the shipped run's counts below), saves its
+Stages, in order: vae, image_tokenizer, decoder (needs vae), vae_decoder (the VAE's decoder fine-tuned on its
+pictures and the DiT's samples), decoder_turbo (distilled from decoder), backbone, write (the official layout
+into --out). Each is seeded and bounded in steps (the shipped run's counts below), saves its
 state under --work-dir every minute or two and resumes from it when run again; a finished stage is skipped.
 Its wall time and figures go to <work-dir>/<stage>/report.json; this command prints a table of them at the end.
 One torch thread per stage, fp32. The backbone and the image stages share nothing: run them in two shells to
@@ -26,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[4]
 # fresh run with these numbers trains the same recipe, not bit-identical weights (issue 12's closing note).
 STAGES = {
     "vae": ("vae", "train_vae", 2879),
-    "vae_decoder": ("vae_decoder", "train_vae_decoder", 800),
     "image_tokenizer": ("image_tokenizer", "train_image_tokenizer", 986),
     "decoder": ("decoder", "train_decoder", 2813),
+    "vae_decoder": ("vae_decoder", "train_vae_decoder", 800),
     "decoder_turbo": ("distillation", "train_decoder_turbo", 361),
     "backbone": ("backbone", "train_backbone", 7000),
 }
