@@ -183,7 +183,8 @@ def test_a_checkpoint_seeds_stage_states_that_a_longer_decoder_run_continues(tra
     _, ckpt, _ = trained
     seed_from_checkpoint(ckpt, tmp_path, {"vae": (2, 10.0), "image_tokenizer": (2, 5.0), "decoder": (2, 20.0)})
     assert json.loads((tmp_path / "vae" / "report.json").read_text())["done"]  # the decoders need it unchanged
-    assert not (tmp_path / "decoder" / "report.json").exists()  # left open: a higher step target continues it
+    for name in ("image_tokenizer", "decoder"):  # left open: a higher step target continues them
+        assert not (tmp_path / name / "report.json").exists()
     transformer, sigvq = dec.load_trained(tmp_path)
     shipped = load_decoder(ckpt, mode="normal")
     for ours, theirs in ((transformer, shipped.transformer), (sigvq, shipped.sigvq)):

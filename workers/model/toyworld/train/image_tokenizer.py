@@ -120,16 +120,19 @@ def train_image_tokenizer(work_dir: str | Path, *, seed: int = 0, minutes: float
     torch.manual_seed(seed)
     model = build_tokenizer_model()
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    step, first_loss = 0, None
+    step, first_loss, warm_from = 0, None, 0
     if (state := stage.load()) is not None:
         model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
         step, first_loss = state["step"], state.get("first_loss")
+        if "optimiser" in state:
+            optimiser.load_state_dict(state["optimiser"])
+        else:  # seeded from a checkpoint (warm_start): a fresh optimiser warms up again
+            warm_from = step
     model.train()
     recent: list[float] = []
     while budget_fraction(stage, step, minutes=minutes, steps=steps) < 1.0:
         for group in optimiser.param_groups:
-            group["lr"] = lr_at(lr, step, budget_fraction(stage, step, minutes=minutes, steps=steps))
+            group["lr"] = lr_at(lr, step - warm_from, budget_fraction(stage, step, minutes=minutes, steps=steps))
         loss = tokenizer_loss(model, *make_batch(stage.rng(step), batch))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

@@ -4,9 +4,9 @@ of the run that wrote it (stage states do not outlive a session; the checkpoint 
 `seed_from_checkpoint(checkpoint, work_dir, stages)` writes `work_dir/<stage>/state.pt` for each named image
 stage from the checkpoint's files, as the stage would have saved it at the step the checkpoint was written
 (its weights, the step and the wall time spent; no optimiser state, so the optimiser starts fresh and warms
-up again). The vae and image_tokenizer are marked finished (their report says where they came from): the
-decoders are trained on the VAE's latents and so need it as it is. A seeded decoder is left unfinished, so
-running the stage with a higher step target continues it. The checkpoint stores bf16 (§10.1), so a seeded
+up again). The vae is marked finished (its report says where it came from): the decoders are trained on its
+latents and so need it as it is. A seeded image_tokenizer or decoder is left unfinished, so running the stage
+with a higher step target continues it. The checkpoint stores bf16 (§10.1), so a seeded
 state is the bf16 weights in fp32, not the exact fp32 state of the original run.
 `seed_backbone` does the same for the backbone stage (its own state format, see backbone.py), left unfinished.
 """
@@ -58,7 +58,7 @@ def seed_from_checkpoint(checkpoint: str | Path, work_dir: str | Path, stages: d
         stage._elapsed_before = float(wall_s)  # the seeded stage's wall time carries on from the original run
         stage._started = stage._last_save = time.monotonic()
         stage.save({**states[name], "step": int(step), "seeded_from": str(checkpoint)})
-        if name != "decoder":
+        if name == "vae":
             stage.finish({"steps": int(step), "seeded_from": str(checkpoint)})
 
 
