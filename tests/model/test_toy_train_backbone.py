@@ -185,6 +185,7 @@ def test_written_checkpoint_loads_strictly_and_runs(tmp_path):
     index = json.loads((out / "model.safetensors.index.json").read_text())
     files = sorted(set(index["weight_map"].values()))
     assert files == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    assert all((out / f).stat().st_mode & 0o777 == 0o644 for f in files)  # readable by a service user
     total = 0
     for file in files:
         with safe_open(str(out / file), "pt") as f:

@@ -22,16 +22,19 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[4]
-# Steps of the shipped run. It was not one uninterrupted call: the VAE ran as three resumed phases, the decoder
-# was restarted twice with changed code and the backbone's step target rose from 4800 to 7000 at step 555, so a
-# fresh run with these numbers trains the same recipe, not bit-identical weights (issue 12's closing note).
+# Steps of the shipped run. It was not one uninterrupted call, so a fresh run with these numbers trains the same
+# recipe, not bit-identical weights (issue 12's closing notes): in a first session the VAE ran as three resumed
+# phases, the decoder was restarted twice with changed code and the backbone's step target rose from 4800 to
+# 7000 at step 555; a second session seeded the stages from the written checkpoint (`warm_start`: fresh
+# optimisers, learning rate warmed up again) and continued the tokenizer from 986, the decoder from 2813 and the
+# backbone from 7000 (to 10000, then 13000) steps, then ran vae_decoder and the distilled decoder_turbo.
 STAGES = {
     "vae": ("vae", "train_vae", 2879),
-    "image_tokenizer": ("image_tokenizer", "train_image_tokenizer", 986),
-    "decoder": ("decoder", "train_decoder", 2813),
+    "image_tokenizer": ("image_tokenizer", "train_image_tokenizer", 3000),
+    "decoder": ("decoder", "train_decoder", 7800),
     "vae_decoder": ("vae_decoder", "train_vae_decoder", 800),
-    "decoder_turbo": ("distillation", "train_decoder_turbo", 361),
-    "backbone": ("backbone", "train_backbone", 7000),
+    "decoder_turbo": ("distillation", "train_decoder_turbo", 600),
+    "backbone": ("backbone", "train_backbone", 13000),
 }
 NO_TIME_LIMIT_MIN = 24 * 60.0  # the steps bound each stage, not the clock
 

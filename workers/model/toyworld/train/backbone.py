@@ -252,4 +252,6 @@ def write_backbone(work_dir: str | Path, checkpoint_dir: str | Path) -> Path:
     tensors = {name: (t.detach().float() if name.endswith("expert_bias") else t.detach().bfloat16()).contiguous()
                for name, t in state.items()}
     write_backbone_shards(out, tensors, config["num_hidden_layers"])
+    for shard in out.glob("model-*.safetensors"):  # safetensors writes 0600; a service user must read them
+        shard.chmod(0o644)
     return out
