@@ -23,7 +23,8 @@ DIFFUSERS_CAP_PREFIX = "cap_embedder."
 FORCED_AXES_LENS = [32768, 1024, 1024]
 
 
-def _module_key(file_key: str) -> str:
+def module_key(file_key: str) -> str:
+    """A tensor's name in the module (diffusers') for its name in the checkpoint's file."""
     if file_key.startswith(CHECKPOINT_CAP_PREFIX):
         return DIFFUSERS_CAP_PREFIX + file_key[len(CHECKPOINT_CAP_PREFIX):]
     return file_key
@@ -49,7 +50,7 @@ def load_transformer(
     with torch.device("meta"):
         model = ZImageTransformer2DModel.from_config(transformer_config(folder, cap_feat_dim))
     # §11 q7: the weight file name is not certain (model.safetensors vs decoder_model.safetensors): glob.
-    with TensorSource.from_folder(folder, _module_key) as source:
+    with TensorSource.from_folder(folder, module_key) as source:
         load_strict(model, source, component=component, device=device, dtype=dtype)
     assert_materialised(model, component)
     return model.eval()

@@ -70,6 +70,11 @@ class Stage:
         os.replace(tmp, self.state_path)  # atomic: a kill mid-save leaves the previous state
         self._last_save = time.monotonic()
 
+    def write_seeded(self, state: dict, *, elapsed_s: float) -> None:
+        """Write `state` as this stage's, `elapsed_s` seconds of training already spent (warm_start)."""
+        self._elapsed_before, self._started = float(elapsed_s), time.monotonic()
+        self.save(state)
+
     def due(self) -> bool:
         return time.monotonic() - self._last_save >= self.save_every_s
 

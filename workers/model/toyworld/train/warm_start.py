@@ -6,21 +6,20 @@ stage from the checkpoint's files, as the stage would have saved it at the step 
 (its weights, the step and the wall time spent; no optimiser state, so the optimiser starts fresh and warms
 up again). The vae is marked finished (its report says where it came from): the decoders are trained on its
 latents and so need it as it is. A seeded image_tokenizer or decoder is left unfinished, so running the stage
-with a higher step target continues it. The checkpoint stores bf16 (§10.1), so a seeded
-state is the bf16 weights in fp32, not the exact fp32 state of the original run.
+with a higher step target continues it. The checkpoint stores bf16 (§10.1), so a seeded state is the bf16
+weights in fp32, not the exact fp32 state of the original run.
 `seed_backbone` does the same for the backbone stage (its own state format, see backbone.py), left unfinished.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from workers.model.decoder.transformer import _module_key
+from workers.model.decoder.transformer import module_key
 from workers.model.toyworld.train.stage import Stage
 
 IMAGE_STAGES = ("vae", "image_tokenizer", "decoder")
@@ -38,7 +37,7 @@ def _states(checkpoint: Path) -> dict[str, dict]:
         "vae": {"model": _fp32(load_file(checkpoint / "vae" / "diffusion_pytorch_model.safetensors")),
                 "config": vae_config},
         "image_tokenizer": {"model": _fp32({k.removeprefix("model."): v for k, v in tokenizer.items()})},
-        "decoder": {"transformer": _fp32({_module_key(k): v for k, v in decoder.items()}),
+        "decoder": {"transformer": _fp32({module_key(k): v for k, v in decoder.items()}),
                     "sigvq": _fp32(torch.load(checkpoint / "image_tokenizer" / "sigvq_embedding.pt",
                                               map_location="cpu", weights_only=True))},
     }
@@ -55,9 +54,7 @@ def seed_from_checkpoint(checkpoint: str | Path, work_dir: str | Path, stages: d
         stage = Stage(work_dir, name, seed=0)
         if stage.state_path.is_file():
             raise FileExistsError(f"{stage.state_path} exists: seed into an empty work dir")
-        stage._elapsed_before = float(wall_s)  # the seeded stage's wall time carries on from the original run
-        stage._started = stage._last_save = time.monotonic()
-        stage.save({**states[name], "step": int(step), "seeded_from": str(checkpoint)})
+        stage.write_seeded({**states[name], "step": int(step), "seeded_from": str(checkpoint)}, elapsed_s=wall_s)
         if name == "vae":
             stage.finish({"steps": int(step), "seeded_from": str(checkpoint)})
 
