@@ -41,7 +41,7 @@ from workers.model.toyworld.codes import (CODEBOOK_SIZE, GENERATION_BASE, GENERA
 from workers.model.toyworld.world import COLOUR_NAMES, SHAPES
 from workers.model.toyworld.train.data import evaluation_scenes, scene_pool
 from workers.model.toyworld.train.image_configs import DECODER_CONFIG, SIGVQ_WIDTH
-from workers.model.toyworld.train.stage import Stage, budget_fraction, log, lr_at
+from workers.model.toyworld.train.stage import Losses, Stage, budget_fraction, log, lr_at, optimise
 from workers.model.toyworld.train.vae import encode, load_trained_vae
 
 STAGE = "decoder"
@@ -186,17 +186,16 @@ def train_decoder_stage(work_dir, stage_name: str, *, seed, minutes, steps, batc
         groups.append({"params": list(code_table.parameters()), "scale": TABLE_LR_SCALE})
     optimiser = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     params = params + [p for g in groups[1:] for p in g["params"]]
-    step, first_loss, history = 0, None, []
+    step, losses, history = 0, Losses(stage_name, log_every), []
     warm_from = 0  # a state without an optimiser (seeded from a checkpoint, see warm_start) warms up again
     if state is not None:
         warm_from = 0 if "optimiser" in state else state["step"]
         if "code_table" in state or turbo:  # (a state from before CodeTable has other parameter groups)
             optimiser.load_state_dict(state["optimiser"])
-        step, first_loss, history = state["step"], state.get("first_loss"), state.get("history", [])
+        step, losses.first, history = state["step"], state.get("first_loss"), state.get("history", [])
     transformer.train()
     sigvq.train()
     n = len(cache["latents"])
-    recent: list[float] = []
 
     def materialise() -> None:
         if code_table is not None:
@@ -207,7 +206,7 @@ def train_decoder_stage(work_dir, stage_name: str, *, seed, minutes, steps, batc
         materialise()
         extra = {} if code_table is None else {"code_table": code_table.state_dict()}
         return {"transformer": transformer.state_dict(), "sigvq": sigvq.state_dict(),
-                "optimiser": optimiser.state_dict(), "step": step, "first_loss": first_loss, "history": history,
+                "optimiser": optimiser.state_dict(), "step": step, "first_loss": losses.first, "history": history,
                 **extra}
 
     def run_eval() -> dict:
@@ -233,16 +232,9 @@ def train_decoder_stage(work_dir, stage_name: str, *, seed, minutes, steps, batc
             codes = torch.where(use.view(-1, 1, 1), pairs["codes"][j], codes)
         loss = flow_loss(transformer, sigvq, latents, codes, sample_times(rng, batch, turbo), None, keep,
                          None if code_table is None else code_table(), noise=noise)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimiser.step()
+        optimise(optimiser, loss, params)
         step += 1
-        first_loss = loss.item() if first_loss is None else first_loss
-        recent.append(loss.item())
-        if step % log_every == 0:
-            log(stage_name, f"step {step} loss {np.mean(recent):.4f} ({stage.elapsed:.0f} s)")
-            recent = []
+        losses.add(step, loss.item(), stage.elapsed)
         if step in eval_at or (eval_every and step % eval_every == 0):
             figures = run_eval()
             history.append({"step": step, "elapsed_s": round(stage.elapsed), **figures})
@@ -250,7 +242,7 @@ def train_decoder_stage(work_dir, stage_name: str, *, seed, minutes, steps, batc
         if stage.due():
             stage.save(snapshot())
     stage.save(snapshot())
-    report = {"steps": step, "first_loss": first_loss, "last_loss": float(np.mean(recent)) if recent else None,
+    report = {"steps": step, "first_loss": losses.first, "last_loss": losses.last,
               "latent_pool": n, "history": history,
               **({} if pairs is None else {"teacher_pairs": {"drawn": int(pairs["drawn"]), "kept": int(pairs["kept"]),
                                                              "share_of_batch": pair_share}}),

@@ -25,7 +25,7 @@ from workers.model.toyworld import sample_scene
 from workers.model.toyworld.codes import GENERATION_GRID, READING_BASE, READING_GRID, read_codes, scene_codes
 from workers.model.toyworld.train.data import degrade, evaluation_scenes, generation_view, render_image
 from workers.model.toyworld.train.image_configs import IMAGE_TOKENIZER_CONFIG
-from workers.model.toyworld.train.stage import Stage, budget_fraction, log, lr_at
+from workers.model.toyworld.train.stage import Losses, Stage, budget_fraction, log, lr_at, optimise
 
 STAGE = "image_tokenizer"
 SCALE = 20.0  # cosine → logit temperature (training only; argmax does not depend on it)
@@ -120,39 +120,31 @@ def train_image_tokenizer(work_dir: str | Path, *, seed: int = 0, minutes: float
     torch.manual_seed(seed)
     model = build_tokenizer_model()
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    step, first_loss, warm_from = 0, None, 0
+    step, losses, warm_from = 0, Losses(STAGE, log_every), 0
     if (state := stage.load()) is not None:
         model.load_state_dict(state["model"])
-        step, first_loss = state["step"], state.get("first_loss")
+        step, losses.first = state["step"], state.get("first_loss")
         if "optimiser" in state:
             optimiser.load_state_dict(state["optimiser"])
         else:  # seeded from a checkpoint (warm_start): a fresh optimiser warms up again
             warm_from = step
     model.train()
-    recent: list[float] = []
     while budget_fraction(stage, step, minutes=minutes, steps=steps) < 1.0:
         for group in optimiser.param_groups:
             group["lr"] = lr_at(lr, step - warm_from, budget_fraction(stage, step, minutes=minutes, steps=steps))
         loss = tokenizer_loss(model, *make_batch(stage.rng(step), batch))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
+        optimise(optimiser, loss, model.parameters())
         step += 1
-        first_loss = loss.item() if first_loss is None else first_loss
-        recent.append(loss.item())
-        if step % log_every == 0:
-            log(STAGE, f"step {step} loss {np.mean(recent):.4f} ({stage.elapsed:.0f} s)")
-            recent = []
+        losses.add(step, loss.item(), stage.elapsed)
         if eval_every and step % eval_every == 0:
             summary = evaluate(model, seed, per_split=eval_scenes)
             log(STAGE, "held-out " + str({k: v["all_four"] for k, v in summary.items()}))
         if stage.due():
             stage.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
-                        "first_loss": first_loss})
+                        "first_loss": losses.first})
     stage.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
-                "first_loss": first_loss})
-    report = {"steps": step, "first_loss": first_loss, "last_loss": float(np.mean(recent)) if recent else None,
+                "first_loss": losses.first})
+    report = {"steps": step, "first_loss": losses.first, "last_loss": losses.last,
               "eval": evaluate(model, seed, per_split=eval_scenes),
               "eval_blur_1px": evaluate(model, seed, blur=1.0, per_split=eval_scenes)}
     return stage.finish(report)

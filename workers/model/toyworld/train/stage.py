@@ -91,6 +91,35 @@ class Stage:
         return torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(step) * 7919 + stream)
 
 
+def optimise(optimiser: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
+    """One optimiser step on `loss`, the gradient norm of `params` clipped to 1 (every image stage's recipe)."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimiser.step()
+
+
+class Losses:
+    """A stage's loss record: its first loss (kept in its state across resumes) and the mean of the losses since
+    the last log line, logged every `log_every` steps."""
+
+    def __init__(self, stage: str, log_every: int, first: float | None = None):
+        self.stage, self.log_every, self.first = stage, log_every, first
+        self.recent: list[float] = []
+
+    def add(self, step: int, loss: float, elapsed: float, detail: str = "") -> None:
+        self.first = loss if self.first is None else self.first
+        self.recent.append(loss)
+        if step % self.log_every == 0:
+            log(self.stage, f"step {step} loss {np.mean(self.recent):.4f}{detail} ({elapsed:.0f} s)")
+            self.recent = []
+
+    @property
+    def last(self) -> float | None:
+        """The mean since the last log line (None right after one), as the reports record it."""
+        return float(np.mean(self.recent)) if self.recent else None
+
+
 def log(stage: str, message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {stage}: {message}", flush=True)
 

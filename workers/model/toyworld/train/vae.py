@@ -21,7 +21,7 @@ from diffusers import AutoencoderKL
 from workers.model.toyworld import check
 from workers.model.toyworld.train.data import evaluation_scenes, psnr, scene_pool
 from workers.model.toyworld.train.image_configs import VAE_CONFIG
-from workers.model.toyworld.train.stage import Stage, budget_fraction, log, lr_at
+from workers.model.toyworld.train.stage import Losses, Stage, budget_fraction, lr_at, optimise
 from workers.model.toyworld import render_array, sample_scene
 
 STAGE = "vae"
@@ -124,13 +124,12 @@ def train_vae(work_dir: str | Path, *, seed: int = 0, minutes: float | None = 25
     torch.manual_seed(seed)
     vae = build_vae()
     optimiser = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    step, first_loss = 0, None
+    step, losses = 0, Losses(STAGE, log_every)
     if (state := stage.load()) is not None:
         vae.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
-        step, first_loss = state["step"], state.get("first_loss")
+        step, losses.first = state["step"], state.get("first_loss")
     vae.train()
-    recent: list[float] = []
     while budget_fraction(stage, step, minutes=minutes, steps=steps) < 1.0:
         fraction = budget_fraction(stage, step, minutes=minutes, steps=steps)
         for group in optimiser.param_groups:
@@ -138,23 +137,16 @@ def train_vae(work_dir: str | Path, *, seed: int = 0, minutes: float | None = 25
         crop, batch = phase(fraction, curriculum)
         x = to_model(crop_batch(stage.rng(step), batch, crop))
         loss, parts = vae_loss(vae, x, stage.torch_generator(step))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimiser.step()
+        optimise(optimiser, loss, vae.parameters())
         step += 1
-        first_loss = loss.item() if first_loss is None else first_loss
-        recent.append(loss.item())
-        if step % log_every == 0:
-            log(STAGE, f"step {step} loss {np.mean(recent):.4f} {parts} ({stage.elapsed:.0f} s)")
-            recent = []
+        losses.add(step, loss.item(), stage.elapsed, f" {parts}")
         if stage.due():
             stage.save({"model": vae.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
-                        "first_loss": first_loss})
+                        "first_loss": losses.first})
     stats = latent_statistics(vae, seed, stats_scenes)
     stage.save({"model": vae.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
-                "first_loss": first_loss, "config": {**VAE_CONFIG, **stats}})
-    report = {"steps": step, "first_loss": first_loss, "last_loss": float(np.mean(recent)) if recent else None,
+                "first_loss": losses.first, "config": {**VAE_CONFIG, **stats}})
+    report = {"steps": step, "first_loss": losses.first, "last_loss": losses.last,
               "latent_statistics": stats, "eval": evaluate(vae, seed, eval_scenes)}
     return stage.finish(report)
 

@@ -27,7 +27,7 @@ from workers.model.toyworld.train.data import scene_pool
 from workers.model.toyworld.train.decoder import evaluate as evaluate_decoded
 from workers.model.toyworld.train.decoder import load_trained
 from workers.model.toyworld.train.decoder_samples import SAMPLE_POOL, decoder_samples, sample_scenes
-from workers.model.toyworld.train.stage import Stage, budget_fraction, log, lr_at
+from workers.model.toyworld.train.stage import Losses, Stage, budget_fraction, log, lr_at, optimise
 from workers.model.toyworld.train.vae import DECODER_STAGE as STAGE
 from workers.model.toyworld.train.vae import STAGE as VAE_STAGE
 from workers.model.toyworld.train.vae import build_vae, evaluate, to_model
@@ -65,11 +65,11 @@ def train_vae_decoder(work_dir: str | Path, *, seed: int = 0, minutes: float | N
     generated_scenes = sample_scenes(seed, sample_pool)
     scale, shift = base["config"]["scaling_factor"], base["config"]["shift_factor"]
     optimiser = torch.optim.AdamW(vae.decoder.parameters(), lr=lr, weight_decay=0.0)
-    step, first_loss, before = 0, None, None
+    step, losses, before = 0, Losses(STAGE, log_every), None
     if (state := stage.load()) is not None:
         vae.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
-        step, first_loss, before = state["step"], state.get("first_loss"), state.get("before")
+        step, losses.first, before = state["step"], state.get("first_loss"), state.get("before")
     transformer, sigvq = load_trained(work_dir)
 
     def figures() -> dict:
@@ -83,12 +83,11 @@ def train_vae_decoder(work_dir: str | Path, *, seed: int = 0, minutes: float | N
         log(STAGE, f"before: {before}")
     vae.encoder.requires_grad_(False)
     vae.train()
-    recent: list[float] = []
     generated = int(round(batch * GENERATED_SHARE))
 
     def snapshot() -> dict:
         return {"model": vae.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
-                "first_loss": first_loss, "before": before, "config": base["config"]}
+                "first_loss": losses.first, "before": before, "config": base["config"]}
 
     while budget_fraction(stage, step, minutes=minutes, steps=steps) < 1.0:
         for group in optimiser.param_groups:
@@ -103,19 +102,12 @@ def train_vae_decoder(work_dir: str | Path, *, seed: int = 0, minutes: float | N
                            samples["latents"][torch.from_numpy(picks)] / scale + shift])
         x = torch.cat([real, to_model(np.stack([render_array(generated_scenes[i]) for i in picks]))])
         loss = decoder_loss(vae, z, x)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.decoder.parameters(), 1.0)
-        optimiser.step()
+        optimise(optimiser, loss, vae.decoder.parameters())
         step += 1
-        first_loss = loss.item() if first_loss is None else first_loss
-        recent.append(loss.item())
-        if step % log_every == 0:
-            log(STAGE, f"step {step} loss {np.mean(recent):.4f} ({stage.elapsed:.0f} s)")
-            recent = []
+        losses.add(step, loss.item(), stage.elapsed)
         if stage.due():
             stage.save(snapshot())
     stage.save(snapshot())
-    report = {"steps": step, "first_loss": first_loss, "last_loss": float(np.mean(recent)) if recent else None,
+    report = {"steps": step, "first_loss": losses.first, "last_loss": losses.last,
               "generated_share": GENERATED_SHARE, "eval_before": before, "eval": figures()}
     return stage.finish(report)
