@@ -8,8 +8,9 @@ pictures and the DiT's samples), decoder_turbo (distilled from decoder), backbon
 into --out). Each is seeded and bounded in steps (the shipped run's counts below), saves its
 state under --work-dir every minute or two and resumes from it when run again; a finished stage is skipped.
 Its wall time and figures go to <work-dir>/<stage>/report.json; this command prints a table of them at the end.
-One torch thread per stage, fp32. The backbone and the image stages share nothing: run them in two shells to
-use two cores (that is how the shipped checkpoint was trained).
+One torch thread per stage, fp32. The backbone learns from designed codes (toyworld.codes), not from the image
+stages, so when both are asked for it trains in a second process beside them: two cores, and the whole run's
+wall time is the longer of the two chains (`--serial` runs everything in this process, one core).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -65,6 +68,26 @@ def summary(work_dir: Path) -> None:
             print(f"{name:<16} {report.get('steps', report.get('step', '')):>6} {wall / 60:>9.1f}")
 
 
+def split_for_two_cores(stages: list[str], serial: bool) -> tuple[list[str], list[str]]:
+    """(stages run in this process, stages run in a second process beside it). The backbone goes beside the
+    image stages when both are asked for; `write` stays here, after both."""
+    if serial or "backbone" not in stages or not set(stages) - {"backbone", "write"}:
+        return stages, []
+    return [name for name in stages if name != "backbone"], ["backbone"]
+
+
+def start_beside(stages: list[str], work_dir: Path, seed: int) -> subprocess.Popen | None:
+    if not stages:
+        return None
+    return subprocess.Popen([sys.executable, "-m", __package__, *stages, "--work-dir", str(work_dir),
+                             "--seed", str(seed), "--serial", "--no-summary"])
+
+
+def wait_beside(process: subprocess.Popen | None) -> None:
+    if process is not None and process.wait() != 0:
+        raise SystemExit(f"the stage trained beside this one failed (exit {process.returncode}); nothing written")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.model.toyworld.train",
                                      description=__doc__.splitlines()[0].split(": ", 1)[1])
@@ -75,14 +98,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "toy-shapes",
                         help="the checkpoint folder `write` fills (default models/toy-shapes, the embedded default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--serial", action="store_true",
+                        help="run every stage in this process (default: the backbone in a second process)")
+    parser.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    for name in args.stages or [*STAGES, "write"]:
-        if name == "write":
-            write(args.work_dir, args.out)
-        else:
-            run_stage(name, args.work_dir, args.seed)
-    summary(args.work_dir)
+    here, beside = split_for_two_cores(args.stages or [*STAGES, "write"], args.serial)
+    process = start_beside(beside, args.work_dir, args.seed)
+    try:
+        for name in here:
+            if name == "write":
+                wait_beside(process)  # the checkpoint needs the backbone too
+                write(args.work_dir, args.out)
+            else:
+                run_stage(name, args.work_dir, args.seed)
+        wait_beside(process)
+    finally:
+        if process is not None and process.poll() is None:  # this side failed or was interrupted: stop the other
+            process.terminate()
+            process.wait()
+    if not args.no_summary:
+        summary(args.work_dir)
     return 0
 
 
