@@ -29,6 +29,7 @@ from shared.db.types import utcnow
 from shared.jobs import JobState, Stage
 from shared.repository import load_job
 from shared.states import ACTIVE_STATES, sources_of
+from shared.transitions import move
 
 # Error code of a job whose worker stopped responding on each of its attempts (dead letter).
 WORKER_LOST = "WORKER_LOST"
@@ -66,9 +67,13 @@ def _stale(heartbeat_timeout_s: float):
     return or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < db_now(heartbeat_timeout_s))
 
 
-def _owned_by(attempt: Attempt, states=_ACTIVE):
-    return and_(Job.id == attempt.job_id, Job.attempts == attempt.number, Job.worker_id == attempt.worker_id,
-                Job.state.in_(states))
+def _is_attempt(attempt: Attempt):
+    """The row is the attempt's job and the attempt still holds it (its state is for the caller to add)."""
+    return and_(Job.id == attempt.job_id, Job.attempts == attempt.number, Job.worker_id == attempt.worker_id)
+
+
+def _owned_by(attempt: Attempt):
+    return and_(_is_attempt(attempt), Job.state.in_(_ACTIVE))
 
 
 # ---------------------------------------------------------------- claiming
@@ -100,13 +105,9 @@ def claim_job(s: Session, job_id: str, worker_id: str, *, heartbeat_timeout_s: f
         _dead_letter(s, job_id, heartbeat_timeout_s, failed_attempts(job))
         return None
     # The conditional UPDATE is the atomic step on SQLite (and a no-op guard on Postgres, row locked).
-    result = s.execute(
-        update(Job)
-        .where(Job.id == job_id, claimable)
-        .values(state=JobState.RUNNING.value, attempts=Job.attempts + 1, worker_id=worker_id,
-                heartbeat_at=db_now(), started_at=utcnow(), stage=None, progress_step=0, progress_total=0)
-        .execution_options(synchronize_session=False)
-    )
+    result = s.execute(move([JobState.QUEUED, JobState.RUNNING], JobState.RUNNING, Job.id == job_id, claimable,
+                            attempts=Job.attempts + 1, worker_id=worker_id, heartbeat_at=db_now(),
+                            started_at=utcnow(), stage=None, progress_step=0, progress_total=0))
     if result.rowcount != 1:
         s.rollback()
         return _settle_unclaimable(s, job_id, heartbeat_timeout_s)
@@ -123,24 +124,16 @@ def failed_attempts(job: Job) -> int:
 
 def _settle_unclaimable(s: Session, job_id: str, heartbeat_timeout_s: float) -> None:
     """A job we could not claim: if a cancel is pending and its worker is gone, finish the cancel."""
-    s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == JobState.CANCELLING.value, _stale(heartbeat_timeout_s))
-        .values(state=JobState.CANCELLED.value, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    s.execute(move([JobState.CANCELLING], JobState.CANCELLED, Job.id == job_id, _stale(heartbeat_timeout_s),
+                   finished_at=utcnow()))
     s.commit()
     return None
 
 
 def _dead_letter(s: Session, job_id: str, heartbeat_timeout_s: float, attempts: int) -> bool:
-    result = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == JobState.RUNNING.value, _stale(heartbeat_timeout_s))
-        .values(state=JobState.FAILED.value, finished_at=utcnow(), error_code=WORKER_LOST,
-                error_message=f"the worker stopped responding on each of {attempts} attempts; giving up")
-        .execution_options(synchronize_session=False)
-    )
+    result = s.execute(move([JobState.RUNNING], JobState.FAILED, Job.id == job_id, _stale(heartbeat_timeout_s),
+                            finished_at=utcnow(), error_code=WORKER_LOST,
+                            error_message=f"the worker stopped responding on each of {attempts} attempts; giving up"))
     s.commit()
     return result.rowcount == 1
 
@@ -207,12 +200,10 @@ def mark_cancelled(s: Session, attempt: Attempt) -> Job:
 
 def _end(s: Session, attempt: Attempt, new: JobState, values: dict[str, Any],
          timings: dict[str, float] | None) -> Job:
-    values = {**values, "state": new.value, "finished_at": utcnow()}
+    values = {**values, "finished_at": utcnow()}
     if timings is not None:
         values["timings"] = timings
-    sources = [st.value for st in sources_of(new) & ACTIVE_STATES]
-    result = s.execute(update(Job).where(_owned_by(attempt, sources)).values(**values)
-                       .execution_options(synchronize_session=False))
+    result = s.execute(move(sources_of(new) & ACTIVE_STATES, new, _is_attempt(attempt), **values))
     if result.rowcount != 1:
         s.rollback()
         raise AttemptFenced(attempt, _why_fenced(s, attempt))
@@ -235,18 +226,12 @@ def hand_back(s: Session, attempt: Attempt) -> Job:
     cannot run jobs. RUNNING → QUEUED, not counted against `max_attempts` (`handed_back + 1`); a job with a
     cancel pending is CANCELLED instead, as nobody runs it now. Re-send the job's message after this.
     Raises AttemptFenced when the attempt no longer owns the job (then there is nothing to hand back)."""
-    cancelled = s.execute(
-        update(Job).where(_owned_by(attempt), Job.state == JobState.CANCELLING.value)
-        .values(state=JobState.CANCELLED.value, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    cancelled = s.execute(move([JobState.CANCELLING], JobState.CANCELLED, _is_attempt(attempt),
+                               finished_at=utcnow()))
     if cancelled.rowcount != 1:
-        result = s.execute(
-            update(Job).where(_owned_by(attempt, [JobState.RUNNING.value]))
-            .values(state=JobState.QUEUED.value, handed_back=Job.handed_back + 1, worker_id=None,
-                    heartbeat_at=None, stage=None, progress_step=0, progress_total=0)
-            .execution_options(synchronize_session=False)
-        )
+        result = s.execute(move([JobState.RUNNING], JobState.QUEUED, _is_attempt(attempt),
+                                handed_back=Job.handed_back + 1, worker_id=None, heartbeat_at=None, stage=None,
+                                progress_step=0, progress_total=0))
         if result.rowcount != 1:
             s.rollback()
             raise AttemptFenced(attempt, _why_fenced(s, attempt))
@@ -272,12 +257,8 @@ def reap_stale(s: Session, *, heartbeat_timeout_s: float, max_attempts: int) -> 
     dead: list[str] = []
     for job_id, state, failed in candidates:
         if state == JobState.CANCELLING.value:
-            result = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == state, stale)
-                .values(state=JobState.CANCELLED.value, finished_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
+            result = s.execute(move([JobState.CANCELLING], JobState.CANCELLED, Job.id == job_id, stale,
+                                    finished_at=utcnow()))
             s.commit()
             if result.rowcount == 1:
                 dead.append(job_id)
@@ -286,13 +267,8 @@ def reap_stale(s: Session, *, heartbeat_timeout_s: float, max_attempts: int) -> 
                 dead.append(job_id)
         else:
             # Conditional on the same staleness, so a heartbeat that lands meanwhile keeps the job.
-            result = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == JobState.RUNNING.value, stale)
-                .values(state=JobState.QUEUED.value, worker_id=None, heartbeat_at=None, stage=None,
-                        progress_step=0, progress_total=0)
-                .execution_options(synchronize_session=False)
-            )
+            result = s.execute(move([JobState.RUNNING], JobState.QUEUED, Job.id == job_id, stale, worker_id=None,
+                                    heartbeat_at=None, stage=None, progress_step=0, progress_total=0))
             s.commit()
             if result.rowcount == 1:
                 requeued.append(job_id)

@@ -29,7 +29,9 @@ from shared.db.models import new_job_id
 from shared.db.types import utcnow
 from shared.ids import validate_job_id
 from shared.jobs import InvalidArgument, JobKind, JobState, parse_kind, parse_state
-from shared.states import ACTIVE_STATES, TERMINAL_STATES, IllegalTransition, check_transition, sources_of
+from shared.states import (ACTIVE_STATES, INITIAL_STATE, TERMINAL_STATES, IllegalTransition, check_transition,
+                           sources_of)
+from shared.transitions import move
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -160,7 +162,7 @@ def submit_job(
         params=params,
         input_keys=input_keys,
         priority=priority,
-        state=JobState.QUEUED.value,
+        state=INITIAL_STATE.value,
     )
     try:
         if limits is not None and s.get_bind().dialect.name == "postgresql":
@@ -386,13 +388,8 @@ def _transition(
 
     Raises JobNotFound, or IllegalTransition from the state the job is actually in.
     """
-    sources = sources_of(new) if allowed_from is None else frozenset(allowed_from) & sources_of(new)
-    result = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state.in_([st.value for st in sources]), *extra_where)
-        .values(state=new.value, **values)
-        .execution_options(synchronize_session=False)
-    )
+    result = s.execute(move(sources_of(new) if allowed_from is None else allowed_from, new, Job.id == job_id,
+                            *extra_where, **values))
     if result.rowcount != 1:
         s.rollback()
         job = load_job(s, job_id)
@@ -455,12 +452,7 @@ def finished_before(s: Session, older_than: datetime, *, limit: int = 1000) -> l
 def mark_expired(s: Session, job_id: str, state: JobState | str) -> bool:
     """`state` → EXPIRED, once the job's objects are deleted: the row keeps its metadata but no outputs.
     False when the job moved on meanwhile (deleted)."""
-    result = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == JobState(state).value)
-        .values(state=JobState.EXPIRED.value, output_keys={}, output_text=None)
-        .execution_options(synchronize_session=False)
-    )
+    result = s.execute(move([state], JobState.EXPIRED, Job.id == job_id, output_keys={}, output_text=None))
     s.commit()
     return result.rowcount == 1
 

@@ -31,6 +31,8 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     E: frozenset(),
 }
 
+# Every job is created QUEUED; each later state change is a transition above (written by shared.transitions).
+INITIAL_STATE = Q
 TERMINAL_STATES = frozenset({S, F, C, E})
 # States in which a worker owns the job and must keep heart-beating.
 ACTIVE_STATES = frozenset({R, CG})
