@@ -20,7 +20,7 @@ from celery.signals import (worker_init, worker_process_init, worker_ready, work
 
 from shared.queue import RUN_JOB_TASK, celery_config
 from shared.settings import Settings, get_settings
-from workers.executor import ENGINE_EXECUTOR, jobs_at_once
+from workers.executor_choice import ENGINE_EXECUTOR, jobs_at_once
 from workers.lifecycle import EXIT_MODEL_UNAVAILABLE, lifecycle
 from workers.readiness import ReadinessFile
 
@@ -38,7 +38,7 @@ _readiness = ReadinessFile(None, lifecycle.ready)
 
 
 def worker_pool_for(settings: Settings) -> tuple[str, int]:
-    """(Celery pool, concurrency) for the configured executor (`workers.executor.jobs_at_once`).
+    """(Celery pool, concurrency) for the configured executor (`workers.executor_choice.jobs_at_once`).
 
     The engine's jobs each wait on their engine call in a thread (the work itself runs in the Ray actors,
     not under the GIL here). The in-process Pipeline runs one job per process, in a prefork child: the

@@ -1,14 +1,13 @@
 """The step that runs one job through the model: params + input bytes in, encoded outputs out.
 
-`Settings.worker_executor` chooses it: "engine" (default) sends the work to the Ray engine
-(`workers.engine.job_executor`), "pipeline" runs the in-process `workers.model.Pipeline` (`PipelineExecutor`,
-loaded once, kept resident), and anything with the same `run` method can stand in for them
-("module:factory"), e.g. the benchmark's no-compute executor in `bench/`.
+`ModelExecutor` turns a job (kind, params, input bytes) into calls of the Pipeline's API and their results into
+outputs, on a model it loads on first use; `PipelineExecutor` is it over the in-process `workers.model.Pipeline`
+(the Ray engine's is `workers.engine.engine_backed`). Which one a worker runs is `workers.executor_choice`'s
+business: this module knows no executor above it.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
 import threading
 import time
@@ -17,14 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.jobs import EditParams, JobKind, TextToImageParams, UnderstandParams
-from shared.settings import Settings
 
 Progress = Callable[[str, int, int], None]
 ShouldCancel = Callable[[], bool]
 
-# Values of Settings.worker_executor besides "module:factory".
-ENGINE_EXECUTOR = "engine"
-PIPELINE_EXECUTOR = "pipeline"
 # MODEL_SPEC §3.5's reference crop base; a deployment sets another through `Settings.edit_crop_base`.
 REFERENCE_EDIT_CROP_BASE = 512
 IMAGE_OUTPUT = "image.png"
@@ -73,46 +68,42 @@ def sprint_kwargs(sprint) -> dict[str, Any]:
     return {"sprint": options, "threshold": sprint.threshold}
 
 
-class PipelineExecutor:
-    """Runs jobs on `workers.model.Pipeline`, loaded on first use and kept for the life of the process."""
+class ModelExecutor:
+    """Runs jobs on a model with the Pipeline's API (`generate_image`, `understand_image`, `edit_image`), loaded
+    by `_load_model` on first use and kept for the life of the process."""
 
-    def __init__(self, model_path: str, *, device: str | None = None, dtype: str | None = None,
-                 edit_crop_base: int = REFERENCE_EDIT_CROP_BASE):
+    def __init__(self, model_path: str, *, edit_crop_base: int = REFERENCE_EDIT_CROP_BASE):
         self.model_path = model_path
-        self.device = device
-        self.dtype = dtype
         self.edit_crop_base = edit_crop_base
-        self._pipeline = None
+        self._model = None
         self._lock = threading.Lock()
         self.load_seconds: float | None = None
 
-    def pipeline(self):
+    def _load_model(self):
+        raise NotImplementedError
+
+    def model(self):
         with self._lock:
-            if self._pipeline is None:
+            if self._model is None:
                 started = time.perf_counter()
                 try:
-                    self._pipeline = self._load_pipeline()
+                    self._model = self._load_model()
                 except Exception as err:
                     raise ModelUnavailable(f"the model at {self.model_path} could not be loaded: "
                                            f"{type(err).__name__}: {err}") from err
                 self.load_seconds = time.perf_counter() - started
-            return self._pipeline
-
-    def _load_pipeline(self):
-        from workers.model.pipeline import Pipeline
-
-        return Pipeline.from_pretrained(self.model_path, device=self.device, dtype=self.dtype)
+            return self._model
 
     def load(self) -> None:
-        self.pipeline()
+        self.model()
 
     def close(self) -> None:
         with self._lock:
-            self._pipeline = None
+            self._model = None
 
     def run(self, kind: JobKind, params: Any, inputs: Mapping[str, bytes], *,
             progress: Progress, should_cancel: ShouldCancel) -> JobOutput:
-        pipe = self.pipeline()
+        pipe = self.model()
         hooks = {"progress": progress, "should_cancel": should_cancel}
         if kind is JobKind.TEXT_TO_IMAGE:
             result = pipe.generate_image(params.prompt, **text_to_image_kwargs(params), **hooks)
@@ -126,6 +117,21 @@ class PipelineExecutor:
         else:  # pragma: no cover - JobKind is closed
             raise ValueError(f"unknown job kind {kind}")
         return output_of(result)
+
+
+class PipelineExecutor(ModelExecutor):
+    """Runs jobs on the in-process `workers.model.Pipeline`."""
+
+    def __init__(self, model_path: str, *, device: str | None = None, dtype: str | None = None,
+                 edit_crop_base: int = REFERENCE_EDIT_CROP_BASE):
+        super().__init__(model_path, edit_crop_base=edit_crop_base)
+        self.device = device
+        self.dtype = dtype
+
+    def _load_model(self):
+        from workers.model.pipeline import Pipeline
+
+        return Pipeline.from_pretrained(self.model_path, device=self.device, dtype=self.dtype)
 
 
 def output_of(result) -> JobOutput:
@@ -198,31 +204,3 @@ def classify_failure(err: BaseException) -> JobFailure | None:
         return JobFailure("INTERNAL", "a database error stopped the job; the worker's log has the details")
     # Any other error of the model run is deterministic for these inputs: retrying would fail again.
     return JobFailure("INTERNAL", f"{type(err).__name__}: {err}")
-
-
-def jobs_at_once(settings: Settings) -> int:
-    """How many jobs one worker process runs at the same time with the configured executor.
-
-    The engine pipelines jobs across its replicas (tokenize one while another denoises, several denoising
-    in one batch): the worker admits exactly as many as it holds, replicas × max_inflight. The in-process
-    Pipeline runs one at a time."""
-    if settings.worker_executor == ENGINE_EXECUTOR:
-        from workers.engine.config import EngineConfig  # plain dataclass: no Ray import
-
-        engine = EngineConfig.from_settings(settings)
-        return engine.replicas * engine.max_inflight
-    return 1
-
-
-def executor_from_settings(settings: Settings) -> Executor:
-    """The executor `settings.worker_executor` names: the Ray engine, the in-process Pipeline on
-    `settings.model_path`, or what a "module:factory" callable returns for the settings."""
-    spec = settings.worker_executor
-    if spec == ENGINE_EXECUTOR:
-        from workers.engine.job_executor import engine_job_executor  # Ray is imported only when chosen
-
-        return engine_job_executor(settings)
-    if spec == PIPELINE_EXECUTOR:
-        return PipelineExecutor(settings.model_path, edit_crop_base=settings.edit_crop_base)
-    module_name, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module_name), attr)(settings)

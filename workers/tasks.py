@@ -32,8 +32,8 @@ from shared.db.errors import is_transient_db_error
 from shared.jobs import InvalidArgument, JobKind, JobState, validate_params
 from shared.objectstore import ObjectNotFound, result_key
 from shared.settings import Settings, get_settings
-from workers.executor import (Executor, JobFailure, JobOutput, ModelUnavailable, classify_failure,
-                              executor_from_settings, is_cancellation, jobs_at_once)
+from workers.executor import Executor, JobFailure, JobOutput, ModelUnavailable, classify_failure, is_cancellation
+from workers.executor_choice import executor_from_settings, jobs_at_once
 from workers.lease import Lease, ProgressReporter
 from workers.lifecycle import Lifecycle, lifecycle
 

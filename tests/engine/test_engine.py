@@ -145,9 +145,9 @@ def test_a_replica_the_cluster_has_no_free_devices_for_is_refused(engine):
 
 def test_the_worker_runs_a_job_through_the_engine(engine):
     from shared.jobs import JobKind, TextToImageParams, UnderstandParams
-    from workers.engine.job_executor import EngineJobExecutor
+    from workers.engine.engine_backed import EngineBackedExecutor
 
-    runner = EngineJobExecutor(engine.config, engine=engine)
+    runner = EngineBackedExecutor(engine.config, engine=engine)
     events = []
     hooks = dict(progress=lambda *e: events.append(e), should_cancel=lambda: False)
     params = TextToImageParams(prompt="a kite", width=128, height=128, steps=2, block_length=8, decoder="turbo",

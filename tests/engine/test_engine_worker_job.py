@@ -12,8 +12,8 @@ from shared.events import EmbeddedEventBus
 from shared.jobs import JobKind, validate_params
 from shared.objectstore import LocalObjectStore, input_key
 from shared.settings import Settings
-from workers.engine.job_executor import EngineJobExecutor
-from workers.executor import executor_from_settings
+from workers.engine.engine_backed import EngineBackedExecutor
+from workers.executor_choice import executor_from_settings
 from workers.tasks import JobRunner, WorkerContext
 
 
@@ -24,7 +24,7 @@ def worker(tmp_path, engine):
     db = make_engine(settings.database_url)
     ctx = WorkerContext(settings=settings, sessions=session_factory(db), store=LocalObjectStore(tmp_path / "objects"),
                         events=EmbeddedEventBus(tmp_path / "events.db"),
-                        executor=EngineJobExecutor(engine.config, engine=engine))
+                        executor=EngineBackedExecutor(engine.config, engine=engine))
     yield ctx
     db.dispose()
 
@@ -45,7 +45,7 @@ def submit(ctx: WorkerContext, kind: JobKind, params: dict, image: bytes | None 
 
 def test_the_default_executor_is_the_engine(tmp_path):
     # Built lazily: naming the engine starts nothing until the first job (or the worker's warm-up).
-    assert isinstance(executor_from_settings(Settings(data_dir=tmp_path)), EngineJobExecutor)
+    assert isinstance(executor_from_settings(Settings(data_dir=tmp_path)), EngineBackedExecutor)
 
 
 def test_a_text_to_image_job_runs_through_the_worker_on_the_engine(worker):

@@ -14,7 +14,8 @@ from shared.jobs import JobKind, validate_params
 from shared.queue import RUN_JOB_TASK
 from shared.settings import Settings
 from workers.celery_app import make_celery_app
-from workers.executor import PipelineExecutor, executor_from_settings
+from workers.executor import PipelineExecutor
+from workers.executor_choice import executor_from_settings
 
 
 def test_worker_app_acks_late_prefetches_one_and_registers_run_job(tmp_path):
@@ -60,7 +61,7 @@ class PipelineRecorderDouble:
 def executor_with_double() -> tuple[PipelineExecutor, PipelineRecorderDouble]:
     executor = PipelineExecutor("/nonexistent")
     double = PipelineRecorderDouble()
-    executor._pipeline = double  # as if loaded: the real load is covered end to end
+    executor._model = double  # as if loaded: the real load is covered end to end
     return executor, double
 
 

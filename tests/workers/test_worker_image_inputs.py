@@ -30,7 +30,7 @@ class InputCheckingPipelineDouble:
 def use_pipeline_double(harness) -> InputCheckingPipelineDouble:
     executor = PipelineExecutor("/nonexistent")
     double = InputCheckingPipelineDouble()
-    executor._pipeline = double  # as if loaded
+    executor._model = double  # as if loaded
     harness.ctx.executor = executor
     return double
 

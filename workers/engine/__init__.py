@@ -1,7 +1,7 @@
 """Ray engine (ARCHITECTURE §1, §4): per replica a TokenizerActor, a DenoiserActor with step-level batching
 across jobs and a DecoderActor, placed on the replica's devices and pipelined across jobs.
 
-`EngineExecutor` offers the Pipeline's API; `engine_job_executor(settings)` is the Celery worker's factory.
+`EngineExecutor` offers the Pipeline's API; `engine_backed_executor(settings)` is the Celery worker's factory.
 Imports are lazy so that `import workers.engine` does not start Ray or load torch.
 """
 
@@ -11,7 +11,7 @@ _EXPORTS = {
     "EngineExecutor": ("workers.engine.executor", "EngineExecutor"),
     "EngineConfig": ("workers.engine.config", "EngineConfig"),
     "EngineCrashed": ("workers.engine.errors", "EngineCrashed"),
-    "engine_job_executor": ("workers.engine.job_executor", "engine_job_executor"),
+    "engine_backed_executor": ("workers.engine.engine_backed", "engine_backed_executor"),
 }
 
 __all__ = sorted(_EXPORTS)

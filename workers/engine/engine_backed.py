@@ -1,29 +1,29 @@
-"""The Celery worker's job runner over the engine: `LLADA_WORKER_EXECUTOR=workers.engine:engine_job_executor`.
+"""The Celery worker's executor over the Ray engine (`LLADA_WORKER_EXECUTOR=engine`, the default).
 
-The worker's `PipelineExecutor` already turns a job (kind, params, input bytes) into Pipeline calls and
-their results into outputs; here the engine stands in for the Pipeline, loaded on first use.
+`ModelExecutor` turns a job into calls of the Pipeline's API and their results into outputs; the engine offers
+that API across its actors, so here it is the model, started on first use.
 """
 
 from __future__ import annotations
 
 from workers.engine.config import EngineConfig
 from workers.engine.executor import EngineExecutor, stop_ray
-from workers.executor import REFERENCE_EDIT_CROP_BASE, ModelUnavailable, PipelineExecutor
+from workers.executor import REFERENCE_EDIT_CROP_BASE, ModelExecutor, ModelUnavailable
 
 
-class EngineJobExecutor(PipelineExecutor):
+class EngineBackedExecutor(ModelExecutor):
     def __init__(self, config: EngineConfig, engine: EngineExecutor | None = None, *,
                  edit_crop_base: int = REFERENCE_EDIT_CROP_BASE):
         super().__init__(config.model_path, edit_crop_base=edit_crop_base)
         self.engine_config = config
-        self._pipeline = engine  # None: started on first use
+        self._model = engine  # None: started on first use
 
-    def _load_pipeline(self) -> EngineExecutor:
+    def _load_model(self) -> EngineExecutor:
         return EngineExecutor(self.engine_config)
 
     def load(self) -> None:
         """Starts the engine and returns once every actor has loaded its weights (ModelUnavailable if not)."""
-        engine = self.pipeline()
+        engine = self.model()
         try:
             engine.describe()
         except Exception as err:
@@ -33,11 +33,11 @@ class EngineJobExecutor(PipelineExecutor):
     def close(self) -> None:
         """Stops the actors, then Ray (before the process exits, in that order)."""
         with self._lock:
-            engine, self._pipeline = self._pipeline, None
+            engine, self._model = self._model, None
         if engine is not None:
             engine.close()
         stop_ray()
 
 
-def engine_job_executor(settings) -> EngineJobExecutor:
-    return EngineJobExecutor(EngineConfig.from_settings(settings), edit_crop_base=settings.edit_crop_base)
+def engine_backed_executor(settings) -> EngineBackedExecutor:
+    return EngineBackedExecutor(EngineConfig.from_settings(settings), edit_crop_base=settings.edit_crop_base)
