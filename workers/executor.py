@@ -11,14 +11,13 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.jobs import EditParams, JobKind, TextToImageParams, UnderstandParams
+from workers.model.hooks import Progress, ShouldCancel
 
-Progress = Callable[[str, int, int], None]
-ShouldCancel = Callable[[], bool]
 
 # MODEL_SPEC §3.5's reference crop base; a deployment sets another through `Settings.edit_crop_base`.
 REFERENCE_EDIT_CROP_BASE = 512

@@ -7,15 +7,13 @@ the call runs (its other calls are served concurrently: async actors).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
 
 from workers.engine.errors import EngineCrashed
+from workers.model.hooks import Progress, ShouldCancel
 
-Progress = Callable[[str, int, int], None]
-ShouldCancel = Callable[[], bool]
 # A progress poll answers in milliseconds; beyond this the actor is busy restarting or gone, and the main
 # call will tell which.
 POLL_ANSWER_TIMEOUT_S = 2.0

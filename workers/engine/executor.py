@@ -23,13 +23,12 @@ from workers.model import generation, image_prep
 from workers.model import pipeline_inputs as inputs
 from workers.model.decoder.pipeline import DEFAULT_RESOLUTION_MULTIPLIER
 from workers.model.errors import ModelInputError
+from workers.model.hooks import Progress, ShouldCancel
 from workers.model.pipeline import (
     IMAGE_SIDE_MAX,
     IMAGE_SIDE_MIN,
     PATCH,
     ImageResult,
-    Progress,
-    ShouldCancel,
     Sprint,
     TextResult,
     resolve_seed,

@@ -15,42 +15,19 @@ from contextlib import contextmanager
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
-from workers.engine.calls import Progress, ShouldCancel, call_stage
+from workers.engine.calls import call_stage
 from workers.engine.config import STAGES, EngineConfig
 from workers.engine.decoder_actor import DecoderActor
 from workers.engine.denoiser_actor import DenoiserActor
 from workers.engine.errors import EngineCrashed
 from workers.engine.placement import actor_options, reserve_replica, torch_device
 from workers.engine.tokenizer_actor import TokenizerActor
-from workers.model.errors import Cancelled
+from workers.model.hooks import Progress, ShouldCancel, StageClock
 from workers.model.pipeline import ImageResult, TextResult
 
 # A restarted actor reloads its weights; on a real checkpoint that takes minutes.
 ACTOR_RESTART_TIMEOUT_S = 600.0
 RESTART_POLL_S = 0.2
-
-
-class _Stages:
-    """Per-job stage bookkeeping as the Pipeline keeps it: a cancellation check before each stage,
-    wall-clock seconds per stage (for the engine these include waiting for the stage's actor)."""
-
-    def __init__(self, progress: Progress | None, should_cancel: ShouldCancel | None):
-        self.progress, self.should_cancel = progress, should_cancel
-        self.timings: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str):
-        if self.should_cancel is not None and self.should_cancel():
-            raise Cancelled(f"cancelled before {name}")
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
-
-    def tokenized(self) -> None:
-        if self.progress is not None:
-            self.progress("tokenize", 1, 1)
 
 
 class Replica:
@@ -105,13 +82,13 @@ class Replica:
     def text_to_image(self, prompt: str, *, grid_h: int, grid_w: int, seed: int, options: dict, decoder: str,
                       decoder_steps: int, resolution_multiplier: int, progress: Progress | None = None,
                       should_cancel: ShouldCancel | None = None) -> ImageResult:
-        key, stages = uuid.uuid4().hex, _Stages(progress, should_cancel)
+        key, stages = uuid.uuid4().hex, StageClock(progress, should_cancel)
         hooks = {"progress": progress, "should_cancel": should_cancel}
         options = {**options, "grid_h": grid_h, "grid_w": grid_w, "seed": seed}
         thinking = None
         with stages.stage("tokenize"):
             phase, request = self._call("tokenizer", "text_to_image_request", key, prompt, options)
-            stages.tokenized()
+            stages.report("tokenize")
         with stages.stage(phase):  # "think" first in thinking mode, else "denoise"
             result = self._call("denoiser", "generate", key, request, phase, **hooks)
         with stages.stage("denoise"):
@@ -127,12 +104,12 @@ class Replica:
 
     def understand(self, image, question: str, *, options: dict, progress: Progress | None = None,
                    should_cancel: ShouldCancel | None = None) -> TextResult:
-        key, stages = uuid.uuid4().hex, _Stages(progress, should_cancel)
+        key, stages = uuid.uuid4().hex, StageClock(progress, should_cancel)
         hooks = {"progress": progress, "should_cancel": should_cancel}
         with stages.stage("tokenize"):
             request, h, w = self._call("tokenizer", "understand_request", key, image, question, options,
                                        should_cancel=should_cancel)
-            stages.tokenized()
+            stages.report("tokenize")
         with stages.stage("denoise"):
             result = self._call("denoiser", "generate", key, request, "denoise", **hooks)
             text = self._call("tokenizer", "answer_text", key, result)
@@ -141,12 +118,12 @@ class Replica:
     def edit(self, image, instruction: str, *, seed: int, options: dict, crop: str, crop_base: int, decoder: str,
              decoder_steps: int, resolution_multiplier: int, progress: Progress | None = None,
              should_cancel: ShouldCancel | None = None) -> ImageResult:
-        key, stages = uuid.uuid4().hex, _Stages(progress, should_cancel)
+        key, stages = uuid.uuid4().hex, StageClock(progress, should_cancel)
         hooks = {"progress": progress, "should_cancel": should_cancel}
         with stages.stage("tokenize"):
             request, h, w = self._call("tokenizer", "edit_request", key, image, instruction, {**options, "seed": seed},
                                        crop=crop, crop_base=crop_base, should_cancel=should_cancel)
-            stages.tokenized()
+            stages.report("tokenize")
         with stages.stage("denoise"):
             result = self._call("denoiser", "generate", key, request, "denoise", **hooks)
             codes = self._call("tokenizer", "image_codes", key, result, h, w)

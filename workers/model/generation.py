@@ -10,7 +10,7 @@ Defaults mirror the reference implementation (MODEL_SPEC §3.3–3.5). Image cod
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -18,11 +18,10 @@ import torch
 
 from workers.model import prompts as P
 from workers.model.errors import ModelInputError
+from workers.model.hooks import Progress, ShouldCancel
 from workers.model.sampler import GenerationRequest, GenerationResult, SprintOptions, generate
 from workers.model.text_tokenizer import TextTokenizer
 
-Progress = Callable[[str, int, int], None]
-ShouldCancel = Callable[[], bool]
 
 MODES = ("normal", "thinking")
 # Progress stage names: the thinking pass is reported apart from the image denoising that follows it.

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,12 @@ from workers.model.config import BackboneConfig
 from workers.model.decoder import MODES as DECODER_MODES
 from workers.model.decoder import ImageDecoder, load_decoder
 from workers.model.decoder.pipeline import DEFAULT_RESOLUTION_MULTIPLIER
-from workers.model.errors import Cancelled, ModelInputError
+from workers.model.errors import ModelInputError
+from workers.model.hooks import Progress, ShouldCancel, StageClock
 from workers.model.image_tokenizer import ImageTokenizer, load_image_tokenizer
 from workers.model.sampler import SprintOptions
 from workers.model.text_tokenizer import TextTokenizer
 
-Progress = Callable[[str, int, int], None]
-ShouldCancel = Callable[[], bool]
 Sprint = SprintOptions | Mapping[str, Any] | bool | None
 
 STAGES = ("tokenize", "denoise", "decode")
@@ -103,29 +101,6 @@ class TextResult:
     grid: tuple[int, int]
     thinking: None = None
     image: None = None
-
-
-@dataclass
-class _Stages:
-    """Per-call stage bookkeeping: wall-clock seconds per stage and the cancellation check between stages."""
-
-    progress: Progress | None
-    should_cancel: ShouldCancel | None
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def run(self, stage: str, work: Callable[[], Any]) -> Any:
-        if self.should_cancel is not None and self.should_cancel():
-            raise Cancelled(f"cancelled before {stage}")
-        started = time.perf_counter()
-        result = work()
-        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
-        return result
-
-    def carve(self, stage: str, part: str, seconds: float) -> None:
-        """Report `seconds` of `stage` under their own name (thinking's text pass runs inside denoise)."""
-        if seconds:
-            self.timings[stage] -= seconds
-            self.timings[part] = self.timings.get(part, 0.0) + seconds
 
 
 class DecoderSet:
@@ -283,13 +258,13 @@ class Pipeline:
         grid_w = inputs.check_side("width", width, cell, IMAGE_SIDE_MIN, IMAGE_SIDE_MAX) // cell
         decode_with = self._decoder_and_steps(decoder, decoder_steps)
         seed = resolve_seed(seed)
-        stages = _Stages(progress, should_cancel)
+        stages = StageClock(progress, should_cancel)
 
         def tokenize() -> None:
             # The prompt ids are built again inside the sampler call; here they size-check the request.
             cond, _ = P.t2i_prompts(self.text_tokenizer, inputs.check_text("prompt", prompt), grid_h, grid_w)
             inputs.check_positions(self.config, "prompt", len(cond) + grid_h * grid_w)
-            _report(progress, "tokenize")
+            stages.report("tokenize")
 
         stages.run("tokenize", tokenize)
         phases: dict[str, float] = {}
@@ -328,13 +303,13 @@ class Pipeline:
         """
         tokenizer = self._require_image_tokenizer()
         inputs.check_text("question", question)
-        stages = _Stages(progress, should_cancel)
+        stages = StageClock(progress, should_cancel)
 
         def tokenize() -> tuple[list[int], int, int]:
             picture = inputs.open_image(image, "image")
             encoded = tokenizer.encode(image_prep.understanding_resize(picture))
             inputs.check_positions(self.config, "image", len(encoded[0]) + gen_length)
-            _report(progress, "tokenize")
+            stages.report("tokenize")
             return encoded
 
         codes, h, w = stages.run("tokenize", tokenize)
@@ -378,13 +353,13 @@ class Pipeline:
         inputs.check_resolution_multiplier(resolution_multiplier)
         decode_with = self._decoder_and_steps(decoder, decoder_steps)
         seed = resolve_seed(seed)
-        stages = _Stages(progress, should_cancel)
+        stages = StageClock(progress, should_cancel)
 
         def tokenize() -> tuple[list[int], int, int]:
             source = inputs.edit_source(inputs.open_image(image, "image"), crop=crop, base=crop_base)
             encoded = tokenizer.encode(source)
             inputs.check_positions(self.config, "image", 2 * len(encoded[0]))
-            _report(progress, "tokenize")
+            stages.report("tokenize")
             return encoded
 
         codes, h, w = stages.run("tokenize", tokenize)
@@ -423,9 +398,3 @@ def sprint_setting(sprint: Sprint) -> SprintOptions | Mapping[str, Any] | None:
     if sprint is False:
         return None
     return sprint
-
-
-def _report(progress: Progress | None, stage: str) -> None:
-    if progress is not None:
-        progress(stage, 1, 1)
-

@@ -15,7 +15,8 @@ import torch
 from diffusers import AutoencoderKL, ZImageTransformer2DModel
 from PIL import Image
 
-from workers.model.decoder.samplers import Progress, ShouldCancel, sample_normal, sample_turbo
+from workers.model.decoder.samplers import sample_normal, sample_turbo
+from workers.model.hooks import Progress, ShouldCancel
 from workers.model.decoder.sigvq import SigVQEmbedder, load_sigvq
 from workers.model.decoder.transformer import load_transformer
 from workers.model.decoder.vae import latents_to_pixels, load_vae
@@ -167,8 +168,8 @@ class ImageDecoder:
         steps: int | None = None,
         seed: int | None = None,
         resolution_multiplier: int = DEFAULT_RESOLUTION_MULTIPLIER,
-        progress: Progress = None,
-        should_cancel: ShouldCancel = None,
+        progress: Progress | None = None,
+        should_cancel: ShouldCancel | None = None,
         noise: DecoderNoise | torch.Tensor | None = None,
     ) -> Image.Image:
         """PIL image of size (w·16·rmul, h·16·rmul) from an h×w grid of codes (no offset), raster order.

@@ -12,17 +12,16 @@ from collections.abc import Callable, Sequence
 import torch
 
 from workers.model.errors import Cancelled
+from workers.model.hooks import Progress, ShouldCancel
 
 Velocity = Callable[[torch.Tensor, float], torch.Tensor]
-Progress = Callable[[str, int, int], None] | None
-ShouldCancel = Callable[[], bool] | None
 
 STAGE = "decode"
 # §5.4 normal: the reference warps the uniform grid with time_shifting_factor 6: t' = t / (t + 6 − 6t).
 TIME_SHIFT = 6.0
 
 
-def _check_cancel(should_cancel: ShouldCancel) -> None:
+def _check_cancel(should_cancel: ShouldCancel | None) -> None:
     if should_cancel is not None and should_cancel():
         raise Cancelled("decode cancelled")
 
@@ -38,8 +37,8 @@ def sample_normal(
     noise: torch.Tensor,
     steps: int,
     *,
-    progress: Progress = None,
-    should_cancel: ShouldCancel = None,
+    progress: Progress | None = None,
+    should_cancel: ShouldCancel | None = None,
 ) -> torch.Tensor:
     """Euler ODE on the shifted grid: N−1 model calls at t'[0..N−2]; fp32 state (§5.4 normal)."""
     grid = normal_time_grid(steps).tolist()
@@ -69,8 +68,8 @@ def sample_turbo(
     generator: torch.Generator | None = None,
     *,
     renoise: Sequence[torch.Tensor] | None = None,
-    progress: Progress = None,
-    should_cancel: ShouldCancel = None,
+    progress: Progress | None = None,
+    should_cancel: ShouldCancel | None = None,
 ) -> torch.Tensor:
     """Distilled CFG-free sampler: predict x_data, re-noise with fresh noise at t_next; float64 state.
 

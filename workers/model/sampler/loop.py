@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import torch
 
 from workers.model.errors import Cancelled
+from workers.model.hooks import Progress, ShouldCancel
 from workers.model.sampler.request import GenerationRequest, GenerationResult
 from workers.model.sampler.state import start_request
 from workers.model.sampler.stepper import step
 
-Progress = Callable[[str, int, int], None]
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -30,7 +29,7 @@ def generate(
     requests: list[GenerationRequest],
     *,
     progress: Progress | None = None,
-    should_cancel: Callable[[], bool] | None = None,
+    should_cancel: ShouldCancel | None = None,
     stage: str = "denoise",
 ) -> list[GenerationResult]:
     """Generate for independent requests together; results in request order.
