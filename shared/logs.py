@@ -7,7 +7,7 @@
 
 Fields passed with ``extra={...}`` become fields of the line, so logs can be filtered by job_id or tenant
 without parsing messages. ``service`` names the process kind when logs of several processes are merged.
-Processes whose framework installs its own handlers (Celery) can use `json_handler()` in its place.
+`LLADA_LOG_FORMAT=text` gives plain lines instead (time, level, logger, message, then the fields as key=value).
 """
 
 from __future__ import annotations
@@ -46,21 +46,41 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """A record → one plain line, its ``extra`` fields appended as key=value."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD_ATTRS)
+        line = super().format(record)
+        return f"{line} {fields}" if fields else line
+
+
 def json_handler(*, service: str | None = None, stream: IO[str] | None = None) -> logging.Handler:
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter({"service": service} if service else None))
     return handler
 
 
+def text_handler(*, stream: IO[str] | None = None) -> logging.Handler:
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(TextFormatter())
+    return handler
+
+
 def configure_logging(settings=None, *, service: str | None = None, level: int | str | None = None,
                       stream: IO[str] | None = None) -> None:
-    """Route every logger through one JSON handler on the root logger (replacing its handlers).
+    """Route every logger through one handler on the root logger (replacing its handlers): JSON lines, or
+    text ones when ``settings.log_format`` says so.
 
     The level is ``level`` if given, else ``settings.log_level``, else INFO. Safe to call again, e.g.
     once with defaults before the settings are read (so their warnings are JSON too) and once after.
     """
     if level is None:
         level = settings.log_level if settings is not None else logging.INFO
+    text = settings is not None and settings.log_format == "text"
     root = logging.getLogger()
-    root.handlers[:] = [json_handler(service=service, stream=stream)]
+    root.handlers[:] = [text_handler(stream=stream) if text else json_handler(service=service, stream=stream)]
     root.setLevel(level.upper() if isinstance(level, str) else level)

@@ -136,8 +136,10 @@ class Settings(BaseSettings):
     # watches expected per process.
     max_concurrent_rpcs: int = Field(default=2000, ge=1)
 
-    # Logs (shared.logs): the level of every process.
+    # Logs (shared.logs): the level of every process, and its lines: "json" (one object per line, with the
+    # job_id, attempt and tenant of a job as fields) or "text" (for a person reading a terminal).
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
 
     # Worker engine layout (workers/engine/config.py validates them); None: the engine's own default.
     engine_placement: dict[str, int] | None = None  # JSON in the environment, e.g. {"tokenizer": 0, ...}

@@ -15,9 +15,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from celery import Celery
-from celery.signals import (worker_init, worker_process_init, worker_ready, worker_shutdown,
+from celery.signals import (setup_logging, worker_init, worker_process_init, worker_ready, worker_shutdown,
                             worker_shutting_down)
 
+from shared.logs import configure_logging
 from shared.queue import RUN_JOB_TASK, celery_config
 from shared.settings import Settings, get_settings
 from workers.executor_choice import ENGINE_EXECUTOR, jobs_at_once
@@ -88,6 +89,13 @@ def make_celery_app(settings: Settings | None = None) -> Celery:
     celery.conf.update(worker_config(settings))
     celery.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(run_job)
     return celery
+
+
+@setup_logging.connect
+def _structured_logs(**_kwargs) -> None:
+    """The worker's log lines are the service's (shared.logs: JSON with job_id, attempt and tenant, or text by
+    `LLADA_LOG_FORMAT`), Celery's own included; connecting here keeps Celery from installing its handlers."""
+    configure_logging(get_settings(), service="worker")
 
 
 @worker_process_init.connect

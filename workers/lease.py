@@ -29,8 +29,7 @@ log = logging.getLogger("llada.worker")
 PROGRESS_MIN_INTERVAL_S = 0.2
 # Model stage names → the service's Stage. The thinking pass (MODEL_SPEC §3.3) is reported as its own
 # THINK stage so users can tell it from the image's denoising.
-STAGE_OF = {"tokenize": Stage.TOKENIZE, "encode": Stage.TOKENIZE, "think": Stage.THINK,
-            "denoise": Stage.DENOISE, "decode": Stage.DECODE}
+STAGE_OF = {"tokenize": Stage.TOKENIZE, "think": Stage.THINK, "denoise": Stage.DENOISE, "decode": Stage.DECODE}
 
 
 class Lease:
@@ -60,7 +59,7 @@ class Lease:
             self.fenced.set()
 
     def log_fields(self, **more) -> dict:
-        return {"job_id": self.attempt.job_id, "attempt": self.attempt.number,
+        return {"job_id": self.attempt.job_id, "attempt": self.attempt.number, "tenant": self.attempt.job.tenant,
                 "worker_id": self.attempt.worker_id, **more}
 
     def _loop(self) -> None:

@@ -35,6 +35,7 @@ from shared import repository as repo
 from shared.db import make_engine, session_factory
 from shared.db.types import utcnow
 from shared.health_file import remove_health_file, write_health_file
+from shared.logs import configure_logging
 from shared.objectstore import job_prefixes
 from shared.settings import Settings, get_settings
 from workers.sweep import OrphanSweep
@@ -188,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error("--interval must be > 0")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(service="reaper")  # so that problems reading the settings are logged as JSON too
     settings = get_settings()
+    configure_logging(settings, service="reaper")
     reaper = reaper_from_settings(settings)
     if args.once:
         try:
