@@ -200,11 +200,18 @@ PARAMS_BY_KIND: dict[JobKind, type[_Params]] = {
     JobKind.EDIT: EditParams,
 }
 
-# Object names of a kind's inputs: inputs/<job_id>/<name> in the object store.
+# Object names of a kind's inputs: inputs/<job_id>/<name> in the object store (and the params message's
+# fields that carry them on the wire).
 INPUT_NAMES: dict[JobKind, tuple[str, ...]] = {
     JobKind.TEXT_TO_IMAGE: (),
     JobKind.UNDERSTAND: ("image",),
     JobKind.EDIT: ("image",),
+}
+# The public API's params field of each kind (SubmitJobRequest's oneof member): errors name fields under it.
+PARAMS_FIELD: dict[JobKind, str] = {
+    JobKind.TEXT_TO_IMAGE: "text_to_image",
+    JobKind.UNDERSTAND: "understand",
+    JobKind.EDIT: "edit",
 }
 
 

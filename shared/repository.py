@@ -101,22 +101,14 @@ def _same_request(existing: Job, fingerprint: str | None) -> Job:
     return existing
 
 
-class Submitted(tuple):
-    """`(job, created)` as `submit_job` has always returned, plus the job's `queue_position` read in
+@dataclass(frozen=True)
+class Submitted:
+    """What a submit found or made: the job, whether this call created it, and its `queue_position` read in
     the same transaction (so a caller needs no second round trip to show it)."""
 
-    def __new__(cls, job: Job, created: bool, queue_position: int):
-        self = super().__new__(cls, (job, created))
-        self.queue_position = queue_position
-        return self
-
-    @property
-    def job(self) -> Job:
-        return self[0]
-
-    @property
-    def created(self) -> bool:
-        return self[1]
+    job: Job
+    created: bool
+    queue_position: int
 
 
 def submit_job(
@@ -138,7 +130,7 @@ def submit_job(
     whose fingerprint differs raises `RequestIdReused` instead of being returned — also when the other
     submit wins a concurrent race.
 
-    Returns `Submitted` — unpacks as `(job, created)`, and carries `.queue_position`. An empty
+    Returns `Submitted` (the job, whether it was created, its queue position). An empty
     `request_id` means "no idempotency". `job_id` lets the caller choose the id (e.g. to name input
     objects before the row exists); by default a uuid4. With `limits`, raises `QueueFull` instead of
     inserting past them; an idempotent retry of an existing job is answered even when the queue is full.

@@ -1,2 +1,2 @@
-"""Loaded for every test: pytest puts this folder on sys.path, so helpers shared by all test folders
-(`postgres_databases`) import by name."""
+"""Loaded for every test. The test folders are packages: helpers import by package (`tests.postgres_databases`,
+`tests.workers.executor_doubles`), with the repository root on sys.path."""

@@ -1,6 +1,6 @@
 """Throwaway Postgres databases for tests: the admin URL (trust auth on loopback, or $LLADA_TEST_POSTGRES_ADMIN),
 and a context manager that creates an empty database, yields its URL and drops it however the test ended.
-Importable from every test folder (tests/conftest.py puts this folder on sys.path)."""
+Imported by package: `from tests.postgres_databases import …`."""
 
 from __future__ import annotations
 

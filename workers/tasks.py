@@ -29,7 +29,7 @@ from shared import repository as repo
 from shared.attempts import Attempt, AttemptFenced
 from shared.db import make_engine, session_factory
 from shared.db.errors import is_transient_db_error
-from shared.jobs import InvalidArgument, JobKind, JobState, validate_params
+from shared.jobs import PARAMS_FIELD, InvalidArgument, JobKind, JobState, validate_params
 from shared.objectstore import ObjectNotFound, result_key
 from shared.settings import Settings, get_settings
 from workers.executor import Executor, JobFailure, JobOutput, ModelUnavailable, classify_failure, is_cancellation
@@ -42,8 +42,6 @@ log = logging.getLogger("llada.worker")
 # A terminal write that meets a database outage is tried again, this long apart at most, for as long as
 # the attempt's lease lasts (the heartbeat keeps renewing it once the database is back).
 TERMINAL_RETRY_MAX_S = 1.0
-# Params message of each kind in the public API: run-time errors name fields the way the gateway does.
-FIELD_PREFIX = {JobKind.TEXT_TO_IMAGE: "text_to_image", JobKind.UNDERSTAND: "understand", JobKind.EDIT: "edit"}
 
 
 def new_worker_id() -> str:
@@ -269,8 +267,9 @@ class JobRunner:
             log.exception("job interrupted by an infrastructure error", extra=lease.log_fields())
             raise err
         field_name = failure.field
-        if field_name and not field_name.startswith(FIELD_PREFIX[kind] + "."):
-            field_name = f"{FIELD_PREFIX[kind]}.{field_name}"
+        # Run-time errors name fields the way the gateway does: under the kind's params message.
+        if field_name and not field_name.startswith(PARAMS_FIELD[kind] + "."):
+            field_name = f"{PARAMS_FIELD[kind]}.{field_name}"
         if failure.code == "INTERNAL":
             log.error("job failed", extra=lease.log_fields(), exc_info=err)
         return self._terminal(lease, JobState.FAILED, attempts.fail_job, code=failure.code, message=failure.message,

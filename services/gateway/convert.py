@@ -8,17 +8,13 @@ from typing import Any, Callable
 from google.protobuf.descriptor import FieldDescriptor
 
 from shared.db.models import Job
-from shared.jobs import JobKind, JobState
+from shared.jobs import INPUT_NAMES, PARAMS_FIELD, JobKind, JobState
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
 # SubmitJobRequest's params oneof member -> job kind.
-KIND_BY_FIELD = {
-    "text_to_image": JobKind.TEXT_TO_IMAGE,
-    "understand": JobKind.UNDERSTAND,
-    "edit": JobKind.EDIT,
-}
+KIND_BY_FIELD = {field: kind for kind, field in PARAMS_FIELD.items()}
 # Fields of the params messages that are inputs stored as objects, not parameters.
-INPUT_FIELDS = frozenset({"image"})
+INPUT_FIELDS = frozenset(name for names in INPUT_NAMES.values() for name in names)
 
 
 def _enum_to_param(field: FieldDescriptor, number: int) -> str | int:

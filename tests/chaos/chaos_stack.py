@@ -23,13 +23,12 @@ import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import LladaClient
-from executor_doubles import png_seed
+from tests.workers.executor_doubles import png_seed
 from shared import repository as repo
 from shared.db import make_engine, session_factory, upgrade
 from shared.objectstore import S3ObjectStore
 
 ROOT = Path(__file__).resolve().parents[2]
-DOUBLES = ROOT / "tests" / "workers"
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 BUCKET = "llada-chaos"
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -148,9 +147,9 @@ class ChaosStack:
             "LLADA_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
             "LLADA_RESEND_QUEUED_AFTER_S": "1.5", "LLADA_MAX_ATTEMPTS": "6", "LLADA_ORPHAN_GRACE_S": "2",
             "LLADA_MAX_QUEUED_PER_TENANT": "500",
-            "LLADA_WORKER_EXECUTOR": "executor_doubles:ScriptedExecutorDouble",
+            "LLADA_WORKER_EXECUTOR": "tests.workers.executor_doubles:ScriptedExecutorDouble",
             "LLADA_TEST_RANDOM_SEED": "1", "LLADA_TEST_STEPS": str(STEPS), "LLADA_TEST_STEP_S": str(STEP_S),
-            "PYTHONPATH": os.pathsep.join([str(DOUBLES), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         }
         self.start_gateway()
         self.reaper = self._spawn("reaper", [sys.executable, "-m", "workers.reaper", "--interval", "0.3"])

@@ -5,15 +5,12 @@ and one table of verdicts printed at the end of the run. Marked `chaos`: `pytest
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workers"))  # executor_doubles
-
-from chaos_stack import MOTO_SERVER, ChaosStack, Verdict  # noqa: E402
-from postgres_databases import POSTGRES_ADMIN_URL, skip_without_postgres  # noqa: E402
+from tests.chaos.chaos_stack import MOTO_SERVER, ChaosStack, Verdict
+from tests.postgres_databases import POSTGRES_ADMIN_URL, skip_without_postgres
 
 VERDICTS: list[Verdict] = []
 

@@ -12,7 +12,7 @@ import time
 
 from PIL import Image
 
-from chaos_stack import STEP_S, STEPS, TERMINAL, wait_until
+from tests.chaos.chaos_stack import STEP_S, STEPS, TERMINAL, wait_until
 from client import LladaError
 
 JOB_S = STEPS * STEP_S  # how long a job computes

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway_process import start_gateway_process
+from tests.client.gateway_process import start_gateway_process
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import urllib.request
 import grpc
 import pytest
 
-from gateway_process import start_gateway_process
+from tests.client.gateway_process import start_gateway_process
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 

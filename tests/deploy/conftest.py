@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from deploy_paths import REPO
+from tests.deploy.deploy_paths import REPO
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +23,6 @@ def env_example() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def compose(compose_raw, env_example) -> dict:
     """The compose file as Compose sees it with the .env.example values."""
-    from compose_interpolation import interpolate
+    from tests.deploy.compose_interpolation import interpolate
 
     return interpolate(compose_raw, env_example)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from compose_interpolation import interpolate, variables_used
-from deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, MIGRATE_COMMAND, REAPER_COMMAND,
+from tests.deploy.compose_interpolation import interpolate, variables_used
+from tests.deploy.deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, MIGRATE_COMMAND, REAPER_COMMAND,
                           REPO, SCHEMAS, WORKER_COMMAND)
 
 LLADA_SERVICES = ("migrate", "gateway", "reaper", "worker", "worker-cpu")

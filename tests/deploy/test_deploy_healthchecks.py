@@ -16,7 +16,7 @@ from concurrent import futures
 
 import grpc
 import pytest
-from deploy_paths import REPO
+from tests.deploy.deploy_paths import REPO
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 

@@ -7,7 +7,7 @@ import importlib.util
 import subprocess
 
 import pytest
-from deploy_paths import REPO
+from tests.deploy.deploy_paths import REPO
 
 from shared.jobs import JobKind, validate_params
 

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from deploy_paths import GATEWAY_COMMAND, HEALTHCHECK_ROLES, REPO, WORKER_COMMAND
+from tests.deploy.deploy_paths import GATEWAY_COMMAND, HEALTHCHECK_ROLES, REPO, WORKER_COMMAND
 from packaging.requirements import Requirement
 
 DOCKER = REPO / "docker"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import base64
 
 import pytest
-from deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, MIGRATE_COMMAND, REAPER_COMMAND,
+from tests.deploy.deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, MIGRATE_COMMAND, REAPER_COMMAND,
                           REPO, WORKER_COMMAND)
-from k8s_manifests import (OVERLAYS, RendererMissing, find, find_prefixed, kustomize_command, pod_specs,
+from tests.deploy.k8s_manifests import (OVERLAYS, RendererMissing, find, find_prefixed, kustomize_command, pod_specs,
                            render, validate)
 
 try:

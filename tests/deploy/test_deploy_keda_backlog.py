@@ -5,8 +5,8 @@ from __future__ import annotations
 
 
 import pytest
-from k8s_manifests import OVERLAYS, RendererMissing, find, kustomize_command, render
-from postgres_databases import throwaway_database
+from tests.deploy.k8s_manifests import OVERLAYS, RendererMissing, find, kustomize_command, render
+from tests.postgres_databases import throwaway_database
 
 psycopg = pytest.importorskip("psycopg")
 

@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 import pytest
-from deploy_paths import REPO
+from tests.deploy.deploy_paths import REPO
 
 ENTRYPOINT = REPO / "docker" / "worker-cpu-entrypoint.sh"
 DRAIN = REPO / "docker" / "worker-drain.sh"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_jobs import E2E_EDIT_CROP_BASE, free_port, run_three_kinds
+from tests.e2e.e2e_jobs import E2E_EDIT_CROP_BASE, free_port, run_three_kinds
 
 ROOT = Path(__file__).resolve().parents[2]
 # The installed console script (client.cli:main), run with this interpreter's environment.

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from client import LladaClient, stage_name, state_name
-from e2e_jobs import E2E_DECODER_STEPS, free_port, wait_watching
+from tests.e2e.e2e_jobs import E2E_DECODER_STEPS, free_port, wait_watching
 from shared.settings import Settings
 from workers import embedded
 

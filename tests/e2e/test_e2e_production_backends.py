@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from postgres_databases import throwaway_database
-from e2e_jobs import E2E_EDIT_CROP_BASE, free_port, run_three_kinds
+from tests.postgres_databases import throwaway_database
+from tests.e2e.e2e_jobs import E2E_EDIT_CROP_BASE, free_port, run_three_kinds
 from shared.settings import Settings
 from workers import embedded
 

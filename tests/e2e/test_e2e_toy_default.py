@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from client import LladaClient, state_name
-from e2e_jobs import JOB_TIMEOUT_S, free_port
+from tests.e2e.e2e_jobs import JOB_TIMEOUT_S, free_port
 from workers import embedded
 from workers.model import toyworld as world
 

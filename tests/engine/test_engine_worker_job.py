@@ -32,8 +32,8 @@ def worker(tmp_path, engine):
 def submit(ctx: WorkerContext, kind: JobKind, params: dict, image: bytes | None = None) -> str:
     checked = validate_params(kind, params, max_prompt_chars=ctx.settings.max_prompt_chars)
     keys = {}
-    job, _ = ctx.db(repo.submit_job, tenant="t", request_id=None, kind=kind, params=checked.model_dump(mode="json"),
-                    input_keys=keys, priority=0)
+    job = ctx.db(repo.submit_job, tenant="t", request_id=None, kind=kind, params=checked.model_dump(mode="json"),
+                    input_keys=keys, priority=0).job
     if image is not None:
         key = input_key(job.id, "image")
         ctx.store.put(key, image, "application/octet-stream")

@@ -21,8 +21,8 @@ from shared.db import make_engine, session_factory, upgrade
 from shared.db.models import Job
 from shared.events import EmbeddedEventBus
 from shared.objectstore import LocalObjectStore
-from postgres_databases import throwaway_database
-from queue_double import QueueProducerDouble
+from tests.postgres_databases import throwaway_database
+from tests.gateway.queue_double import QueueProducerDouble
 from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 from shared.settings import Settings
 

@@ -7,8 +7,8 @@ import socket
 import grpc
 import pytest
 
-from images_for_tests import png
-from queue_double import QueueProducerDouble
+from tests.gateway.images_for_tests import png
+from tests.gateway.queue_double import QueueProducerDouble
 from services.gateway.server import start_gateway
 from services.gateway.servicer import GatewayDeps
 from shared.db import make_engine, session_factory

@@ -18,7 +18,7 @@ import grpc
 import pytest
 from sqlalchemy import create_engine
 
-from images_for_tests import png
+from tests.gateway.images_for_tests import png
 from shared.db import session_factory
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from PIL import ImageFile
 
-from images_for_tests import black_png, encoded, png, text_bomb_png
+from tests.gateway.images_for_tests import black_png, encoded, png, text_bomb_png
 from shared import repository as repo
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 

@@ -4,7 +4,7 @@ queue position, idempotency, pagination, tenant isolation."""
 import grpc
 import pytest
 
-from images_for_tests import jpeg, png
+from tests.gateway.images_for_tests import jpeg, png
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
 

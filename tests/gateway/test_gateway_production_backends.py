@@ -17,8 +17,8 @@ import redis
 from shared import attempts
 from shared.db import upgrade
 from client import LladaClient
-from images_for_tests import png
-from postgres_databases import throwaway_database
+from tests.gateway.images_for_tests import png
+from tests.postgres_databases import throwaway_database
 from shared.events import RedisEventBus
 from shared.objectstore import S3ObjectStore, result_key
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb

@@ -6,7 +6,7 @@ import math
 import grpc
 import pytest
 
-from images_for_tests import png
+from tests.gateway.images_for_tests import png
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
 

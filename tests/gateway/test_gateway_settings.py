@@ -9,7 +9,7 @@ from shared import attempts
 from shared import repository as repo
 from shared.objectstore import LocalObjectStore
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
-from images_for_tests import png
+from tests.gateway.images_for_tests import png
 
 TIMEOUT = 10
 

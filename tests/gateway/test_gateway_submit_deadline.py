@@ -7,7 +7,7 @@ import time
 import grpc
 import pytest
 
-from images_for_tests import png
+from tests.gateway.images_for_tests import png
 from shared import repository as repo
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 

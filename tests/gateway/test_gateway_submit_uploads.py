@@ -3,7 +3,7 @@
 import grpc
 import pytest
 
-from images_for_tests import png
+from tests.gateway.images_for_tests import png
 from shared.objectstore import LocalObjectStore
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 

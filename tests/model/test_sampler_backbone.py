@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_sampler_doubles import single_torch_thread  # noqa: F401 (autouse fixture)
+from tests.model.test_sampler_doubles import single_torch_thread  # noqa: F401 (autouse fixture)
 
 from workers.model.backbone import load_backbone
 from workers.model.sampler import GenerationRequest, SprintOptions, generate

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from test_sampler_doubles import (  # noqa: F401 (single_torch_thread: autouse fixture)
+from tests.model.test_sampler_doubles import (  # noqa: F401 (single_torch_thread: autouse fixture)
     EOS_ID, MASK_ID, PAD_FREE_IDS, ScriptedBackboneDouble, block_causal_mask,
     single_torch_thread,
 )

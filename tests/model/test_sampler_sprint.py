@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_sampler_doubles import (  # noqa: F401 (single_torch_thread: autouse fixture)
+from tests.model.test_sampler_doubles import (  # noqa: F401 (single_torch_thread: autouse fixture)
     EOS_ID, IMAGE_OFFSET, MASK_ID, PAD_FREE_IDS, ScriptedBackboneDouble,
     single_torch_thread,
 )

@@ -13,7 +13,7 @@ from shared.settings import TOY_CHECKPOINT
 from workers.model import toyworld as world
 from workers.model.toyworld.codes import GENERATION_SIDE, read_codes
 
-from test_tiny_checkpoint import OFFICIAL_FIELDS
+from tests.model.test_tiny_checkpoint import OFFICIAL_FIELDS
 
 MAX_BYTES = 25 * 1024 * 1024  # the bound on the shipped checkpoint
 # Fixed prompts and scenes: held-out combinations first (index % 7 == 0), then training ones.

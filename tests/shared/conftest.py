@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import delete
 
-from postgres_databases import throwaway_database
+from tests.postgres_databases import throwaway_database
 from shared.db import ApiKey, Job, make_engine, session_factory, upgrade
 
 

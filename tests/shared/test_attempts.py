@@ -17,8 +17,8 @@ FENCED, OWNED, CANCEL = AttemptStatus.FENCED, AttemptStatus.OWNED, AttemptStatus
 
 
 def submit(s, tenant="acme"):
-    job, _ = repo.submit_job(s, tenant=tenant, request_id=None, kind="TEXT_TO_IMAGE", params={"prompt": "p"},
-                             input_keys={}, priority=0)
+    job = repo.submit_job(s, tenant=tenant, request_id=None, kind="TEXT_TO_IMAGE", params={"prompt": "p"},
+                             input_keys={}, priority=0).job
     return job
 
 

@@ -41,8 +41,8 @@ def _token(value) -> str:
 
 
 def test_page_tokens_are_decoded_defensively(s):
-    job, _ = repo.submit_job(s, tenant="t", request_id=None, kind="TEXT_TO_IMAGE", params={"prompt": "p"},
-                             input_keys={})
+    job = repo.submit_job(s, tenant="t", request_id=None, kind="TEXT_TO_IMAGE", params={"prompt": "p"},
+                             input_keys={}).job
     repo.submit_job(s, tenant="t", request_id=None, kind="TEXT_TO_IMAGE", params={"prompt": "p"}, input_keys={})
     _, good = repo.list_jobs(s, "t", page_size=1)
     assert [j.id for j in repo.list_jobs(s, "t", page_size=1, page_token=good)[0]] == [job.id]

@@ -12,9 +12,9 @@ from shared.jobs import InvalidArgument
 
 
 def submit(s, tenant="acme", request_id=None, priority=0, kind="TEXT_TO_IMAGE"):
-    job, _ = repo.submit_job(
+    job = repo.submit_job(
         s, tenant=tenant, request_id=request_id, kind=kind, params={"prompt": "p"}, input_keys={}, priority=priority
-    )
+    ).job
     return job
 
 
@@ -24,16 +24,19 @@ def age_heartbeat(s, job_id, seconds):
 
 
 def test_submit_is_idempotent_per_tenant_and_request_id(s):
-    first, created = repo.submit_job(
+    submitted = repo.submit_job(
         s, tenant="acme", request_id="r1", kind="UNDERSTAND", params={"question": "q"},
         input_keys={"image": "inputs/x/image"}, priority=3,
     )
-    again, created_again = repo.submit_job(
+    first, created = submitted.job, submitted.created
+    submitted = repo.submit_job(
         s, tenant="acme", request_id="r1", kind="UNDERSTAND", params={"question": "other"}, input_keys={}, priority=0
     )
-    other_tenant, created_other = repo.submit_job(
+    again, created_again = submitted.job, submitted.created
+    submitted = repo.submit_job(
         s, tenant="globex", request_id="r1", kind="UNDERSTAND", params={}, input_keys={}, priority=0
     )
+    other_tenant, created_other = submitted.job, submitted.created
     assert (created, created_again, created_other) == (True, False, True)
     assert again.id == first.id and again.params == {"question": "q"}
     assert other_tenant.id != first.id

@@ -47,7 +47,8 @@ def test_the_fingerprint_is_what_the_request_asks_for():
 
 
 def test_same_request_returns_the_job_and_another_request_is_refused(s):
-    first, created = submit(s, "r1", fingerprint(prompt="p"), limits=LIMITS)
+    submitted = submit(s, "r1", fingerprint(prompt="p"), limits=LIMITS)
+    first, created = submitted.job, submitted.created
     assert created and first.request_fingerprint == fingerprint(prompt="p")
     again = submit(s, "r1", fingerprint(prompt="p"), limits=LIMITS)
     assert (again.job.id, again.created) == (first.id, False)
@@ -60,13 +61,14 @@ def test_same_request_returns_the_job_and_another_request_is_refused(s):
         == first.id
     # Another tenant's request id is its own; without a request id nothing is compared or stored.
     assert submit(s, "r1", fingerprint(prompt="other"), tenant="other", prompt="other").created
-    plain, created = submit(s, None, fingerprint(prompt="p"))
+    submitted = submit(s, None, fingerprint(prompt="p"))
+    plain, created = submitted.job, submitted.created
     assert created and plain.request_fingerprint is None
     assert job_count(s) == 3
 
 
 def test_a_job_from_before_fingerprints_answers_any_retry(s):
-    legacy, _ = submit(s, "old", None)  # as a job submitted before migration 0003
+    legacy = submit(s, "old", None).job  # as a job submitted before migration 0003
     assert legacy.request_fingerprint is None
     assert submit(s, "old", fingerprint(prompt="anything")).job.id == legacy.id
 
@@ -74,7 +76,7 @@ def test_a_job_from_before_fingerprints_answers_any_retry(s):
 def test_the_loser_of_the_unique_constraint_is_refused_too(s, monkeypatch):
     """The race without the advisory lock: both reads saw no job, the second insert hits the unique
     constraint and must still compare fingerprints (forced here by hiding the first job from the read)."""
-    first, _ = submit(s, "race", fingerprint(prompt="p"))
+    first = submit(s, "race", fingerprint(prompt="p")).job
     real_read = repo._submit_read
     monkeypatch.setattr(repo, "_submit_read", lambda s_, job: (None, *real_read(s_, job)[1:]))
     with pytest.raises(repo.RequestIdReused):

@@ -16,8 +16,8 @@ LARGEST_SEED = 2**63 - 1  # the model draws seeds in [0, 2**63): needs a 64-bit 
 
 
 def test_finish_job_stores_the_seed_and_it_reads_back(s):
-    job, _ = repo.submit_job(s, tenant="t", request_id=None, kind=JobKind.TEXT_TO_IMAGE, params={"prompt": "x"},
-                             input_keys={}, priority=0)
+    job = repo.submit_job(s, tenant="t", request_id=None, kind=JobKind.TEXT_TO_IMAGE, params={"prompt": "x"},
+                             input_keys={}, priority=0).job
     attempt = attempts.claim_job(s, job.id, "w1", heartbeat_timeout_s=60)
     attempts.finish_job(s, attempt, output_keys={"image": f"results/{job.id}/1/image.png"}, seed=LARGEST_SEED)
     s.expire_all()
@@ -26,8 +26,8 @@ def test_finish_job_stores_the_seed_and_it_reads_back(s):
 
 
 def test_a_job_without_an_image_has_no_seed(s):
-    job, _ = repo.submit_job(s, tenant="t", request_id=None, kind=JobKind.UNDERSTAND, params={"question": "?"},
-                             input_keys={}, priority=0)
+    job = repo.submit_job(s, tenant="t", request_id=None, kind=JobKind.UNDERSTAND, params={"question": "?"},
+                             input_keys={}, priority=0).job
     attempt = attempts.claim_job(s, job.id, "w1", heartbeat_timeout_s=60)
     attempts.finish_job(s, attempt, output_keys={}, output_text="an answer")
     s.expire_all()
@@ -48,8 +48,8 @@ def test_migration_0002_downgrades_and_upgrades_keeping_the_jobs(fresh_db_url):
     assert seed_columns(fresh_db_url) == ["result_seed"]
     engine = make_engine(fresh_db_url)
     with session_factory(engine)() as s:
-        job, _ = repo.submit_job(s, tenant="t", request_id="r1", kind=JobKind.TEXT_TO_IMAGE,
-                                 params={"prompt": "kept"}, input_keys={}, priority=0)
+        job = repo.submit_job(s, tenant="t", request_id="r1", kind=JobKind.TEXT_TO_IMAGE,
+                                 params={"prompt": "kept"}, input_keys={}, priority=0).job
         job_id = job.id
     engine.dispose()
 

@@ -15,10 +15,10 @@ def checked_submit(s, tenant, request_id=None, limits=LIMITS, priority=0):
                            input_keys={}, priority=priority, limits=limits)
 
 
-def test_submit_returns_the_queue_position_and_still_unpacks_as_job_and_created(s):
+def test_submit_returns_the_job_whether_it_was_created_and_its_queue_position(s):
     first = checked_submit(s, "acme")
     urgent = checked_submit(s, "acme", priority=5)
-    job, created = first
+    job, created = first.job, first.created
     assert created and job.state == JobState.QUEUED.value and first.queue_position == 1
     assert urgent.queue_position == 1  # higher priority goes ahead of the older job
     assert repo.queue_position(s, first.job) == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker_harness import WorkerHarness, make_harness
+from tests.workers.worker_harness import WorkerHarness, make_harness
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from worker_harness import png_bytes
+from tests.workers.worker_harness import png_bytes
 from shared.jobs import JobKind, validate_params
 from shared.queue import RUN_JOB_TASK
 from shared.settings import Settings

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from executor_doubles import ScriptedExecutorDouble
-from worker_harness import make_harness
+from tests.workers.executor_doubles import ScriptedExecutorDouble
+from tests.workers.worker_harness import make_harness
 from shared import attempts
 from shared.jobs import JobKind
 from workers.executor import ModelUnavailable

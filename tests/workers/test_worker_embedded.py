@@ -70,10 +70,9 @@ def test_llada_down_during_a_job_hands_it_back_to_the_next_up(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     settings = Settings(data_dir=tmp_path, grpc_listen=f"127.0.0.1:{port}", metrics_port=0)
-    here = Path(__file__).resolve().parent
-    env = {"LLADA_WORKER_EXECUTOR": "executor_doubles:ScriptedExecutorDouble", "LLADA_TEST_STEPS": "300",
+    env = {"LLADA_WORKER_EXECUTOR": "tests.workers.executor_doubles:ScriptedExecutorDouble", "LLADA_TEST_STEPS": "300",
            "LLADA_TEST_STEP_S": "0.05", "LLADA_DRAIN_TIMEOUT_S": "1",
-           "PYTHONPATH": os.pathsep.join([str(here), str(here.parents[1]), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from worker_process import WorkerStack
+from tests.workers.worker_process import WorkerStack
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import delete
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from executor_doubles import PausingExecutorDouble, ScriptedExecutorDouble, png_seed
-from worker_harness import make_harness
+from tests.workers.executor_doubles import PausingExecutorDouble, ScriptedExecutorDouble, png_seed
+from tests.workers.worker_harness import make_harness
 from shared import attempts
 from shared import repository as repo
 from shared.db import Job

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from worker_process import ROOT, WorkerStack
+from tests.workers.worker_process import ROOT, WorkerStack
 from workers.lifecycle import EXIT_MODEL_UNAVAILABLE
 
 

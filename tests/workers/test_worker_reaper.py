@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from worker_harness import png_bytes
+from tests.workers.worker_harness import png_bytes
 from shared import attempts
 from shared.db import make_engine, session_factory
 from shared.health_file import judge, read_health_file

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from shared.health_file import judge, read_health_file
-from worker_process import WorkerStack
+from tests.workers.worker_process import WorkerStack
 from workers.lifecycle import EXIT_MODEL_UNAVAILABLE
 
 # Short jobs on the tiny checkpoint (a few seconds each here): big enough to be mid-job when signalled.

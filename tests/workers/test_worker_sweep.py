@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, update
 
-from worker_harness import png_bytes
+from tests.workers.worker_harness import png_bytes
 from shared import attempts
 from shared import repository as repo
 from shared.db import Job

@@ -9,8 +9,8 @@ import time
 
 from PIL import Image
 
-from executor_doubles import DRAWN_SEED
-from worker_harness import png_bytes
+from tests.workers.executor_doubles import DRAWN_SEED
+from tests.workers.worker_harness import png_bytes
 from shared import attempts
 from shared import repository as repo
 from shared.jobs import JobKind, JobState

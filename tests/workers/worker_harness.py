@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from executor_doubles import ScriptedExecutorDouble
+from tests.workers.executor_doubles import ScriptedExecutorDouble
 from shared import repository as repo
 from shared.db import make_engine, session_factory, upgrade
 from shared.events import EmbeddedEventBus
@@ -40,8 +40,8 @@ class WorkerHarness:
         """A QUEUED job as the gateway stores it: validated params with defaults, inputs in the store."""
         image = params.pop("image", None)
         checked = validate_params(kind, params, max_prompt_chars=self.ctx.settings.max_prompt_chars)
-        job, _ = self.ctx.db(repo.submit_job, tenant="t1", request_id=None, kind=kind,
-                             params=checked.model_dump(mode="json"), input_keys={}, priority=0)
+        job = self.ctx.db(repo.submit_job, tenant="t1", request_id=None, kind=kind,
+                             params=checked.model_dump(mode="json"), input_keys={}, priority=0).job
         if image is not None:
             key = input_key(job.id, "image")
             self.ctx.store.put(key, image, "image/png")

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from executor_doubles import runs_logged
+from tests.workers.executor_doubles import runs_logged
 from shared import repository as repo
 from shared.db import make_engine, session_factory, upgrade
 from shared.jobs import JobKind, validate_params
@@ -19,7 +19,6 @@ from shared.settings import Settings
 from workers.reaper import reaper_from_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 WORKER_READY_TIMEOUT_S = 60.0
 
 # Fast beats: a worker that died is noticed within three seconds. (1.5 s left little room for beats held up
@@ -46,11 +45,11 @@ class WorkerStack:
         self.env.update(FAULT_SETTINGS)
         self.env.update({
             "LLADA_DATA_DIR": str(data_dir),
-            "LLADA_WORKER_EXECUTOR": "executor_doubles:ScriptedExecutorDouble",
+            "LLADA_WORKER_EXECUTOR": "tests.workers.executor_doubles:ScriptedExecutorDouble",
             "LLADA_TEST_MARKERS": str(self.markers),
             "LLADA_TEST_STEPS": str(steps),
             "LLADA_TEST_STEP_S": str(step_s),
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), self.env.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), self.env.get("PYTHONPATH", "")]),
         })
         if broker_url:
             self.env["LLADA_BROKER_URL"] = broker_url
@@ -113,8 +112,8 @@ class WorkerStack:
         params = validate_params(JobKind.TEXT_TO_IMAGE, {"prompt": prompt, "width": 256, "height": 256, **params},
                                  max_prompt_chars=4000)
         with self.sessions() as s:
-            job, _ = repo.submit_job(s, tenant="t1", request_id=None, kind=JobKind.TEXT_TO_IMAGE,
-                                     params=params.model_dump(mode="json"), input_keys={}, priority=0)
+            job = repo.submit_job(s, tenant="t1", request_id=None, kind=JobKind.TEXT_TO_IMAGE,
+                                     params=params.model_dump(mode="json"), input_keys={}, priority=0).job
         if send:
             enqueue_run_job(job.id, settings=self.settings)
         return job.id
