@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(BENCH)]
 
 from client import LladaClient, state_name  # noqa: E402
 from shared.settings import Settings  # noqa: E402
-from workers import embedded  # noqa: E402
+from server import embedded  # noqa: E402
 
 # How often the bare caller polls for its result: the filesystem broker's own polling interval, so the
 # floor and the service wait on the same clock tick.

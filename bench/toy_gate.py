@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 from PIL import Image  # noqa: E402
 
 from client import LladaClient, state_name  # noqa: E402
-from workers import embedded  # noqa: E402
+from server import embedded  # noqa: E402
 from workers.model import toyworld as world  # noqa: E402
 from workers.model.toyworld.texts import DESCRIBE  # noqa: E402
 

@@ -224,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _connection_options(common, suppress=True)
     parser = argparse.ArgumentParser(prog="llada", description="Submit and manage LLaDA2.0-Uni jobs.",
-                                     epilog="Also: llada run ... (model runtime), llada up|down (embedded "
-                                            "stack), llada keys create --tenant T | list | revoke ID.")
+                                     epilog="Running the service (the embedded stack, its processes, keys, the "
+                                            "model in-process) is llada-server's: llada-server --help.")
     _connection_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 

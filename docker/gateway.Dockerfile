@@ -19,6 +19,7 @@ COPY shared ./shared
 COPY services ./services
 COPY workers ./workers
 COPY client ./client
+COPY server ./server
 # --no-deps: pyproject's dependencies include torch, which this image must never contain. The install also
 # puts the project's commands on PATH (llada, llada-healthcheck).
 RUN pip install --no-deps -e . \

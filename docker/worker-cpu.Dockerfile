@@ -29,6 +29,7 @@ COPY shared ./shared
 COPY services ./services
 COPY workers ./workers
 COPY client ./client
+COPY server ./server
 # The check stops a build that got a CUDA torch or nvidia packages all the same.
 RUN pip install -c /tmp/torch-cpu-constraints.txt -e . \
     && python -c "import importlib.metadata as md, sys, torch; nv = sorted(n for n in (d.metadata['Name'] for d in md.distributions()) if n.lower().startswith('nvidia')); sys.exit(f'not the CPU torch: {torch.__version__}, CUDA {torch.version.cuda}, {nv}' if torch.version.cuda or nv else 0)"

@@ -24,6 +24,7 @@ COPY shared ./shared
 COPY services ./services
 COPY workers ./workers
 COPY client ./client
+COPY server ./server
 # Check the base's torch before pip runs: a different release would make pip fetch another torch build.
 RUN python -c "import sys, torch; v = torch.__version__.split('+')[0]; sys.exit(None if v == '2.13.0' else f'base image has torch {v}; pyproject.toml pins 2.13.0')" \
     && pip install -e .

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/demo.py [--output DIR] [--data-dir DIR]
 
-Starts the embedded stack (workers.embedded: gateway, worker, reaper; SQLite, local object folder,
+Starts the embedded stack (server.embedded: gateway, worker, reaper; SQLite, local object folder,
 filesystem broker, the trained toy checkpoint shipped in `models/toy-shapes`), then through the client SDK
 submits a text-to-image job for a picture of the shapes world (`../shared/docs/TOY_WORLD.md`), asks
 understanding jobs several questions about the picture it got back, edits it, and prints the answers. It
@@ -29,7 +29,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # 
 from rich.table import Table  # noqa: E402
 
 from client import LladaClient, kind_name, stage_name, state_name  # noqa: E402
-from workers import embedded  # noqa: E402
+from server import embedded  # noqa: E402
 from workers.model.toyworld import read_scene  # noqa: E402
 
 # The toy model's pictures are 128 × 128 (a 4 × 4 backbone grid, 32 px per code; TOY_WORLD.md "Resolution").

@@ -471,9 +471,14 @@ def create_api_key(s: Session, tenant: str) -> str:
         raise InvalidArgument("tenant", "must not be empty")
     if len(tenant) > MAX_TENANT_CHARS or not tenant.isprintable():
         raise InvalidArgument("tenant", f"must be at most {MAX_TENANT_CHARS} printable characters")
-    plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    plaintext = new_api_key()
     register_api_key(s, tenant, plaintext)
     return plaintext
+
+
+def new_api_key() -> str:
+    """A fresh random API key (its first API_KEY_PREFIX_CHARS characters are what `list-keys` shows)."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 def register_api_key(s: Session, tenant: str, plaintext: str) -> None:

@@ -3,8 +3,6 @@ is the same function)."""
 
 import io
 import json
-import sys
-import types
 
 import pytest
 
@@ -12,6 +10,7 @@ pytestmark = pytest.mark.timeout(60)
 from PIL import Image
 
 from client import cli
+from server.cli import main as llada_server
 
 
 def png_file(path, color=(10, 20, 30)):
@@ -99,23 +98,16 @@ def test_flags_override_the_environment(llada, server, monkeypatch):
     assert code == 0
 
 
-def test_delegated_commands_are_imported_lazily(llada, monkeypatch):
-    calls = []
-    double = types.ModuleType("workers_embedded_double")
-    double.main = lambda argv: calls.append(argv) or 0
-    monkeypatch.setitem(cli.DELEGATED, "up", ("workers_embedded_double", True))
-    monkeypatch.setitem(sys.modules, "workers_embedded_double", double)
-    assert llada("up", "--detach")[0] == 0
-    assert calls == [["up", "--detach"]]
-
-    monkeypatch.setitem(cli.DELEGATED, "run", ("workers.no_such_cli_module", False))
-    code, _, err = llada("run", "t2i", "x")
-    assert code == 2 and "not available" in err and "workers.no_such_cli_module" in err
+@pytest.mark.parametrize("command", [["up"], ["run", "t2i", "x"], ["keys", "create", "--tenant", "t"]])
+def test_a_server_command_points_to_llada_server(llada, command):
+    code, out, err = llada(*command)
+    assert (code, out) == (2, "") and f"run `llada-server {' '.join(command)}`" in err
 
 
-def test_keys_create_prints_a_working_key(llada, server, monkeypatch):
+def test_a_key_from_llada_server_works_with_llada(llada, server, monkeypatch, capsys):
     monkeypatch.setenv("LLADA_DATABASE_URL", server.settings.database_url)
-    code, out, err = llada("keys", "create", "--tenant", "cli-tenant")
+    code = llada_server(["keys", "create", "--tenant", "cli-tenant"])
+    out, err = capsys.readouterr()
     assert code == 0, err
     key = out.strip()
     monkeypatch.setenv("LLADA_API_KEY", key)

@@ -1,5 +1,5 @@
-"""End to end through gRPC on the embedded backends: `llada up`, the three job kinds with the real tiny
-model, progress seen by the watcher, outputs downloaded, `llada status`, `llada down`."""
+"""End to end through gRPC on the embedded backends: `llada-server up`, the three job kinds with the real tiny
+model, progress seen by the watcher, outputs downloaded, `llada-server status`, `llada-server down`."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from tests.e2e.e2e_jobs import E2E_EDIT_CROP_BASE, free_port, run_three_kinds
 
 ROOT = Path(__file__).resolve().parents[2]
 # The installed console script (client.cli:main), run with this interpreter's environment.
-LLADA = [str(Path(sys.executable).with_name("llada"))]
+LLADA_SERVER = [str(Path(sys.executable).with_name("llada-server"))]
 
 
-def llada(*args: str, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([*LLADA, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+def llada_server(*args: str, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([*LLADA_SERVER, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,13 @@ def stack(tmp_path_factory, tiny_checkpoint):
     env = {**os.environ, "LLADA_DATA_DIR": str(data_dir), "LLADA_MODEL_PATH": str(tiny_checkpoint),
            "LLADA_EDIT_CROP_BASE": E2E_EDIT_CROP_BASE}
     address = f"127.0.0.1:{free_port()}"
-    up = llada("up", "--grpc-listen", address, "--metrics-port", "0", env=env)
+    up = llada_server("up", "--grpc-listen", address, "--metrics-port", "0", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
     assert f"gRPC at {address}" in up.stdout
     try:
         yield data_dir, address, (data_dir / "api-key").read_text().strip(), env
     finally:
-        down = llada("down", env=env, timeout=60)
+        down = llada_server("down", env=env, timeout=60)
         assert down.returncode == 0, down.stdout + down.stderr
         assert "worker stopped" in down.stdout or "worker killed" in down.stdout
 
@@ -43,7 +43,7 @@ def test_up_keeps_data_logs_key_and_pids_in_one_folder_and_serves(stack):
     for path in ("jobs.db", "api-key", "stack.json", "objects", "broker/queue", "logs/gateway.log",
                  "logs/worker.log", "logs/reaper.log"):
         assert (data_dir / path).exists(), path
-    status = llada("status", env=env, timeout=60)
+    status = llada_server("status", env=env, timeout=60)
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"SERVING at {address}" in status.stdout
     # The embedded stack runs the in-process Pipeline, one job per prefork child, not the Ray engine.
@@ -76,7 +76,7 @@ def test_cancel_a_running_job_over_grpc(stack):
 
 def test_the_default_model_is_the_shipped_toy_checkpoint_and_a_missing_one_is_refused(tmp_path):
     from shared.settings import TOY_CHECKPOINT, TOY_EDIT_CROP_BASE, Settings
-    from workers.embedded import ensure_model
+    from server.embedded import ensure_model
 
     default = Settings(data_dir=tmp_path)
     assert Path(default.model_path) == TOY_CHECKPOINT and default.edit_crop_base == TOY_EDIT_CROP_BASE

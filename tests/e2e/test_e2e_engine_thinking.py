@@ -21,7 +21,7 @@ from PIL import Image
 from client import LladaClient, stage_name, state_name
 from tests.e2e.e2e_jobs import E2E_DECODER_STEPS, free_port, wait_watching
 from shared.settings import Settings
-from workers import embedded
+from server import embedded
 
 # Small enough for a 2-core machine: a 128² image at 2 steps a block after a 16-token thinking pass at
 # 3 steps a block.

@@ -17,7 +17,7 @@ import pytest
 from tests.postgres_databases import throwaway_database
 from tests.e2e.e2e_jobs import E2E_EDIT_CROP_BASE, free_port, run_three_kinds
 from shared.settings import Settings
-from workers import embedded
+from server import embedded
 
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 

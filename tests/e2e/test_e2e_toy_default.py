@@ -1,4 +1,4 @@
-"""The embedded default as a newcomer meets it (issue 12): `llada up` with no model named serves the trained
+"""The embedded default as a newcomer meets it (issue 12): `llada-server up` with no model named serves the trained
 toy checkpoint; over gRPC, with the service's default settings, pictures come back with the prompt's place and background, questions
 about it are answered exactly and an edit changes what it says. A fixed sample; the full gate is bench/toy_gate.py."""
 
@@ -12,7 +12,7 @@ from PIL import Image
 
 from client import LladaClient, state_name
 from tests.e2e.e2e_jobs import JOB_TIMEOUT_S, free_port
-from workers import embedded
+from server import embedded
 from workers.model import toyworld as world
 
 PROMPTS = [world.combination(i) for i in (14, 203, 390)]  # held-out, training, training

@@ -1,10 +1,10 @@
-"""The key commands operators run (`python -m services.gateway.admin`, also `llada keys ...`): create-key
+"""The key commands operators run (`python -m services.gateway.admin`, also `llada-server keys ...`): create-key
 prints the key once, list-keys never shows it, revoke-key takes an id or a prefix and refuses the key
 itself and ambiguous prefixes."""
 
 import pytest
 
-from client.cli import main as llada
+from server.cli import main as llada_server
 from services.gateway.admin import main as admin
 from shared import repository as repo
 from shared.db import make_engine, session_factory, upgrade
@@ -19,8 +19,8 @@ def db(tmp_path):
     engine.dispose()
 
 
-def run(capsys, *argv, via_llada=False):
-    code = (llada(["keys", *argv]) if via_llada else admin(list(argv)))
+def run(capsys, *argv, via_llada_server=False):
+    code = (llada_server(["keys", *argv]) if via_llada_server else admin(list(argv)))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -30,7 +30,7 @@ def test_create_list_and_revoke_by_id_and_by_prefix(db, capsys):
     code, out, _ = run(capsys, "--database-url", url, "create-key", "--tenant", "acme")
     first = out.strip()
     assert code == 0 and first.startswith("llada_")
-    second = run(capsys, "create", "--tenant", "beta", "--database-url", url, via_llada=True)[1].strip()
+    second = run(capsys, "create", "--tenant", "beta", "--database-url", url, via_llada_server=True)[1].strip()
 
     code, out, _ = run(capsys, "--database-url", url, "list-keys")
     assert code == 0 and first not in out and second not in out
@@ -41,7 +41,7 @@ def test_create_list_and_revoke_by_id_and_by_prefix(db, capsys):
 
     code, out, _ = run(capsys, "--database-url", url, "revoke-key", first_id)
     assert code == 0 and "acme" in out and first not in out
-    code, out, _ = run(capsys, "revoke", "--database-url", url, second[:9], via_llada=True)
+    code, out, _ = run(capsys, "revoke", "--database-url", url, second[:9], via_llada_server=True)
     assert code == 0 and "beta" in out
     with sessions() as s:
         assert repo.tenant_for_api_key(s, first) is None and repo.tenant_for_api_key(s, second) is None

@@ -1,4 +1,4 @@
-"""`llada run …` / `python -m workers.model.cli`: writes images and answers, refuses bad input with exit 2."""
+"""`llada-server run …` / `python -m workers.model.cli`: writes images and answers, refuses bad input with exit 2."""
 
 from __future__ import annotations
 
@@ -89,11 +89,11 @@ def test_without_a_model_the_shipped_toy_checkpoint_is_used_with_its_crop_base(t
     assert cli.default_model_path() == tmp_path
 
 
-def test_llada_console_script_dispatches_run(tiny_ckpt, tmp_path):
-    from client.cli import main as llada
+def test_llada_server_dispatches_run(tiny_ckpt, tmp_path):
+    from server.cli import main as llada_server
 
-    out = tmp_path / "via-llada.png"
-    assert llada(["run", "t2i", "a fox", *T2I, "--seed", "1", "--model", str(tiny_ckpt), "-o", str(out)]) == 0
+    out = tmp_path / "via-llada-server.png"
+    assert llada_server(["run", "t2i", "a fox", *T2I, "--seed", "1", "--model", str(tiny_ckpt), "-o", str(out)]) == 0
     assert Image.open(out).size == (128, 256)
 
 

@@ -14,7 +14,7 @@ from shared.db import make_engine, session_factory, upgrade
 from shared.jobs import JobKind
 from shared.queue import enqueue_run_job
 from shared.settings import Settings
-from workers.embedded import (DEFAULT_STOP_TIMEOUT_S, EMBEDDED_DRAIN_TIMEOUT_S, StackInfo, ensure_api_key,
+from server.embedded import (DEFAULT_STOP_TIMEOUT_S, EMBEDDED_DRAIN_TIMEOUT_S, StackInfo, ensure_api_key,
                               exported_settings, main, stack_status, start_stack, stop_stack)
 
 

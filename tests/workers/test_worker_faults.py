@@ -81,7 +81,7 @@ def test_sigterm_lets_the_running_job_finish_then_stops(stack):
     job_id = stack.submit("slow job during shutdown")
     stack.wait(lambda: stack.job(job_id).state == "RUNNING", what="job running")
 
-    os.kill(stack.worker.pid, signal.SIGTERM)  # the leader only, as workers.embedded.stop_pids does
+    os.kill(stack.worker.pid, signal.SIGTERM)  # the leader only, as server.embedded.stop_pids does
     stack.worker.wait(30)
 
     job = stack.job(job_id)

@@ -1,8 +1,8 @@
-"""`llada run t2i|understand|edit …`: run the Pipeline in this process, without the service.
+"""`llada-server run t2i|understand|edit …`: run the Pipeline in this process, without the service.
 
-    llada run t2i "a red fox in the snow" --width 512 --height 512 --seed 0 -o fox.png
-    llada run understand photo.jpg "What is in this picture?"
-    llada run edit photo.jpg "make it night" -o night.png
+    llada-server run t2i "a red fox in the snow" --width 512 --height 512 --seed 0 -o fox.png
+    llada-server run understand photo.jpg "What is in this picture?"
+    llada-server run edit photo.jpg "make it night" -o night.png
 
 `--model` defaults to $LLADA_MODEL_PATH; without it, the toy checkpoint shipped in models/toy-shapes, trained
 on the shapes world of ../shared/docs/TOY_WORLD.md (a prompt outside that world gets arbitrary output). Also runs as
@@ -27,7 +27,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="llada run", description="Run LLaDA2.0-Uni locally (no server): text-to-image, understanding, editing.",
+        prog="llada-server run", description="Run LLaDA2.0-Uni locally (no server): text-to-image, understanding, editing.",
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", help=f"checkpoint folder (default ${MODEL_ENV}, else the trained toy checkpoint "
@@ -209,13 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         with cancel_on_interrupt() as should_cancel, StageBars(not args.quiet) as bars:
             result = _run(args, pipe, bars, should_cancel)
     except ModelInputError as err:
-        print(f"llada run: invalid {err.field}: {err.message}", file=sys.stderr)
+        print(f"llada-server run: invalid {err.field}: {err.message}", file=sys.stderr)
         return EXIT_USAGE
     except FileNotFoundError as err:
-        print(f"llada run: {err}", file=sys.stderr)
+        print(f"llada-server run: {err}", file=sys.stderr)
         return EXIT_USAGE
     except Cancelled:
-        print("llada run: cancelled", file=sys.stderr)
+        print("llada-server run: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     _report(args, result)
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""``llada up | down | status``: the embedded stack on one machine, nothing to install but Python packages.
+"""``llada-server up | down | status``: the embedded stack on one machine, nothing to install but Python packages.
 
 `up` starts the gateway (`python -m services.gateway`), one Celery worker and the reaper as background
 processes, with SQLite, a local object folder, kombu's filesystem broker and the trained toy checkpoint
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
 from shared.files import replace_file
+from shared.repository import new_api_key
 from shared.settings import TOY_CHECKPOINT, Settings
 
 PID_FILE = "stack.json"
@@ -35,7 +35,7 @@ API_KEY_FILE = "api-key"
 LOG_DIR = "logs"
 DEFAULT_START_TIMEOUT_S = 120.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
-# The worker's drain on `llada down`: below the stop timeout, with room to hand the job back and exit.
+# The worker's drain on `llada-server down`: below the stop timeout, with room to hand the job back and exit.
 EMBEDDED_DRAIN_TIMEOUT_S = DEFAULT_STOP_TIMEOUT_S - 10.0
 # The embedded reaper runs often: it is what recovers a message the filesystem broker lost.
 EMBEDDED_REAPER_INTERVAL_S = 2.0
@@ -166,7 +166,7 @@ def ensure_api_key(data_dir: Path) -> str:
     path = data_dir / API_KEY_FILE
     if path.exists():
         return path.read_text().strip()
-    key = "llada_" + secrets.token_urlsafe(32)
+    key = new_api_key()
     replace_file(path, (key + "\n").encode())  # 0600 from the start, never half written
     return key
 
@@ -265,8 +265,8 @@ def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_
     # small (often CPU-only) machine, where the Ray engine's start-up (a local cluster, three actors) costs
     # seconds and memory and buys nothing — there are no devices to spread the stages over.
     env.setdefault("LLADA_WORKER_EXECUTOR", EMBEDDED_WORKER_EXECUTOR)
-    # `llada down` waits DEFAULT_STOP_TIMEOUT_S before SIGKILL: a job still running by then is handed
-    # back (re-queued, run by the next `llada up`) instead of being cut off mid-attempt.
+    # `llada-server down` waits DEFAULT_STOP_TIMEOUT_S before SIGKILL: a job still running by then is handed
+    # back (re-queued, run by the next `llada-server up`) instead of being cut off mid-attempt.
     env.setdefault("LLADA_DRAIN_TIMEOUT_S", str(EMBEDDED_DRAIN_TIMEOUT_S))
     env.update({"LLADA_DEFAULT_API_KEY": api_key, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
     info = StackInfo(data_dir=str(data_dir), grpc_address=settings.grpc_listen, api_key=api_key)
@@ -317,7 +317,7 @@ def stack_status(data_dir: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llada", description="the embedded llada-serve stack")
+    parser = argparse.ArgumentParser(prog="llada-server", description="the embedded llada-serve stack")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("up", "start the gateway, a worker and the reaper"), ("down", "stop them"),
                             ("status", "show whether they run")):
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             info = start_stack(settings, timeout_s=args.timeout, log=lambda m: print(m, file=sys.stderr))
         except RuntimeError as err:
-            print(f"llada up: {err}", file=sys.stderr)
+            print(f"llada-server up: {err}", file=sys.stderr)
             return EXIT_FAILED
         print(f"llada-serve is up: gRPC at {info.grpc_address}, data and logs in {info.data_dir}")
         print(f"export LLADA_SERVER={info.grpc_address}")
@@ -350,9 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "down":
         how = stop_stack(data_dir, timeout_s=args.timeout)
         if not how:
-            print(f"llada down: no stack recorded in {data_dir}")
+            print(f"llada-server down: no stack recorded in {data_dir}")
             return EXIT_OK
-        print("llada down: " + ", ".join(f"{name} {state}" for name, state in how.items()))
+        print("llada-server down: " + ", ".join(f"{name} {state}" for name, state in how.items()))
         return EXIT_OK
     status = stack_status(data_dir)
     if not status:
