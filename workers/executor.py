@@ -12,7 +12,7 @@ import io
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from shared.jobs import EditParams, JobKind, TextToImageParams, UnderstandParams
@@ -102,19 +102,17 @@ class ModelExecutor:
 
     def run(self, kind: JobKind, params: Any, inputs: Mapping[str, bytes], *,
             progress: Progress, should_cancel: ShouldCancel) -> JobOutput:
-        pipe = self.model()
+        model = self.model()
+        task = task_for(kind, params, edit_crop_base=self.edit_crop_base)
         hooks = {"progress": progress, "should_cancel": should_cancel}
         if kind is JobKind.TEXT_TO_IMAGE:
-            result = pipe.generate_image(params.prompt, **text_to_image_kwargs(params), **hooks)
+            result = model.text_to_image(task, **hooks)
         elif kind is JobKind.UNDERSTAND:
             # Encoded bytes as stored: the model's own input path decodes them (bomb guard, 16-bit, EXIF,
             # alpha) and names the field "image" in its errors; the runner prefixes the job kind.
-            result = pipe.understand_image(inputs["image"], params.question, **understand_kwargs(params), **hooks)
-        elif kind is JobKind.EDIT:
-            result = pipe.edit_image(inputs["image"], params.instruction, crop_base=self.edit_crop_base,
-                                     **edit_kwargs(params), **hooks)
-        else:  # pragma: no cover - JobKind is closed
-            raise ValueError(f"unknown job kind {kind}")
+            result = model.understand(inputs["image"], task, **hooks)
+        else:
+            result = model.edit(inputs["image"], task, **hooks)
         return output_of(result)
 
 
@@ -142,29 +140,22 @@ def output_of(result) -> JobOutput:
                      seed=getattr(result, "seed", None))
 
 
-def _decoder_kwargs(params: TextToImageParams | EditParams) -> dict[str, Any]:
-    return {"decoder": params.decoder, "decoder_steps": params.decoder_steps,
-            "resolution_multiplier": params.resolution_multiplier, "seed": params.seed}
+def task_for(kind: JobKind, params: TextToImageParams | UnderstandParams | EditParams, *, edit_crop_base: int):
+    """The model's typed task (workers.model.tasks) for a job's checked params: the fields they share by name,
+    SPRINT as the sampler takes it, and the deployment's edit crop base."""
+    from workers.model.tasks import EditTask, TextToImageTask, UnderstandTask
 
-
-def text_to_image_kwargs(params: TextToImageParams) -> dict[str, Any]:
-    return {
-        "width": params.width, "height": params.height, "steps": params.steps, "cfg_scale": params.cfg_scale,
-        "block_length": params.block_length, "mode": params.mode, "thinking_steps": params.thinking_steps,
-        "thinking_gen_length": params.thinking_gen_length,
-        **_decoder_kwargs(params), **sprint_kwargs(params.sprint),
-    }
-
-
-def understand_kwargs(params: UnderstandParams) -> dict[str, Any]:
-    # Understanding has its own `threshold` field; it wins over `sprint.threshold`.
-    return {**sprint_kwargs(params.sprint), "gen_length": params.gen_length, "steps": params.steps,
-            "block_length": params.block_length, "threshold": params.threshold}
-
-
-def edit_kwargs(params: EditParams) -> dict[str, Any]:
-    return {"steps": params.steps, "block_length": params.block_length, "cfg_text_scale": params.cfg_text_scale,
-            "cfg_image_scale": params.cfg_image_scale, **_decoder_kwargs(params)}
+    task_type = {JobKind.TEXT_TO_IMAGE: TextToImageTask, JobKind.UNDERSTAND: UnderstandTask,
+                 JobKind.EDIT: EditTask}[kind]
+    shared = {f.name for f in fields(task_type)} & set(type(params).model_fields) - {"sprint"}
+    values = {name: getattr(params, name) for name in shared}
+    if "sprint" in type(params).model_fields:
+        values.update(sprint_kwargs(params.sprint))
+    if kind is JobKind.UNDERSTAND:
+        values["threshold"] = params.threshold  # understanding's own threshold wins over sprint.threshold
+    if kind is JobKind.EDIT:
+        values["crop_base"] = edit_crop_base
+    return task_type(**values)
 
 
 class JobFailure(Exception):

@@ -120,11 +120,11 @@ def test_bad_sprint_options_are_named(field, options):
 
 def test_sprint_defaults_are_the_services_and_sprint_true_uses_them():
     from shared.jobs import SprintOptions as ServiceSprintOptions
-    from workers.model.pipeline import sprint_setting
+    from workers.model.tasks import sprint_options
 
     mine, service = SprintOptions(), ServiceSprintOptions()
     names = ("keep_ratio", "cache_warmup_steps", "confidence_alpha", "image_keep_ratio", "text_keep_ratio",
              "remasking")
     assert {n: getattr(mine, n) for n in names} == {n: getattr(service, n) for n in names}
     assert (mine.keep_ratio, mine.cache_warmup_steps) == (0.5, 1)  # MODEL_SPEC §3.6: the official README's
-    assert sprint_setting(True) == mine and sprint_setting(False) is None
+    assert sprint_options(True) == mine and sprint_options(False) is None

@@ -14,6 +14,7 @@ from workers.model.backbone import load_backbone
 from workers.model.config import BackboneConfig
 from workers.model.sampler.batch import assemble
 from workers.model.sampler.state import start_request
+from workers.model.tasks import UnderstandTask
 from workers.model.text_tokenizer import TextTokenizer
 from workers.model.toyworld import (EDIT_KINDS, HELD_OUT, NUM_COMBINATIONS, QUESTIONS, TRAINING, answer, caption,
                                     combination, make_edit)
@@ -21,8 +22,8 @@ from workers.model.toyworld.codes import CODEBOOK_SIZE, scene_codes
 from workers.model.toyworld.edits import current_value, edit_values
 from workers.model.toyworld.train import backbone as stage
 from workers.model.toyworld.train.backbone_config import backbone_config_json
-from workers.model.toyworld.train.backbone_data import (BLOCK, PHASES, TASK_MIX, phase_at, runtime_tokenizer,
-                                                       sample_examples)
+from workers.model.toyworld.train.backbone_data import (BLOCK, PHASES, TASK_MIX, phase_at, picture_task,
+                                                       runtime_tokenizer, sample_examples)
 from workers.model.toyworld.train.backbone_objective import NoisedRow, batch_loss, noise_row, row_inputs
 from workers.model.toyworld.train.text_tokenizer import write_text_tokenizer
 from workers.model.toyworld.train.thinking_plan import plan_sentence, read_plan
@@ -102,7 +103,7 @@ def test_a_training_row_is_what_the_sampler_feeds_the_model(tok):
     rt = runtime_tokenizer()
     scene = Scene("circle", "red", "bottom", "right", "gray", size=15.0)
     assert scene.index in TRAINING
-    request = generation.text_to_image_request(rt, caption(scene), grid_h=4, grid_w=4)
+    request = generation.text_to_image_request(rt, picture_task(caption(scene)))
     state = start_request(request)
     window = 2 * BLOCK  # block 1's first step runs x[:, :64]
     # The training rows for the same caption (cond and uncond), block 1 fully masked.
@@ -200,9 +201,9 @@ def test_written_checkpoint_loads_strictly_and_runs(tmp_path):
     model = load_backbone(out)  # strict: every official name present, nothing extra
     tok = TextTokenizer.from_folder(out, config)
     assert tok.image_token_offset == config.image_token_offset and config.codebook_size == CODEBOOK_SIZE
-    codes = generation.text_to_image_tokens(model, tok, caption(combination(1)), grid_h=4, grid_w=4)["codes"]
+    codes = generation.text_to_image_tokens(model, tok, picture_task(caption(combination(1)))).codes
     assert len(codes) == 16 and all(0 <= c < CODEBOOK_SIZE for c in codes)
-    reply = generation.understand_tokens(model, tok, [0] * 64, 8, 8, QUESTIONS[0], gen_length=64)
+    reply = generation.understand_tokens(model, tok, UnderstandTask(QUESTIONS[0], gen_length=64), [0] * 64, 8, 8)
     assert isinstance(reply, str)
 
 

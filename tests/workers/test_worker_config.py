@@ -36,7 +36,8 @@ def test_redis_broker_gets_the_visibility_timeout_from_settings(tmp_path):
 
 
 class PipelineRecorderDouble:
-    """Stands in for workers.model.Pipeline: records each call and returns a fixed result."""
+    """Stands in for workers.model.Pipeline: records each task it is given (as its fields) and returns a fixed
+    result."""
 
     def __init__(self):
         self.calls = []
@@ -45,16 +46,16 @@ class PipelineRecorderDouble:
         return SimpleNamespace(image=Image.new("RGB", (64, 32)), text=None, thinking=None,
                                timings={"denoise": 1.5, "decode": 0.5}, **extra)
 
-    def generate_image(self, prompt, **kwargs):
-        self.calls.append(("generate_image", prompt, kwargs))
+    def text_to_image(self, task, **hooks):
+        self.calls.append(("text_to_image", task.prompt, vars(task)))
         return self._result()
 
-    def understand_image(self, image, question, **kwargs):
-        self.calls.append(("understand_image", image, question, kwargs))
+    def understand(self, image, task, **hooks):
+        self.calls.append(("understand", image, task.question, vars(task)))
         return SimpleNamespace(image=None, text="a blue square", thinking=None, timings={"denoise": 0.1})
 
-    def edit_image(self, image, instruction, **kwargs):
-        self.calls.append(("edit_image", image, instruction, kwargs))
+    def edit(self, image, task, **hooks):
+        self.calls.append(("edit", image, task.instruction, vars(task)))
         return self._result()
 
 
@@ -78,7 +79,7 @@ def test_text_to_image_params_reach_the_pipeline_and_the_image_is_png():
     output = executor.run(JobKind.TEXT_TO_IMAGE, params, {}, **hooks())
 
     name, prompt, kwargs = double.calls[0]
-    assert (name, prompt) == ("generate_image", "a fox")
+    assert (name, prompt) == ("text_to_image", "a fox")
     assert (kwargs["width"], kwargs["height"], kwargs["steps"], kwargs["cfg_scale"], kwargs["seed"]) == (256, 128, 8, 2.0, 3)
     assert (kwargs["decoder"], kwargs["decoder_steps"], kwargs["mode"]) == ("turbo", 8, "normal")
     assert kwargs["sprint"]["keep_ratio"] == 0.6 and "enabled" not in kwargs["sprint"]

@@ -15,12 +15,12 @@ from workers.model import pipeline_inputs
 
 class InputCheckingPipelineDouble:
     """Stands in for the Pipeline's compute only: decodes its image argument with the model package's real
-    `open_image` (as Pipeline.understand_image does first) and records the picture it got."""
+    `open_image` (as Pipeline.understand does first) and records the picture it got."""
 
     def __init__(self):
         self.images = []
 
-    def understand_image(self, image, question, **kwargs):
+    def understand(self, image, task, **hooks):
         from types import SimpleNamespace
 
         self.images.append(pipeline_inputs.open_image(image, "image"))

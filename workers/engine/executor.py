@@ -1,5 +1,6 @@
-"""`EngineExecutor`: the Pipeline's API (`generate_image`, `understand_image`, `edit_image`, same signatures
-and result types) served by the Ray engine's replicas, so the Celery worker can use either.
+"""`EngineExecutor`: the Pipeline's API (the typed tasks `text_to_image`, `understand`, `edit` and their keyword
+forms `generate_image` & co., same result types) served by the Ray engine's replicas, so the Celery worker can
+use either.
 
 Arguments are checked here exactly as the Pipeline checks them, before any actor is involved; each call
 then goes to the replica with the fewest jobs in flight, waiting while every replica holds `max_inflight`.
@@ -19,21 +20,10 @@ from PIL import Image
 from workers.engine.config import EngineConfig
 from workers.engine.placement import device_kind, local_init_resources
 from workers.engine.replica import Replica
-from workers.model import generation, image_prep
-from workers.model import pipeline_inputs as inputs
-from workers.model.decoder.pipeline import DEFAULT_RESOLUTION_MULTIPLIER
 from workers.model.errors import ModelInputError
 from workers.model.hooks import Progress, ShouldCancel
-from workers.model.pipeline import (
-    IMAGE_SIDE_MAX,
-    IMAGE_SIDE_MIN,
-    PATCH,
-    ImageResult,
-    Sprint,
-    TextResult,
-    resolve_seed,
-    sprint_setting,
-)
+from workers.model.pipeline import ImageResult, TextResult
+from workers.model.tasks import EditTask, KeywordTasks, TextToImageTask, UnderstandTask
 
 # Ray's own telemetry stays off unless the operator sets it (the workers may have no internet access).
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -94,7 +84,7 @@ def _image_input(image):
     return image
 
 
-class EngineExecutor:
+class EngineExecutor(KeywordTasks):
     def __init__(self, config: EngineConfig):
         self.config = config
         start_ray(config)
@@ -139,94 +129,22 @@ class EngineExecutor:
                 replica.inflight -= 1
                 self._admission.notify()
 
-    # -- the Pipeline's API -----------------------------------------------------------------------------
-    def generate_image(
-        self,
-        prompt: str,
-        *,
-        width: int = 1024,
-        height: int = 1024,
-        steps: int = 8,
-        cfg_scale: float = 2.0,
-        block_length: int = 32,
-        mode: str = "normal",
-        thinking_steps: int = 32,
-        thinking_gen_length: int = 4096,
-        threshold: float = generation.DEFAULT_THRESHOLD,
-        decoder: str = "turbo",
-        decoder_steps: int | None = None,
-        resolution_multiplier: int = DEFAULT_RESOLUTION_MULTIPLIER,
-        seed: int | None = None,
-        sprint: Sprint = None,
-        progress: Progress | None = None,
-        should_cancel: ShouldCancel | None = None,
-    ) -> ImageResult:
-        cell = inputs.check_resolution_multiplier(resolution_multiplier) * PATCH
-        grid_h = inputs.check_side("height", height, cell, IMAGE_SIDE_MIN, IMAGE_SIDE_MAX) // cell
-        grid_w = inputs.check_side("width", width, cell, IMAGE_SIDE_MIN, IMAGE_SIDE_MAX) // cell
-        decoder_steps = inputs.check_decoder(decoder, decoder_steps)
-        seed = resolve_seed(seed)
-        inputs.check_text("prompt", prompt)
-        options = dict(steps=steps, cfg_scale=cfg_scale, block_length=block_length, mode=mode,
-                       thinking_steps=thinking_steps, thinking_gen_length=thinking_gen_length,
-                       threshold=threshold, sprint=sprint_setting(sprint))
+    # -- the Pipeline's API: typed tasks (the keyword forms come from KeywordTasks), checked here as the
+    # Pipeline checks them, before any actor is involved ------------------------------------------------
+    def text_to_image(self, task: TextToImageTask, *, progress: Progress | None = None,
+                      should_cancel: ShouldCancel | None = None) -> ImageResult:
+        task = task.checked()
         with self._replica() as replica:
-            return replica.text_to_image(
-                prompt, grid_h=grid_h, grid_w=grid_w, seed=seed, options=options, decoder=decoder,
-                decoder_steps=decoder_steps, resolution_multiplier=resolution_multiplier, progress=progress,
-                should_cancel=should_cancel,
-            )
+            return replica.text_to_image(task, progress=progress, should_cancel=should_cancel)
 
-    def understand_image(
-        self,
-        image: Image.Image | bytes | str | Path,
-        question: str,
-        *,
-        steps: int = 32,
-        gen_length: int = 2048,
-        block_length: int = 32,
-        threshold: float = generation.DEFAULT_THRESHOLD,
-        seed: int | None = None,
-        sprint: Sprint = None,
-        progress: Progress | None = None,
-        should_cancel: ShouldCancel | None = None,
-    ) -> TextResult:
-        inputs.check_text("question", question)
-        options = dict(steps=steps, gen_length=gen_length, block_length=block_length, threshold=threshold,
-                       seed=seed, sprint=sprint_setting(sprint))
+    def understand(self, image: Image.Image | bytes | str | Path, task: UnderstandTask, *,
+                   progress: Progress | None = None, should_cancel: ShouldCancel | None = None) -> TextResult:
+        task = task.checked()
         with self._replica() as replica:
-            return replica.understand(_image_input(image), question, options=options, progress=progress,
-                                      should_cancel=should_cancel)
+            return replica.understand(_image_input(image), task, progress=progress, should_cancel=should_cancel)
 
-    def edit_image(
-        self,
-        image: Image.Image | bytes | str | Path,
-        instruction: str,
-        *,
-        steps: int = 8,
-        block_length: int = 32,
-        cfg_text_scale: float = 4.0,
-        cfg_image_scale: float = 0.0,
-        threshold: float = generation.DEFAULT_THRESHOLD,
-        decoder: str = "turbo",
-        decoder_steps: int | None = None,
-        resolution_multiplier: int = DEFAULT_RESOLUTION_MULTIPLIER,
-        crop: image_prep.EditCrop | str = image_prep.EditCrop.COVER,
-        crop_base: int = inputs.EDIT_CROP_BASE,
-        seed: int | None = None,
-        sprint: Sprint = None,
-        progress: Progress | None = None,
-        should_cancel: ShouldCancel | None = None,
-    ) -> ImageResult:
-        inputs.check_text("instruction", instruction)
-        inputs.check_resolution_multiplier(resolution_multiplier)
-        decoder_steps = inputs.check_decoder(decoder, decoder_steps)
-        seed = resolve_seed(seed)
-        options = dict(steps=steps, block_length=block_length, cfg_text_scale=cfg_text_scale,
-                       cfg_image_scale=cfg_image_scale, threshold=threshold, sprint=sprint_setting(sprint))
+    def edit(self, image: Image.Image | bytes | str | Path, task: EditTask, *, progress: Progress | None = None,
+             should_cancel: ShouldCancel | None = None) -> ImageResult:
+        task = task.checked()
         with self._replica() as replica:
-            return replica.edit(
-                _image_input(image), instruction, seed=seed, options=options, crop=crop, crop_base=crop_base,
-                decoder=decoder, decoder_steps=decoder_steps, resolution_multiplier=resolution_multiplier,
-                progress=progress, should_cancel=should_cancel,
-            )
+            return replica.edit(_image_input(image), task, progress=progress, should_cancel=should_cancel)

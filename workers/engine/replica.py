@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from contextlib import contextmanager
+from dataclasses import dataclass
 
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
@@ -22,8 +22,11 @@ from workers.engine.denoiser_actor import DenoiserActor
 from workers.engine.errors import EngineCrashed
 from workers.engine.placement import actor_options, reserve_replica, torch_device
 from workers.engine.tokenizer_actor import TokenizerActor
+from workers.model import generation
 from workers.model.hooks import Progress, ShouldCancel, StageClock
 from workers.model.pipeline import ImageResult, TextResult
+from workers.model.sampler import GenerationRequest, GenerationResult
+from workers.model.tasks import EditTask, TextToImageTask, UnderstandTask
 
 # A restarted actor reloads its weights; on a real checkpoint that takes minutes.
 ACTOR_RESTART_TIMEOUT_S = 600.0
@@ -78,61 +81,69 @@ class Replica:
             self.crashed = True
             raise
 
-    # -- routes (arguments already checked by the executor, as the Pipeline checks them) ----------------
-    def text_to_image(self, prompt: str, *, grid_h: int, grid_w: int, seed: int, options: dict, decoder: str,
-                      decoder_steps: int, resolution_multiplier: int, progress: Progress | None = None,
+    # -- routes (tasks already checked by the executor, as the Pipeline checks them) ---------------------
+    def text_to_image(self, task: TextToImageTask, *, progress: Progress | None = None,
                       should_cancel: ShouldCancel | None = None) -> ImageResult:
-        key, stages = uuid.uuid4().hex, StageClock(progress, should_cancel)
+        key, clock = uuid.uuid4().hex, StageClock(progress, should_cancel)
         hooks = {"progress": progress, "should_cancel": should_cancel}
-        options = {**options, "grid_h": grid_h, "grid_w": grid_w, "seed": seed}
-        thinking = None
-        with stages.stage("tokenize"):
-            phase, request = self._call("tokenizer", "text_to_image_request", key, prompt, options)
-            stages.report("tokenize")
-        with stages.stage(phase):  # "think" first in thinking mode, else "denoise"
-            result = self._call("denoiser", "generate", key, request, phase, **hooks)
-        with stages.stage("denoise"):
-            if options.get("mode") == "thinking":  # §3.3: phase 2 draws the image after the thinking text
-                request, thinking = self._call("tokenizer", "thinking_phase2_request", key, prompt, result, options)
-                result = self._call("denoiser", "generate", key, request, "denoise", **hooks)
-            codes = self._call("tokenizer", "image_codes", key, result, grid_h, grid_w)
-        with stages.stage("decode"):
-            image = self._call("decoder", "decode", key, codes, grid_h, grid_w, mode=decoder, steps=decoder_steps,
-                               seed=seed, resolution_multiplier=resolution_multiplier, **hooks)
-        return ImageResult(image=image, timings=stages.timings, codes=codes, grid=(grid_h, grid_w), seed=seed,
-                           thinking=thinking)
+        drawn = generation.text_to_image_codes(_ActorSteps(self, key, hooks), task, clock)
+        with clock.stage("decode"):
+            image = self._call("decoder", "decode", key, drawn.codes, task.grid_h, task.grid_w, mode=task.decoder,
+                               steps=task.decoder_steps, seed=task.seed,
+                               resolution_multiplier=task.resolution_multiplier, **hooks)
+        return ImageResult(image=image, timings=clock.timings, codes=drawn.codes, grid=(task.grid_h, task.grid_w),
+                           seed=task.seed, thinking=drawn.thinking)
 
-    def understand(self, image, question: str, *, options: dict, progress: Progress | None = None,
+    def understand(self, image, task: UnderstandTask, *, progress: Progress | None = None,
                    should_cancel: ShouldCancel | None = None) -> TextResult:
-        key, stages = uuid.uuid4().hex, StageClock(progress, should_cancel)
+        key, clock = uuid.uuid4().hex, StageClock(progress, should_cancel)
         hooks = {"progress": progress, "should_cancel": should_cancel}
-        with stages.stage("tokenize"):
-            request, h, w = self._call("tokenizer", "understand_request", key, image, question, options,
+        with clock.stage("tokenize"):
+            request, h, w = self._call("tokenizer", "understand_request", key, image, task,
                                        should_cancel=should_cancel)
-            stages.report("tokenize")
-        with stages.stage("denoise"):
+            clock.report("tokenize")
+        with clock.stage("denoise"):
             result = self._call("denoiser", "generate", key, request, "denoise", **hooks)
             text = self._call("tokenizer", "answer_text", key, result)
-        return TextResult(text=text, timings=stages.timings, grid=(h, w))
+        return TextResult(text=text, timings=clock.timings, grid=(h, w))
 
-    def edit(self, image, instruction: str, *, seed: int, options: dict, crop: str, crop_base: int, decoder: str,
-             decoder_steps: int, resolution_multiplier: int, progress: Progress | None = None,
+    def edit(self, image, task: EditTask, *, progress: Progress | None = None,
              should_cancel: ShouldCancel | None = None) -> ImageResult:
-        key, stages = uuid.uuid4().hex, StageClock(progress, should_cancel)
+        key, clock = uuid.uuid4().hex, StageClock(progress, should_cancel)
         hooks = {"progress": progress, "should_cancel": should_cancel}
-        with stages.stage("tokenize"):
-            request, h, w = self._call("tokenizer", "edit_request", key, image, instruction, {**options, "seed": seed},
-                                       crop=crop, crop_base=crop_base, should_cancel=should_cancel)
-            stages.report("tokenize")
-        with stages.stage("denoise"):
+        with clock.stage("tokenize"):
+            request, h, w = self._call("tokenizer", "edit_request", key, image, task, should_cancel=should_cancel)
+            clock.report("tokenize")
+        with clock.stage("denoise"):
             result = self._call("denoiser", "generate", key, request, "denoise", **hooks)
             codes = self._call("tokenizer", "image_codes", key, result, h, w)
-        with stages.stage("decode"):
-            image = self._call("decoder", "decode", key, codes, h, w, mode=decoder, steps=decoder_steps, seed=seed,
-                               resolution_multiplier=resolution_multiplier, **hooks)
-        return ImageResult(image=image, timings=stages.timings, codes=codes, grid=(h, w), seed=seed)
+        with clock.stage("decode"):
+            image = self._call("decoder", "decode", key, codes, h, w, mode=task.decoder, steps=task.decoder_steps,
+                               seed=task.seed, resolution_multiplier=task.resolution_multiplier, **hooks)
+        return ImageResult(image=image, timings=clock.timings, codes=codes, grid=(h, w), seed=task.seed)
 
     def shutdown(self) -> None:
         for actor in self.actors().values():
             ray.kill(actor, no_restart=True)
         ray.util.remove_placement_group(self.group)
+
+
+@dataclass
+class _ActorSteps:
+    """Text-to-image's steps (generation.TextToImageSteps) on one replica's actors, for one job's key."""
+
+    replica: Replica
+    key: str
+    hooks: dict
+
+    def first_request(self, task: TextToImageTask) -> tuple[str, GenerationRequest]:
+        return self.replica._call("tokenizer", "text_to_image_request", self.key, task)
+
+    def phase2_request(self, task: TextToImageTask, phase1: GenerationResult) -> tuple[GenerationRequest, str]:
+        return self.replica._call("tokenizer", "thinking_phase2_request", self.key, task, phase1)
+
+    def generate(self, request: GenerationRequest, stage: str) -> GenerationResult:
+        return self.replica._call("denoiser", "generate", self.key, request, stage, **self.hooks)
+
+    def image_codes(self, result: GenerationResult, grid_h: int, grid_w: int) -> list[int]:
+        return self.replica._call("tokenizer", "image_codes", self.key, result, grid_h, grid_w)

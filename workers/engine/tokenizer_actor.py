@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from workers.engine import requests as R
 from workers.engine.actor_info import compute_dtype, describe
 from workers.engine.tracking import JobTable
 from workers.model import generation as G
@@ -18,6 +17,7 @@ from workers.model.errors import Cancelled
 from workers.model.image_prep import understanding_resize
 from workers.model.image_tokenizer import load_image_tokenizer
 from workers.model.sampler import GenerationRequest, GenerationResult
+from workers.model.tasks import EditTask, TextToImageTask, UnderstandTask
 from workers.model.text_tokenizer import TextTokenizer
 
 STAGE_TOKENIZE = "tokenize"  # the Pipeline's stage name for text and image tokenisation
@@ -35,12 +35,12 @@ class TokenizerActor:
         self._device_lock = asyncio.Lock()  # one image encode at a time on the device
 
     # -- text-to-image ----------------------------------------------------------------------------------
-    async def text_to_image_request(self, key: str, prompt: str, options: dict) -> tuple[str, GenerationRequest]:
-        return R.text_to_image_first_request(self.tok, prompt, **options)
+    async def text_to_image_request(self, key: str, task: TextToImageTask) -> tuple[str, GenerationRequest]:
+        return G.text_to_image_first_request(self.tok, task)
 
-    async def thinking_phase2_request(self, key: str, prompt: str, phase1: GenerationResult,
-                                      options: dict) -> tuple[GenerationRequest, str]:
-        return R.text_to_image_phase2_request(self.tok, prompt, phase1, **options)
+    async def thinking_phase2_request(self, key: str, task: TextToImageTask,
+                                      phase1: GenerationResult) -> tuple[GenerationRequest, str]:
+        return G.thinking_phase2_request(self.tok, task, phase1.ids)
 
     async def image_codes(self, key: str, result: GenerationResult, grid_h: int, grid_w: int) -> list[int]:
         return G.image_codes(self.tok, result, grid_h, grid_w)
@@ -48,21 +48,14 @@ class TokenizerActor:
     # -- understanding / editing ------------------------------------------------------------------------
     # Images arrive as the caller gave them (PIL image or encoded bytes) and are checked and prepared
     # exactly as the Pipeline's tokenize stage does.
-    async def understand_request(self, key: str, image, question: str,
-                                 options: dict) -> tuple[GenerationRequest, int, int]:
-        inputs.check_text("question", question)
-        source = understanding_resize(inputs.open_image(image, "image"))
-        codes, h, w = await self._encode(key, source)
-        inputs.check_positions(self.tok.config, "image", len(codes) + options.get("gen_length", 2048))
-        return G.understand_request(self.tok, codes, h, w, question, **options), h, w
+    async def understand_request(self, key: str, image, task: UnderstandTask) -> tuple[GenerationRequest, int, int]:
+        codes, h, w = await self._encode(key, understanding_resize(inputs.open_image(image, "image")))
+        return G.understand_request(self.tok, task, codes, h, w), h, w
 
-    async def edit_request(self, key: str, image, instruction: str, options: dict, *, crop: str,
-                           crop_base: int) -> tuple[GenerationRequest, int, int]:
-        inputs.check_text("instruction", instruction)
-        source = inputs.edit_source(inputs.open_image(image, "image"), crop=crop, base=crop_base)
+    async def edit_request(self, key: str, image, task: EditTask) -> tuple[GenerationRequest, int, int]:
+        source = inputs.edit_source(inputs.open_image(image, "image"), crop=task.crop, base=task.crop_base)
         codes, h, w = await self._encode(key, source)
-        inputs.check_positions(self.tok.config, "image", 2 * len(codes))
-        return G.edit_request(self.tok, codes, h, w, instruction, **options), h, w
+        return G.edit_request(self.tok, task, codes, h, w), h, w
 
     async def answer_text(self, key: str, result: GenerationResult) -> str:
         return G.answer_text(self.tok, result)

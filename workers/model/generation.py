@@ -1,78 +1,35 @@
 """Task-level token generation: text-to-image (normal and thinking), understanding, editing.
 
-Builds each task's sampler requests (`*_request`, the one place they are built: the Pipeline uses them
-through the task functions `*_tokens`, the engine's tokenizer actor calls them directly), runs the
-block-diffusion sampler and reads its ids back (`image_codes`, `answer_text`, `thinking_output`).
-Defaults mirror the reference implementation (MODEL_SPEC §3.3–3.5). Image codes go in and come out *without*
+Builds each task's sampler requests from a checked task (`workers.model.tasks`): `*_request`, the one place
+they are built and where the prompt is built, once, and checked against the backbone's positions. Orders
+text-to-image's phases (`text_to_image_codes`: in thinking mode the plan, then the image) for the Pipeline and
+the engine alike, which differ only in where a step runs (`TextToImageSteps`). Reads the sampler's ids back
+(`image_codes`, `answer_text`, `thinking_output`). Image codes go in and come out *without*
 `image_token_offset`.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import fields
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
+from workers.model import pipeline_inputs as inputs
 from workers.model import prompts as P
-from workers.model.errors import ModelInputError
-from workers.model.hooks import Progress, ShouldCancel
-from workers.model.sampler import GenerationRequest, GenerationResult, SprintOptions, generate
+from workers.model.hooks import Progress, ShouldCancel, StageClock
+from workers.model.sampler import GenerationRequest, GenerationResult, generate
+from workers.model.tasks import EditTask, TextToImageTask, UnderstandTask
 from workers.model.text_tokenizer import TextTokenizer
 
-
-MODES = ("normal", "thinking")
 # Progress stage names: the thinking pass is reported apart from the image denoising that follows it.
+STAGE_TOKENIZE = "tokenize"
 STAGE_THINK = "think"
 STAGE_DENOISE = "denoise"
 
-# MODEL_SPEC §3.1: the loop's own defaults (threshold 0.95, temperature 0 = greedy). The HF task functions
-# expose no temperature; greedy is the reference behaviour, so `seed` only matters with temperature > 0.
-DEFAULT_THRESHOLD = 0.95
-DEFAULT_TEMPERATURE = 0.0
-
-
-def sprint_options(sprint: SprintOptions | Mapping[str, Any] | None) -> SprintOptions | None:
-    """Accept SPRINT options as the dataclass or a plain mapping of its fields (None = SPRINT off)."""
-    if sprint is None or isinstance(sprint, SprintOptions):
-        return sprint
-    if not isinstance(sprint, Mapping):
-        raise ModelInputError("sprint", f"expected SprintOptions, a mapping or None, got {type(sprint).__name__}")
-    known = {f.name for f in fields(SprintOptions)}
-    unknown = sorted(set(sprint) - known)
-    if unknown:
-        raise ModelInputError("sprint", f"unknown option(s) {unknown}; known: {sorted(known)}")
-    return SprintOptions(**sprint)
-
-
-def check_positive(field: str, value: Any) -> int:
-    """`value` as an integer >= 1, or a `ModelInputError` naming `field`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ModelInputError(field, f"must be an integer >= 1, got {value!r}")
-    return value
-
-
-def check_text(field: str, value: Any) -> str:
-    # A CFG companion replaces the user text by one `<uncondition>` token; empty text would make the
-    # companion longer than the conditional prompt.
-    if not isinstance(value, str) or not value.strip():
-        raise ModelInputError(field, "must be non-empty text")
-    return value
-
-
-def _run(model, request: GenerationRequest, stage: str, progress, should_cancel,
-         seconds: dict[str, float] | None = None) -> GenerationResult:
-    started = time.perf_counter()
-    result = generate(model, [request], progress=progress, should_cancel=should_cancel, stage=stage)[0]
-    if seconds is not None:
-        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - started
-    return result
-
-
-# ---- request builders: the one place each task's sampler requests are built (the Pipeline through the
-# task functions below, the engine's tokenizer actor directly) -------------------------------------------
+# ---- request builders: the one place each task's sampler requests are built (the Pipeline and the engine's
+# tokenizer actor both call them); each takes a checked task -------------------------------------------------
 # Every task request reuses the prefix KV within a block (exact; see GenerationRequest.prefix_cache).
 PREFIX_CACHE = True
 
@@ -93,217 +50,94 @@ def _image_request(tok: TextTokenizer, branches, grid_h: int, grid_w: int, **kw)
     )
 
 
-def check_text_to_image(
-    prompt: str,
-    *,
-    grid_h: int,
-    grid_w: int,
-    steps: int = 8,
-    block_length: int = 32,
-    mode: str = "normal",
-    thinking_steps: int = 32,
-    thinking_gen_length: int = 4096,
-    sprint: SprintOptions | Mapping[str, Any] | None = None,
-) -> None:
-    """Every text-to-image argument check, done before any phase runs (thinking mode has two)."""
-    check_text("prompt", prompt)
-    check_positive("grid_h", grid_h), check_positive("grid_w", grid_w)
-    check_positive("steps", steps)
-    check_positive("block_length", block_length)
-    if mode not in MODES:
-        raise ModelInputError("mode", f"must be one of {MODES}, got {mode!r}")
-    sprint_options(sprint)
-    if mode == "thinking":
-        check_positive("thinking_steps", thinking_steps)
-        check_positive("thinking_gen_length", thinking_gen_length)
-
-
-def text_to_image_request(
-    tok: TextTokenizer,
-    prompt: str,
-    *,
-    grid_h: int,
-    grid_w: int,
-    steps: int = 8,
-    block_length: int = 32,
-    cfg_scale: float = 2.0,
-    threshold: float = DEFAULT_THRESHOLD,
-    temperature: float = DEFAULT_TEMPERATURE,
-    cfg_rescale: float = 0.0,
-    seed: int | None = None,
-    sprint: SprintOptions | Mapping[str, Any] | None = None,
-) -> GenerationRequest:
+def text_to_image_request(tok: TextTokenizer, task: TextToImageTask) -> GenerationRequest:
     """The image request of normal-mode text-to-image (MODEL_SPEC §3.3): 2-way CFG, image-only vocabulary."""
-    check_text_to_image(prompt, grid_h=grid_h, grid_w=grid_w, steps=steps, block_length=block_length, sprint=sprint)
-    cond, uncond = P.t2i_prompts(tok, prompt, grid_h, grid_w)
+    cond, uncond = P.t2i_prompts(tok, task.prompt, task.grid_h, task.grid_w)
+    inputs.check_positions(tok.config, "prompt", len(cond) + task.grid_h * task.grid_w)
     return _image_request(
-        tok, [cond, uncond], grid_h, grid_w, steps=steps, block_length=block_length, cfg_scale=cfg_scale,
-        threshold=threshold, temperature=temperature, cfg_rescale=cfg_rescale, seed=seed,
-        sprint=sprint_options(sprint),
+        tok, [cond, uncond], task.grid_h, task.grid_w, steps=task.steps, block_length=task.block_length,
+        cfg_scale=task.cfg_scale, threshold=task.threshold, temperature=task.temperature,
+        cfg_rescale=task.cfg_rescale, seed=task.seed, sprint=task.sprint,
     )
 
 
-def thinking_phase1_request(
-    tok: TextTokenizer,
-    prompt: str,
-    *,
-    thinking_steps: int = 32,
-    thinking_gen_length: int = 4096,
-    block_length: int = 32,
-    threshold: float = DEFAULT_THRESHOLD,
-    temperature: float = DEFAULT_TEMPERATURE,
-    seed: int | None = None,
-    sprint: SprintOptions | Mapping[str, Any] | None = None,
-) -> GenerationRequest:
+def thinking_phase1_request(tok: TextTokenizer, task: TextToImageTask) -> GenerationRequest:
     """Thinking mode, phase 1 (MODEL_SPEC §3.3): text diffusion without CFG or vocabulary restriction;
     `<boi>` stops it like EOS."""
-    check_text("prompt", prompt)
+    prompt = P.thinking_phase1_prompt(tok, task.prompt)
+    # Phase 2 adds the plan and the image to this prompt; the sampler checks the plan's budget itself.
+    inputs.check_positions(tok.config, "prompt", len(prompt) + task.grid_h * task.grid_w)
     return GenerationRequest(
-        prompts=[P.thinking_phase1_prompt(tok, prompt)],
-        gen_length=check_positive("thinking_gen_length", thinking_gen_length),
-        steps=check_positive("thinking_steps", thinking_steps),
-        block_length=check_positive("block_length", block_length),
+        prompts=[prompt],
+        gen_length=task.thinking_gen_length,
+        steps=task.thinking_steps,
+        block_length=task.block_length,
         mask_id=tok.mask_id,
         eos_id=tok.eos_id,
         stop_ids=(tok.boi_id,),
-        threshold=threshold,
-        temperature=temperature,
-        seed=seed,
-        sprint=sprint_options(sprint),
+        threshold=task.threshold,
+        temperature=task.temperature,
+        seed=task.seed,
+        sprint=task.sprint,
         prefix_cache=PREFIX_CACHE,
     )
 
 
-def text_to_image_first_request(
-    tok: TextTokenizer,
-    prompt: str,
-    *,
-    grid_h: int,
-    grid_w: int,
-    steps: int = 8,
-    block_length: int = 32,
-    cfg_scale: float = 2.0,
-    mode: str = "normal",
-    thinking_steps: int = 32,
-    thinking_gen_length: int = 4096,
-    threshold: float = DEFAULT_THRESHOLD,
-    temperature: float = DEFAULT_TEMPERATURE,
-    cfg_rescale: float = 0.0,
-    seed: int | None = None,
-    sprint: SprintOptions | Mapping[str, Any] | None = None,
-) -> tuple[str, GenerationRequest]:
+def text_to_image_first_request(tok: TextTokenizer, task: TextToImageTask) -> tuple[str, GenerationRequest]:
     """(stage, request) of text-to-image's first sampler phase (MODEL_SPEC §3.3): the image itself, or in
     thinking mode the thinking text (`thinking_phase2_request` then builds the image request)."""
-    check_text_to_image(prompt, grid_h=grid_h, grid_w=grid_w, steps=steps, block_length=block_length, mode=mode,
-                        thinking_steps=thinking_steps, thinking_gen_length=thinking_gen_length, sprint=sprint)
-    common = dict(block_length=block_length, threshold=threshold, temperature=temperature, seed=seed, sprint=sprint)
-    if mode == "thinking":
-        return STAGE_THINK, thinking_phase1_request(
-            tok, prompt, thinking_steps=thinking_steps, thinking_gen_length=thinking_gen_length, **common
-        )
-    return STAGE_DENOISE, text_to_image_request(
-        tok, prompt, grid_h=grid_h, grid_w=grid_w, steps=steps, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
-        **common,
-    )
+    if task.mode == "thinking":
+        return STAGE_THINK, thinking_phase1_request(tok, task)
+    return STAGE_DENOISE, text_to_image_request(tok, task)
 
 
-def thinking_phase2_request(
-    tok: TextTokenizer,
-    prompt: str,
-    phase1_ids: Sequence[int],
-    *,
-    grid_h: int,
-    grid_w: int,
-    steps: int = 8,
-    block_length: int = 32,
-    cfg_scale: float = 2.0,
-    threshold: float = DEFAULT_THRESHOLD,
-    temperature: float = DEFAULT_TEMPERATURE,
-    cfg_rescale: float = 0.0,
-    seed: int | None = None,
-    sprint: SprintOptions | Mapping[str, Any] | None = None,
-) -> tuple[GenerationRequest, str]:
+def thinking_phase2_request(tok: TextTokenizer, task: TextToImageTask,
+                            phase1_ids: Sequence[int]) -> tuple[GenerationRequest, str]:
     """Thinking mode, phase 2: the image request conditioned on phase 1's ids, and phase 1's thinking text."""
-    check_text_to_image(prompt, grid_h=grid_h, grid_w=grid_w, steps=steps, block_length=block_length, sprint=sprint)
     through_boi, thinking = thinking_output(tok, phase1_ids)
     # §3.3 / open question 9: the prompt builder puts the *requested* grid in the header
     # (prompts.PHASE2_USES_REQUESTED_GRID): the service must return exactly grid_h x grid_w codes.
-    cond, uncond = P.thinking_phase2_prompts(tok, prompt, through_boi, grid_h, grid_w)
+    cond, uncond = P.thinking_phase2_prompts(tok, task.prompt, through_boi, task.grid_h, task.grid_w)
     request = _image_request(
-        tok, [cond, uncond], grid_h, grid_w, steps=steps, block_length=block_length, cfg_scale=cfg_scale,
-        threshold=threshold, temperature=temperature, cfg_rescale=cfg_rescale, seed=seed,
-        sprint=sprint_options(sprint),
+        tok, [cond, uncond], task.grid_h, task.grid_w, steps=task.steps, block_length=task.block_length,
+        cfg_scale=task.cfg_scale, threshold=task.threshold, temperature=task.temperature,
+        cfg_rescale=task.cfg_rescale, seed=task.seed, sprint=task.sprint,
     )
     return request, thinking
 
 
-def understand_request(
-    tok: TextTokenizer,
-    codes: Sequence[int],
-    h: int,
-    w: int,
-    question: str,
-    *,
-    steps: int = 32,
-    gen_length: int = 2048,
-    block_length: int = 32,
-    threshold: float = DEFAULT_THRESHOLD,
-    temperature: float = DEFAULT_TEMPERATURE,
-    eos_early_stop: bool = False,
-    seed: int | None = None,
-    sprint: SprintOptions | Mapping[str, Any] | None = None,
-) -> GenerationRequest:
+def understand_request(tok: TextTokenizer, task: UnderstandTask, codes: Sequence[int], h: int,
+                       w: int) -> GenerationRequest:
     """The understanding request (MODEL_SPEC §3.4): the image block and question, text out, no CFG."""
-    check_text("question", question)
-    h, w = check_positive("h", h), check_positive("w", w)
-    prompt = P.understand_prompt(tok, codes, h, w, question)
+    prompt = P.understand_prompt(tok, codes, h, w, task.question)
+    inputs.check_positions(tok.config, "image", len(codes) + task.gen_length)
     return GenerationRequest(
         prompts=[prompt],
-        gen_length=check_positive("gen_length", gen_length),
-        steps=check_positive("steps", steps),
-        block_length=check_positive("block_length", block_length),
-        threshold=threshold,
-        temperature=temperature,
-        eos_early_stop=eos_early_stop,
+        gen_length=task.gen_length,
+        steps=task.steps,
+        block_length=task.block_length,
+        threshold=task.threshold,
+        temperature=task.temperature,
+        eos_early_stop=task.eos_early_stop,
         mask_id=tok.mask_id,
         eos_id=tok.eos_id,
-        seed=seed,
-        sprint=sprint_options(sprint),
+        seed=task.seed,
+        sprint=task.sprint,
         prefix_cache=PREFIX_CACHE,
     )
 
 
-def edit_request(
-    tok: TextTokenizer,
-    codes: Sequence[int],
-    h: int,
-    w: int,
-    instruction: str,
-    *,
-    steps: int = 8,
-    block_length: int = 32,
-    cfg_text_scale: float = 4.0,
-    cfg_image_scale: float = 0.0,
-    threshold: float = DEFAULT_THRESHOLD,
-    temperature: float = DEFAULT_TEMPERATURE,
-    cfg_rescale: float = 0.0,
-    seed: int | None = None,
-    sprint: SprintOptions | Mapping[str, Any] | None = None,
-) -> GenerationRequest:
+def edit_request(tok: TextTokenizer, task: EditTask, codes: Sequence[int], h: int, w: int) -> GenerationRequest:
     """The editing request (MODEL_SPEC §3.5): 2-way CFG against the no-text branch, plus the no-image branch
     only when cfg_image_scale > 0 (3-way; SPRINT then falls back to the baseline loop, §3.2)."""
-    check_text("instruction", instruction)
-    h, w = check_positive("h", h), check_positive("w", w)
-    check_positive("steps", steps)
-    check_positive("block_length", block_length)
-    if cfg_image_scale < 0:
-        raise ModelInputError("cfg_image_scale", f"must be >= 0, got {cfg_image_scale}")
-    cond, no_text, no_image = P.edit_prompts(tok, codes, h, w, instruction, with_no_image=cfg_image_scale > 0)
+    inputs.check_positions(tok.config, "image", 2 * len(codes))
+    cond, no_text, no_image = P.edit_prompts(tok, codes, h, w, task.instruction,
+                                             with_no_image=task.cfg_image_scale > 0)
     branches = [cond, no_text] + ([no_image] if no_image is not None else [])
     return _image_request(
-        tok, branches, h, w, steps=steps, block_length=block_length, threshold=threshold,
-        temperature=temperature, cfg_scale=cfg_text_scale, cfg_image_scale=cfg_image_scale,
-        cfg_rescale=cfg_rescale, seed=seed, sprint=sprint_options(sprint),
+        tok, branches, h, w, steps=task.steps, block_length=task.block_length, threshold=task.threshold,
+        temperature=task.temperature, cfg_scale=task.cfg_text_scale, cfg_image_scale=task.cfg_image_scale,
+        cfg_rescale=task.cfg_rescale, seed=task.seed, sprint=task.sprint,
     )
 
 
@@ -338,105 +172,91 @@ def thinking_output(tok: TextTokenizer, ids: Sequence[int]) -> tuple[list[int], 
     return through_boi, tok.decode(text_ids, skip_special_tokens=True).strip()
 
 
-# ---- task functions: build, run, read -----------------------------------------------------------------
-def text_to_image_tokens(
-    model: torch.nn.Module,
-    tok: TextTokenizer,
-    prompt: str,
-    *,
-    grid_h: int,
-    grid_w: int,
-    steps: int = 8,
-    block_length: int = 32,
-    cfg_scale: float = 2.0,
-    mode: str = "normal",
-    thinking_steps: int = 32,
-    thinking_gen_length: int = 4096,
-    threshold: float = DEFAULT_THRESHOLD,
-    temperature: float = DEFAULT_TEMPERATURE,
-    cfg_rescale: float = 0.0,
-    seed: int | None = None,
-    sprint: SprintOptions | Mapping[str, Any] | None = None,
-    progress: Progress | None = None,
-    should_cancel: ShouldCancel | None = None,
-    phase_seconds: dict[str, float] | None = None,
-) -> dict:
-    """Text-to-image tokens (MODEL_SPEC §3.3) -> {"codes": H·W codes (no offset), "h", "w", "thinking"}.
+# ---- the phases of a task, in one order for the Pipeline and the engine ------------------------------
+@dataclass(frozen=True)
+class ImageCodes:
+    """What the backbone drew for an image: `grid_h` x `grid_w` codes (no offset), and the thinking text of
+    thinking mode (None otherwise)."""
 
-    Defaults: README (steps 8, cfg_scale 2.0, block 32; thinking_steps 32, thinking_gen_length 4096).
-    `phase_seconds`, if given, receives the wall-clock seconds of each sampler phase ("think", "denoise").
-    """
-    options = dict(grid_h=grid_h, grid_w=grid_w, steps=steps, block_length=block_length, cfg_scale=cfg_scale,
-                   threshold=threshold, temperature=temperature, cfg_rescale=cfg_rescale, seed=seed, sprint=sprint)
-    stage, request = text_to_image_first_request(tok, prompt, mode=mode, thinking_steps=thinking_steps,
-                                                 thinking_gen_length=thinking_gen_length, **options)
+    codes: list[int]
+    grid_h: int
+    grid_w: int
+    thinking: str | None = None
+
+
+class TextToImageSteps(Protocol):
+    """Where each step of text-to-image runs: in this process (`LocalSteps`) or in the engine's actors."""
+
+    def first_request(self, task: TextToImageTask) -> tuple[str, GenerationRequest]: ...
+
+    def phase2_request(self, task: TextToImageTask, phase1: GenerationResult) -> tuple[GenerationRequest, str]: ...
+
+    def generate(self, request: GenerationRequest, stage: str) -> GenerationResult: ...
+
+    def image_codes(self, result: GenerationResult, grid_h: int, grid_w: int) -> list[int]: ...
+
+
+def text_to_image_codes(steps: TextToImageSteps, task: TextToImageTask, clock: StageClock) -> ImageCodes:
+    """Text-to-image's backbone phases in order (MODEL_SPEC §3.3), each timed under its stage: tokenize (the
+    prompt, built once), then in thinking mode `think` (the plan, ended by `<boi>`), then `denoise` (the image
+    codes, conditioned on the plan in thinking mode)."""
+    with clock.stage(STAGE_TOKENIZE):
+        phase, request = steps.first_request(task)
+        clock.report(STAGE_TOKENIZE)
+    with clock.stage(phase):
+        result = steps.generate(request, phase)
     thinking = None
-    if stage == STAGE_THINK:
-        phase1 = _run(model, request, STAGE_THINK, progress, should_cancel, phase_seconds)
-        request, thinking = thinking_phase2_request(tok, prompt, phase1.ids, **options)
-    result = _run(model, request, STAGE_DENOISE, progress, should_cancel, phase_seconds)
-    return {"codes": image_codes(tok, result, grid_h, grid_w), "h": grid_h, "w": grid_w, "thinking": thinking}
+    with clock.stage(STAGE_DENOISE):
+        if phase == STAGE_THINK:
+            request, thinking = steps.phase2_request(task, result)
+            result = steps.generate(request, STAGE_DENOISE)
+        codes = steps.image_codes(result, task.grid_h, task.grid_w)
+    return ImageCodes(codes, task.grid_h, task.grid_w, thinking)
 
 
-def understand_tokens(
-    model: torch.nn.Module,
-    tok: TextTokenizer,
-    codes: Sequence[int],
-    h: int,
-    w: int,
-    question: str,
-    *,
-    steps: int = 32,
-    gen_length: int = 2048,
-    block_length: int = 32,
-    threshold: float = DEFAULT_THRESHOLD,
-    temperature: float = DEFAULT_TEMPERATURE,
-    eos_early_stop: bool = False,
-    seed: int | None = None,
-    sprint: SprintOptions | Mapping[str, Any] | None = None,
-    progress: Progress | None = None,
-    should_cancel: ShouldCancel | None = None,
-) -> str:
-    """Answer a question about an image given as codes (MODEL_SPEC §3.4); decoded without special tokens.
+@dataclass
+class LocalSteps:
+    """Text-to-image's steps on a backbone in this process."""
 
-    Defaults: `GH:scripts/mmu_understand.py` / README (steps 32, gen_length 2048, block 32, threshold 0.95).
-    """
-    request = understand_request(
-        tok, codes, h, w, question, steps=steps, gen_length=gen_length, block_length=block_length,
-        threshold=threshold, temperature=temperature, eos_early_stop=eos_early_stop, seed=seed, sprint=sprint,
-    )
-    return answer_text(tok, _run(model, request, STAGE_DENOISE, progress, should_cancel))
+    model: torch.nn.Module
+    tok: TextTokenizer
+    progress: Progress | None = None
+    should_cancel: ShouldCancel | None = None
+
+    def first_request(self, task: TextToImageTask) -> tuple[str, GenerationRequest]:
+        return text_to_image_first_request(self.tok, task)
+
+    def phase2_request(self, task: TextToImageTask, phase1: GenerationResult) -> tuple[GenerationRequest, str]:
+        return thinking_phase2_request(self.tok, task, phase1.ids)
+
+    def generate(self, request: GenerationRequest, stage: str) -> GenerationResult:
+        return generate(self.model, [request], progress=self.progress, should_cancel=self.should_cancel,
+                        stage=stage)[0]
+
+    def image_codes(self, result: GenerationResult, grid_h: int, grid_w: int) -> list[int]:
+        return image_codes(self.tok, result, grid_h, grid_w)
 
 
-def edit_tokens(
-    model: torch.nn.Module,
-    tok: TextTokenizer,
-    codes: Sequence[int],
-    h: int,
-    w: int,
-    instruction: str,
-    *,
-    steps: int = 8,
-    block_length: int = 32,
-    cfg_text_scale: float = 4.0,
-    cfg_image_scale: float = 0.0,
-    threshold: float = DEFAULT_THRESHOLD,
-    temperature: float = DEFAULT_TEMPERATURE,
-    cfg_rescale: float = 0.0,
-    seed: int | None = None,
-    sprint: SprintOptions | Mapping[str, Any] | None = None,
-    progress: Progress | None = None,
-    should_cancel: ShouldCancel | None = None,
-) -> dict:
-    """Edit an image given as codes (MODEL_SPEC §3.5) -> {"codes", "h", "w"}; the output grid = the input's.
+# ---- task functions on a backbone in this process: build, run, read --------------------------------------
+def text_to_image_tokens(model: torch.nn.Module, tok: TextTokenizer, task: TextToImageTask, *,
+                         progress: Progress | None = None, should_cancel: ShouldCancel | None = None) -> ImageCodes:
+    """Text-to-image codes (MODEL_SPEC §3.3) for `task` (checked here)."""
+    clock = StageClock(progress, should_cancel)
+    return text_to_image_codes(LocalSteps(model, tok, progress, should_cancel), task.checked(), clock)
 
-    CFG: 2-way against the no-text branch, plus the no-image branch only when cfg_image_scale > 0 (3-way;
-    SPRINT then falls back to the baseline loop, §3.2). Defaults: README (steps 8, text 4.0, image 0.0).
-    """
-    request = edit_request(
-        tok, codes, h, w, instruction, steps=steps, block_length=block_length, cfg_text_scale=cfg_text_scale,
-        cfg_image_scale=cfg_image_scale, threshold=threshold, temperature=temperature, cfg_rescale=cfg_rescale,
-        seed=seed, sprint=sprint,
-    )
-    result = _run(model, request, STAGE_DENOISE, progress, should_cancel)
-    return {"codes": image_codes(tok, result, h, w), "h": h, "w": w}
+
+def understand_tokens(model: torch.nn.Module, tok: TextTokenizer, task: UnderstandTask, codes: Sequence[int],
+                      h: int, w: int, *, progress: Progress | None = None,
+                      should_cancel: ShouldCancel | None = None) -> str:
+    """The answer about an image given as codes (MODEL_SPEC §3.4), decoded without special tokens."""
+    request = understand_request(tok, task.checked(), codes, h, w)
+    return answer_text(tok, generate(model, [request], progress=progress, should_cancel=should_cancel,
+                                     stage=STAGE_DENOISE)[0])
+
+
+def edit_tokens(model: torch.nn.Module, tok: TextTokenizer, task: EditTask, codes: Sequence[int], h: int, w: int,
+                *, progress: Progress | None = None, should_cancel: ShouldCancel | None = None) -> ImageCodes:
+    """The edited image's codes (MODEL_SPEC §3.5) on the input's grid."""
+    request = edit_request(tok, task.checked(), codes, h, w)
+    result = generate(model, [request], progress=progress, should_cancel=should_cancel, stage=STAGE_DENOISE)[0]
+    return ImageCodes(image_codes(tok, result, h, w), h, w)

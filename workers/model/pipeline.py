@@ -4,6 +4,7 @@
     pipe.generate_image("a red fox in the snow", width=1024, height=1024, seed=0).image.save("fox.png")
     pipe.understand_image("photo.jpg", "What is in this picture?").text
     pipe.edit_image(Image.open("photo.jpg"), "make it night").image
+    pipe.text_to_image(TextToImageTask("a red fox", seed=0))            # the same, as a typed task
 
 Every component is loaded once and stays resident (`pipe.text_tokenizer`, `pipe.backbone`,
 `pipe.image_tokenizer`, `pipe.turbo_decoder`, `pipe.decoder`); the engine's stage actors use them directly.
@@ -14,7 +15,6 @@ returns its per-stage wall-clock seconds in `.timings`.
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,30 +26,22 @@ from PIL import Image
 
 from workers.model import generation, image_prep
 from workers.model import pipeline_inputs as inputs
-from workers.model import prompts as P
 from workers.model.backbone import LLaDA2MoeModelLM, load_backbone
 from workers.model.config import BackboneConfig
 from workers.model.decoder import MODES as DECODER_MODES
 from workers.model.decoder import ImageDecoder, load_decoder
-from workers.model.decoder.pipeline import DEFAULT_RESOLUTION_MULTIPLIER
 from workers.model.errors import ModelInputError
 from workers.model.hooks import Progress, ShouldCancel, StageClock
 from workers.model.image_tokenizer import ImageTokenizer, load_image_tokenizer
-from workers.model.sampler import SprintOptions
+from workers.model.sampler import GenerationRequest, GenerationResult, generate
+from workers.model.tasks import EditTask, KeywordTasks, TextToImageTask, UnderstandTask
 from workers.model.text_tokenizer import TextTokenizer
-
-Sprint = SprintOptions | Mapping[str, Any] | bool | None
 
 STAGES = ("tokenize", "denoise", "decode")
 # Decoders loaded by `from_pretrained` unless told otherwise: both, so that no request pays a load (the
 # turbo and normal DiTs share one SigVQ embedder and one VAE). Pass `decoders=("turbo",)` to save the
 # normal DiT's memory (~12 GB in bf16); a decoder not loaded up front is loaded on first use and then kept.
 DEFAULT_DECODERS = ("turbo", "normal")
-# Image sides for text-to-image, as the service accepts them (shared/jobs.py): 128 px is the smallest side
-# whose backbone grid (side / 32) is still >= 4; 2048 px keeps one image at <= 4096 tokens.
-IMAGE_SIDE_MIN = 128
-IMAGE_SIDE_MAX = 2048
-PATCH = 16  # pixels per SigLIP-VQ token side (MODEL_SPEC §2.4); a backbone grid cell is PATCH x rmul
 
 
 def default_device() -> torch.device:
@@ -137,7 +129,7 @@ def _stage_devices(device: torch.device, stage_devices: Mapping[str, Any] | None
     return placed
 
 
-class Pipeline:
+class Pipeline(KeywordTasks):
     """LLaDA2.0-Uni end to end. Build it with `from_pretrained`; components are public attributes."""
 
     def __init__(
@@ -225,176 +217,65 @@ class Pipeline:
             raise RuntimeError(f"{self.path}: the checkpoint has no image_tokenizer/ folder")
         return self.image_tokenizer
 
-    # ---- tasks -----------------------------------------------------------------------------------------
-    def generate_image(
-        self,
-        prompt: str,
-        *,
-        width: int = 1024,
-        height: int = 1024,
-        steps: int = 8,
-        cfg_scale: float = 2.0,
-        block_length: int = 32,
-        mode: str = "normal",
-        thinking_steps: int = 32,
-        thinking_gen_length: int = 4096,
-        threshold: float = generation.DEFAULT_THRESHOLD,
-        decoder: str = "turbo",
-        decoder_steps: int | None = None,
-        resolution_multiplier: int = DEFAULT_RESOLUTION_MULTIPLIER,
-        seed: int | None = None,
-        sprint: Sprint = None,
-        progress: Progress | None = None,
-        should_cancel: ShouldCancel | None = None,
-    ) -> ImageResult:
-        """Text to image (MODEL_SPEC §3.3, §5): an image of exactly `width` x `height` pixels.
-
-        Defaults are the README's (steps 8, cfg_scale 2.0, block 32, 1024²; turbo decoder, 8 steps).
-        The backbone fills a (height / 32) x (width / 32) grid (sides / (16·resolution_multiplier)).
-        `mode="thinking"` first writes a text plan (`.thinking`), then the image.
-        """
-        cell = inputs.check_resolution_multiplier(resolution_multiplier) * PATCH
-        grid_h = inputs.check_side("height", height, cell, IMAGE_SIDE_MIN, IMAGE_SIDE_MAX) // cell
-        grid_w = inputs.check_side("width", width, cell, IMAGE_SIDE_MIN, IMAGE_SIDE_MAX) // cell
-        decode_with = self._decoder_and_steps(decoder, decoder_steps)
-        seed = resolve_seed(seed)
-        stages = StageClock(progress, should_cancel)
-
-        def tokenize() -> None:
-            # The prompt ids are built again inside the sampler call; here they size-check the request.
-            cond, _ = P.t2i_prompts(self.text_tokenizer, inputs.check_text("prompt", prompt), grid_h, grid_w)
-            inputs.check_positions(self.config, "prompt", len(cond) + grid_h * grid_w)
-            stages.report("tokenize")
-
-        stages.run("tokenize", tokenize)
-        phases: dict[str, float] = {}
-        tokens = stages.run("denoise", lambda: generation.text_to_image_tokens(
-            self.backbone, self.text_tokenizer, prompt, grid_h=grid_h, grid_w=grid_w, steps=steps,
-            block_length=block_length, cfg_scale=cfg_scale, mode=mode, thinking_steps=thinking_steps,
-            thinking_gen_length=thinking_gen_length, threshold=threshold, seed=seed,
-            sprint=sprint_setting(sprint), progress=progress, should_cancel=should_cancel, phase_seconds=phases,
+    # ---- tasks (the keyword forms, generate_image & co., come from KeywordTasks) ---------------------
+    def text_to_image(self, task: TextToImageTask, *, progress: Progress | None = None,
+                      should_cancel: ShouldCancel | None = None) -> ImageResult:
+        """An image of exactly `task.width` x `task.height` pixels (MODEL_SPEC §3.3, §5)."""
+        task = task.checked()
+        decoder = self.get_decoder(task.decoder)
+        clock = StageClock(progress, should_cancel)
+        steps = generation.LocalSteps(self.backbone, self.text_tokenizer, progress, should_cancel)
+        drawn = generation.text_to_image_codes(steps, task, clock)
+        image = clock.run("decode", lambda: decoder.decode(
+            drawn.codes, task.grid_h, task.grid_w, steps=task.decoder_steps, seed=task.seed,
+            resolution_multiplier=task.resolution_multiplier, progress=progress, should_cancel=should_cancel,
         ))
-        stages.carve("denoise", generation.STAGE_THINK, phases.get(generation.STAGE_THINK, 0.0))
-        image = stages.run("decode", lambda: decode_with[0].decode(
-            tokens["codes"], grid_h, grid_w, steps=decode_with[1], seed=seed,
-            resolution_multiplier=resolution_multiplier, progress=progress, should_cancel=should_cancel,
-        ))
-        return ImageResult(image=image, timings=stages.timings, codes=tokens["codes"], grid=(grid_h, grid_w),
-                           seed=seed, thinking=tokens.get("thinking"))
+        return ImageResult(image=image, timings=clock.timings, codes=drawn.codes, grid=(task.grid_h, task.grid_w),
+                           seed=task.seed, thinking=drawn.thinking)
 
-    def understand_image(
-        self,
-        image: Image.Image | bytes | str | Path,
-        question: str,
-        *,
-        steps: int = 32,
-        gen_length: int = 2048,
-        block_length: int = 32,
-        threshold: float = generation.DEFAULT_THRESHOLD,
-        seed: int | None = None,
-        sprint: Sprint = None,
-        progress: Progress | None = None,
-        should_cancel: ShouldCancel | None = None,
-    ) -> TextResult:
-        """Answer `question` about `image` (a PIL image, encoded bytes or a file path; MODEL_SPEC §3.4).
-
-        The image is smart-resized (sides multiples of 32, 128²..800² pixels) and tokenised at 16 px per
-        token. Defaults: steps 32, gen_length 2048, block 32, threshold 0.95 (`GH:scripts/mmu_understand.py`).
-        """
+    def understand(self, image: Image.Image | bytes | str | Path, task: UnderstandTask, *,
+                   progress: Progress | None = None, should_cancel: ShouldCancel | None = None) -> TextResult:
+        """The answer to `task.question` about `image` (MODEL_SPEC §3.4)."""
         tokenizer = self._require_image_tokenizer()
-        inputs.check_text("question", question)
-        stages = StageClock(progress, should_cancel)
+        task = task.checked()
+        clock = StageClock(progress, should_cancel)
 
-        def tokenize() -> tuple[list[int], int, int]:
-            picture = inputs.open_image(image, "image")
-            encoded = tokenizer.encode(image_prep.understanding_resize(picture))
-            inputs.check_positions(self.config, "image", len(encoded[0]) + gen_length)
-            stages.report("tokenize")
-            return encoded
+        def tokenize() -> tuple[GenerationRequest, int, int]:
+            codes, h, w = tokenizer.encode(image_prep.understanding_resize(inputs.open_image(image, "image")))
+            request = generation.understand_request(self.text_tokenizer, task, codes, h, w)
+            clock.report("tokenize")
+            return request, h, w
 
-        codes, h, w = stages.run("tokenize", tokenize)
-        text = stages.run("denoise", lambda: generation.understand_tokens(
-            self.backbone, self.text_tokenizer, codes, h, w, question, steps=steps, gen_length=gen_length,
-            block_length=block_length, threshold=threshold, seed=seed, sprint=sprint_setting(sprint),
+        request, h, w = clock.run("tokenize", tokenize)
+        text = clock.run("denoise", lambda: generation.answer_text(
+            self.text_tokenizer, self._generate(request, progress, should_cancel)))
+        return TextResult(text=text, timings=clock.timings, grid=(h, w))
+
+    def edit(self, image: Image.Image | bytes | str | Path, task: EditTask, *, progress: Progress | None = None,
+             should_cancel: ShouldCancel | None = None) -> ImageResult:
+        """`image` edited by `task.instruction` (MODEL_SPEC §3.5), on the grid of its crop."""
+        tokenizer = self._require_image_tokenizer()
+        task = task.checked()
+        decoder = self.get_decoder(task.decoder)
+        clock = StageClock(progress, should_cancel)
+
+        def tokenize() -> tuple[GenerationRequest, int, int]:
+            source = inputs.edit_source(inputs.open_image(image, "image"), crop=task.crop, base=task.crop_base)
+            codes, h, w = tokenizer.encode(source)
+            request = generation.edit_request(self.text_tokenizer, task, codes, h, w)
+            clock.report("tokenize")
+            return request, h, w
+
+        request, h, w = clock.run("tokenize", tokenize)
+        codes = clock.run("denoise", lambda: generation.image_codes(
+            self.text_tokenizer, self._generate(request, progress, should_cancel), h, w))
+        picture = clock.run("decode", lambda: decoder.decode(
+            codes, h, w, steps=task.decoder_steps, seed=task.seed, resolution_multiplier=task.resolution_multiplier,
             progress=progress, should_cancel=should_cancel,
         ))
-        return TextResult(text=text, timings=stages.timings, grid=(h, w))
+        return ImageResult(image=picture, timings=clock.timings, codes=codes, grid=(h, w), seed=task.seed)
 
-    def edit_image(
-        self,
-        image: Image.Image | bytes | str | Path,
-        instruction: str,
-        *,
-        steps: int = 8,
-        block_length: int = 32,
-        cfg_text_scale: float = 4.0,
-        cfg_image_scale: float = 0.0,
-        threshold: float = generation.DEFAULT_THRESHOLD,
-        decoder: str = "turbo",
-        decoder_steps: int | None = None,
-        resolution_multiplier: int = DEFAULT_RESOLUTION_MULTIPLIER,
-        crop: image_prep.EditCrop | str = image_prep.EditCrop.COVER,
-        crop_base: int = inputs.EDIT_CROP_BASE,
-        seed: int | None = None,
-        sprint: Sprint = None,
-        progress: Progress | None = None,
-        should_cancel: ShouldCancel | None = None,
-    ) -> ImageResult:
-        """Edit `image` by `instruction` (MODEL_SPEC §3.5).
-
-        The source is cropped to the closest of the reference's crop sizes (<= (crop_base/32)² cells of
-        32 px, aspect <= 4; `crop` = "cover" resizes to cover it first, "reference" crops the un-resized
-        image as the official code does), tokenised at 16 px per token, edited on the same grid and decoded:
-        the result is crop size x resolution_multiplier — with the defaults a 512² crop gives 1024², as the
-        reference. Defaults: steps 8, cfg_text_scale 4.0, cfg_image_scale 0.0 (README).
-        """
-        tokenizer = self._require_image_tokenizer()
-        inputs.check_text("instruction", instruction)
-        inputs.check_resolution_multiplier(resolution_multiplier)
-        decode_with = self._decoder_and_steps(decoder, decoder_steps)
-        seed = resolve_seed(seed)
-        stages = StageClock(progress, should_cancel)
-
-        def tokenize() -> tuple[list[int], int, int]:
-            source = inputs.edit_source(inputs.open_image(image, "image"), crop=crop, base=crop_base)
-            encoded = tokenizer.encode(source)
-            inputs.check_positions(self.config, "image", 2 * len(encoded[0]))
-            stages.report("tokenize")
-            return encoded
-
-        codes, h, w = stages.run("tokenize", tokenize)
-        tokens = stages.run("denoise", lambda: generation.edit_tokens(
-            self.backbone, self.text_tokenizer, codes, h, w, instruction, steps=steps, block_length=block_length,
-            cfg_text_scale=cfg_text_scale, cfg_image_scale=cfg_image_scale, threshold=threshold, seed=seed,
-            sprint=sprint_setting(sprint), progress=progress, should_cancel=should_cancel,
-        ))
-        picture = stages.run("decode", lambda: decode_with[0].decode(
-            tokens["codes"], h, w, steps=decode_with[1], seed=seed, resolution_multiplier=resolution_multiplier,
-            progress=progress, should_cancel=should_cancel,
-        ))
-        return ImageResult(image=picture, timings=stages.timings, codes=tokens["codes"], grid=(h, w), seed=seed)
-
-    # ---- helpers ---------------------------------------------------------------------------------------
-    def _decoder_and_steps(self, mode: str, steps: int | None) -> tuple[ImageDecoder, int]:
-        """Check the decoder choice and its steps before any work, then fetch (or load) that decoder."""
-        steps = inputs.check_decoder(mode, steps)
-        return self.get_decoder(mode), steps
-
-
-def resolve_seed(seed: int | None) -> int:
-    """The seed to use: `seed` checked, or a fresh random one (returned in the result, for replay)."""
-    if seed is None:
-        return secrets.randbits(63)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ModelInputError("seed", f"must be an integer in [0, 2**63), got {seed!r}")
-    return seed
-
-
-def sprint_setting(sprint: Sprint) -> SprintOptions | Mapping[str, Any] | None:
-    """`True` = SPRINT with the sampler's defaults (the official README's, MODEL_SPEC §3.6: keep 0.5, warm-up 1;
-    the service's too), `False`/None = off; options pass through as given."""
-    if sprint is True:
-        return SprintOptions()
-    if sprint is False:
-        return None
-    return sprint
+    def _generate(self, request: GenerationRequest, progress: Progress | None,
+                  should_cancel: ShouldCancel | None) -> GenerationResult:
+        return generate(self.backbone, [request], progress=progress, should_cancel=should_cancel,
+                        stage=generation.STAGE_DENOISE)[0]

@@ -26,13 +26,14 @@ import torch
 from workers.model import generation
 from workers.model.config import BackboneConfig
 from workers.model.sampler.state import start_request
+from workers.model.tasks import EditTask, TextToImageTask, UnderstandTask
 from workers.model.text_tokenizer import TextTokenizer
 from workers.model.tiny_checkpoint import EOS_TOKEN
 
 from ..codes import GENERATION_GRID, READING_GRID, scene_codes
 from ..edits import random_edit
 from ..texts import QUESTIONS, answer, caption
-from ..world import TRAINING, sample_scene
+from ..world import IMAGE_SIDE, TRAINING, sample_scene
 from .backbone_config import backbone_config_json
 from .text_tokenizer import build_text_tokenizer
 from .thinking_plan import plan_sentence
@@ -99,13 +100,18 @@ def _example(task: str, row, combos) -> Example:
     return Example(task, ids, positions, pad, p, tuple(int(c) for c in combos))
 
 
+def picture_task(prompt: str, **options) -> TextToImageTask:
+    """A text-to-image task for a 128² picture: the GENERATION_GRID² code grid at resolution_multiplier 2."""
+    return TextToImageTask(prompt, width=IMAGE_SIDE, height=IMAGE_SIDE, **options).checked()
+
+
 def _codes(tok: TextTokenizer, codes) -> list[int]:
     return [tok.image_token_offset + int(c) for c in np.asarray(codes).reshape(-1)]
 
 
 def t2i_example(rng: np.random.Generator, tok: TextTokenizer, phase: Phase | None = None) -> Example:
     scene = sample_scene(rng)
-    request = generation.text_to_image_request(tok, caption(scene), grid_h=GENERATION_GRID, grid_w=GENERATION_GRID)
+    request = generation.text_to_image_request(tok, picture_task(caption(scene)))
     rows = _rows(request, _codes(tok, scene_codes(scene, GENERATION_GRID)), tok.eos_id)
     uncond = rng.random() < UNCOND_DROPOUT
     return _example("t2i_uncond" if uncond else "t2i", rows[1 if uncond else 0], [scene.index])
@@ -119,15 +125,15 @@ def _plan_ids(tok: TextTokenizer, scene) -> list[int]:
 
 def think1_example(rng: np.random.Generator, tok: TextTokenizer, phase: Phase | None = None) -> Example:
     scene = sample_scene(rng)
-    request = generation.thinking_phase1_request(tok, caption(scene))
+    request = generation.thinking_phase1_request(tok, picture_task(caption(scene), mode="thinking"))
     response = _plan_ids(tok, scene) + _codes(tok, scene_codes(scene, GENERATION_GRID))
     return _example("think1", _rows(request, response, tok.eos_id)[0], [scene.index])
 
 
 def think2_example(rng: np.random.Generator, tok: TextTokenizer, phase: Phase | None = None) -> Example:
     scene = sample_scene(rng)
-    request, _ = generation.thinking_phase2_request(tok, caption(scene), _plan_ids(tok, scene),
-                                                    grid_h=GENERATION_GRID, grid_w=GENERATION_GRID)
+    request, _ = generation.thinking_phase2_request(tok, picture_task(caption(scene), mode="thinking"),
+                                                    _plan_ids(tok, scene))
     rows = _rows(request, _codes(tok, scene_codes(scene, GENERATION_GRID)), tok.eos_id)
     uncond = rng.random() < UNCOND_DROPOUT
     return _example("think2_uncond" if uncond else "think2", rows[1 if uncond else 0], [scene.index])
@@ -140,7 +146,8 @@ def understand_example(rng: np.random.Generator, tok: TextTokenizer, phase: Phas
     else:
         question = QUESTIONS[int(rng.choice(len(QUESTIONS), p=phase.questions))]
     codes = scene_codes(scene, READING_GRID).reshape(-1).tolist()
-    request = generation.understand_request(tok, codes, READING_GRID, READING_GRID, question)
+    request = generation.understand_request(tok, UnderstandTask(question).checked(), codes, READING_GRID,
+                                            READING_GRID)
     response = tok.encode(answer(question, scene)) + [tok.eos_id]
     return _example(f"understand/{question}", _rows(request, response, tok.eos_id)[0], [scene.index])
 
@@ -150,8 +157,8 @@ def edit_example(rng: np.random.Generator, tok: TextTokenizer, phase: Phase = PH
     edit = random_edit(rng, source, TRAINING)
     codes = scene_codes(source, GENERATION_GRID).reshape(-1).tolist()
     # cfg_image_scale > 0 so the builder makes all three branches (cond, no-text, no-image).
-    request = generation.edit_request(tok, codes, GENERATION_GRID, GENERATION_GRID, edit.instruction,
-                                      cfg_image_scale=1.0)
+    request = generation.edit_request(tok, EditTask(edit.instruction, cfg_image_scale=1.0).checked(), codes,
+                                      GENERATION_GRID, GENERATION_GRID)
     rows = _rows(request, _codes(tok, scene_codes(edit.target, GENERATION_GRID)), tok.eos_id)
     names = list(phase.edit_branches)
     branch = names[int(rng.choice(len(names), p=list(phase.edit_branches.values())))]

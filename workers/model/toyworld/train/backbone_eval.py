@@ -26,6 +26,7 @@ from workers.model import generation
 from workers.model.backbone import load_backbone
 from workers.model.config import BackboneConfig
 from workers.model.sampler import SprintOptions
+from workers.model.tasks import EditTask, UnderstandTask
 from workers.model.text_tokenizer import TextTokenizer
 
 from ..checker import ATTRIBUTES, compare
@@ -33,6 +34,7 @@ from ..codes import GENERATION_GRID, READING_GRID, read_codes, scene_codes
 from ..edits import EDIT_KINDS, current_value, edit_values, make_edit
 from ..texts import QUESTIONS, answer, caption
 from ..world import HELD_OUT, TRAINING, Combination, combination, scene_of
+from .backbone_data import picture_task
 from .thinking_plan import read_plan
 
 _EDIT_ATTRIBUTE = {"colour": "colour", "shape": "shape", "position": "position", "background": "background"}
@@ -71,23 +73,23 @@ def evaluate_set(model, tok: TextTokenizer, indices: list[int], *, seed: int = 0
     """`edit_cfg_text_scale`: None = the runtime's default (4.0); another value to see how guidance bounds editing."""
     tally = _Tally()
     rng = np.random.default_rng(seed)
-    grid = dict(grid_h=GENERATION_GRID, grid_w=GENERATION_GRID)
     for index in indices:
         comb = combination(index)
         scene = scene_of(comb, rng)
         prompt = caption(comb)
-        tally.add_reading("t2i", generation.text_to_image_tokens(model, tok, prompt, **grid)["codes"], comb)
+        tally.add_reading("t2i", generation.text_to_image_tokens(model, tok, picture_task(prompt)).codes, comb)
         if sprint:
-            out = generation.text_to_image_tokens(model, tok, prompt, sprint=SprintOptions(), **grid)
-            tally.add_reading("t2i sprint", out["codes"], comb)
+            out = generation.text_to_image_tokens(model, tok, picture_task(prompt, sprint=SprintOptions()))
+            tally.add_reading("t2i sprint", out.codes, comb)
         if thinking:
-            out = generation.text_to_image_tokens(model, tok, prompt, mode="thinking", **grid)
-            tally.add_reading("thinking", out["codes"], comb)
-            tally.add("thinking/plan names the prompt", read_plan(out["thinking"] or "") == comb)
+            out = generation.text_to_image_tokens(model, tok, picture_task(prompt, mode="thinking"))
+            tally.add_reading("thinking", out.codes, comb)
+            tally.add("thinking/plan names the prompt", read_plan(out.thinking or "") == comb)
         if understanding:
             codes = scene_codes(scene, READING_GRID).reshape(-1).tolist()
             for question in QUESTIONS:
-                reply = generation.understand_tokens(model, tok, codes, READING_GRID, READING_GRID, question)
+                reply = generation.understand_tokens(model, tok, UnderstandTask(question), codes, READING_GRID,
+                                                     READING_GRID)
                 tally.add(f"understand/{question}", reply == answer(question, comb))
         if editing:
             source = scene
@@ -96,9 +98,9 @@ def evaluate_set(model, tok: TextTokenizer, indices: list[int], *, seed: int = 0
                 values = [v for v in edit_values(kind) if v != current_value(source, kind)]
                 edit = make_edit(source, kind, values[int(rng.integers(len(values)))])
                 scale = {} if edit_cfg_text_scale is None else {"cfg_text_scale": edit_cfg_text_scale}
-                out = generation.edit_tokens(model, tok, codes, GENERATION_GRID, GENERATION_GRID, edit.instruction,
-                                             **scale)
-                right = compare(read_codes(np.asarray(out["codes"]).reshape(GENERATION_GRID, GENERATION_GRID)),
+                out = generation.edit_tokens(model, tok, EditTask(edit.instruction, **scale), codes, GENERATION_GRID,
+                                             GENERATION_GRID)
+                right = compare(read_codes(np.asarray(out.codes).reshape(GENERATION_GRID, GENERATION_GRID)),
                                 edit.target)
                 changed = _EDIT_ATTRIBUTE[kind]
                 kept = all(ok for attribute, ok in right.items() if attribute != changed)
