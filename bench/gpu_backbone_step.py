@@ -1,6 +1,6 @@
 """One denoising step of the full-size backbone on a device (issue 2, "On a GPU"; batching numbers for issue 6).
 
-Random weights with the official config (MODEL_SPEC §2.1: 20 layers, 256 experts, vocab 173568), built straight
+Random weights with the official config (docs/model.md §2.1: 20 layers, 256 experts, vocab 173568), built straight
 on the device in bf16 (no files: ~32 GB of weights). Each case is the sampler's real step (`start_request` +
 `step`) on a 32-token block with 2-way CFG (cond + a shorter, left-padded uncond row) after a prefix of 1k or
 4k tokens: the baseline loop (the whole prefix runs again under the block-causal mask), SPRINT with the
@@ -29,7 +29,7 @@ from workers.model.sampler import GenerationRequest, SprintOptions
 from workers.model.sampler.state import start_request
 from workers.model.sampler.stepper import step
 
-OFFICIAL = {  # MODEL_SPEC §2.1
+OFFICIAL = {  # docs/model.md §2.1
     "vocab_size": 173568, "hidden_size": 2048, "intermediate_size": 5120, "num_hidden_layers": 20,
     "num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 128, "use_qk_norm": True,
     "rms_norm_eps": 1e-6, "max_position_embeddings": 8192, "rope_theta": 600000,

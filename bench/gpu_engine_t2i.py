@@ -1,7 +1,7 @@
 """Text-to-image through the engine on one GPU with full-size synthetic weights (issue 6, "On a GPU").
 
 Writes a checkpoint in the official layout whose text-to-image path has the official sizes (random weights):
-the backbone of MODEL_SPEC §2.1 (~32 GB bf16), the 6.2B DiT of §5.2 (decoder-turbo/; decoder/ links to the same
+the backbone of docs/model.md §2.1 (~32 GB bf16), the 6.2B DiT of §5.2 (decoder-turbo/; decoder/ links to the same
 file, as the engine loads both modes), the SigVQ embedder of §5.1 with a 16384-code VQ codebook, and the FLUX VAE
 of §5.5 (~45 GB on disk); tokenizer and vision encoder stay tiny (text-to-image does not run the encoder). Then, with all three
 stages on GPU 0: seconds per image and images per minute at 1, 4 and 8 concurrent jobs through the engine,

@@ -1,5 +1,5 @@
 """A resident decoder vs loading the decoder for every call, as the reference `decode_vq_tokens` does
-(MODEL_SPEC §5; ARCHITECTURE §4: weights load once per actor, never per request).
+(docs/model.md §5; ARCHITECTURE §4: weights load once per actor, never per request).
 
 Baseline: `load_decoder(path, mode="turbo")` (SigVQ + DiT + VAE, strict, from a warm page cache — the
 baseline's best case) followed by one decode, per request. Candidate: the same decode on a decoder loaded

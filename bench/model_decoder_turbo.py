@@ -1,5 +1,5 @@
 """Turbo (distilled, 8 steps, CFG-free) vs normal (50-step Euler with CFG against zero features) decoding of
-the same image tokens (MODEL_SPEC §5.4), on the tiny checkpoint's decoders (synthetic weights, CPU, fp32).
+the same image tokens (docs/model.md §5.4), on the tiny checkpoint's decoders (synthetic weights, CPU, fp32).
 
 Baseline: the normal decoder at its default 50 steps (49 DiT calls on a batch of 2). Candidate: the turbo
 decoder at its default 8 steps (8 calls on a batch of 1). Both decode one 4x4 grid to 128x128 pixels

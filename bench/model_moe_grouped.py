@@ -1,4 +1,4 @@
-"""Grouped expert compute vs a per-expert Python loop (the baseline) at 256 tokens x 16 experts (MODEL_SPEC §2.2).
+"""Grouped expert compute vs a per-expert Python loop (the baseline) at 256 tokens x 16 experts (docs/model.md §2.2).
 
 Variants, all on the same router output, outputs checked equal:
 - per-token loop: what ARCHITECTURE §4 forbids;

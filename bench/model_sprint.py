@@ -1,4 +1,4 @@
-"""SPRINT (prefix KV reuse, MODEL_SPEC §3.6) vs the baseline block-diffusion loop (§3.1) on an
+"""SPRINT (prefix KV reuse, docs/model.md §3.6) vs the baseline block-diffusion loop (§3.1) on an
 understanding-shaped request: a ~512-token prefix (an image block of 440 codes and a question) and 256
 generated tokens (block 32, 32 steps per block, threshold 0.95, greedy).
 

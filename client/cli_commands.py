@@ -194,7 +194,7 @@ def _connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None
 
 
 def _sprint_options(parser) -> None:
-    group = parser.add_argument_group("SPRINT (MODEL_SPEC §3.6)")
+    group = parser.add_argument_group("SPRINT (docs/model.md §3.6)")
     group.add_argument("--sprint", action="store_true", help="enable SPRINT")
     group.add_argument("--keep-ratio", type=float)
     group.add_argument("--cache-warmup-steps", type=int)

@@ -3,7 +3,7 @@ header, before anything is decoded (services/gateway/images.py). The model libra
 check for notebook users (workers/model/image_prep.py); a test keeps the two equal.
 
 Why these bounds: the model never uses more than about 1024²-equivalent pixels of an input. Understanding
-resizes to at most 800² px (MODEL_SPEC §3.4); editing crops to the crop list of `Settings.edit_crop_base`
+resizes to at most 800² px (docs/model.md §3.4); editing crops to the crop list of `Settings.edit_crop_base`
 (the reference's 512: at most 256 cells of 32 px, 512²-equivalent; §3.5). Sixteen times that area (4096²)
 still takes a phone's 12 MP photo (4032×3024) as it is, while one decoded input stays under 64 MiB (RGBA);
 past it the caller sends — and we would decode — pixels the model throws away.

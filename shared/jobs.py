@@ -1,6 +1,6 @@
 """Job kinds, states, stages and the parameters of each kind, with their validation.
 
-Defaults mirror the reference implementation (MODEL_SPEC §3.3–3.6, §5.4, §9) so results are comparable.
+Defaults mirror the reference implementation (docs/model.md §3.3–3.6, §5.4, §9) so results are comparable.
 `validate_params` fills the defaults in and raises `InvalidArgument` naming the offending field.
 """
 
@@ -31,7 +31,7 @@ class JobState(str, enum.Enum):
 
 class Stage(str, enum.Enum):
     TOKENIZE = "tokenize"
-    # The thinking pass of a thinking-mode text-to-image job (MODEL_SPEC §3.3): a denoise phase of its own
+    # The thinking pass of a thinking-mode text-to-image job (docs/model.md §3.3): a denoise phase of its own
     # (text tokens, before the image's), named apart so users can tell the two phases' progress apart.
     # ARCHITECTURE §2 lists tokenize|denoise|decode; `think` only ever precedes `denoise`.
     THINK = "think"
@@ -52,11 +52,11 @@ class InvalidArgument(ValueError):
 PRIORITY_MIN = 0
 PRIORITY_MAX = 9
 
-# Image sides in pixels. MODEL_SPEC §5.6 only shows 512..1024; [128, 2048] is our choice: 128 is the
+# Image sides in pixels. docs/model.md §5.6 only shows 512..1024; [128, 2048] is our choice: 128 is the
 # smallest side whose backbone grid (side / 32) is still ≥ 4, 2048 keeps one image ≤ 4096 tokens.
 IMAGE_SIDE_MIN = 128
 IMAGE_SIDE_MAX = 2048
-# Backbone grid cell: 16 px SigVQ patch × resolution_multiplier 2 (MODEL_SPEC §5.4), hence multiples of 32.
+# Backbone grid cell: 16 px SigVQ patch × resolution_multiplier 2 (docs/model.md §5.4), hence multiples of 32.
 IMAGE_SIDE_MULTIPLE = 32
 
 # Upper bounds that keep one request from monopolising a worker; not model limits.
@@ -66,7 +66,7 @@ MAX_GEN_LENGTH = 8192
 BLOCK_LENGTH_MIN = 4
 BLOCK_LENGTH_MAX = 256
 
-# MODEL_SPEC §5.4 / §9: turbo is the distilled 8-step sampler, normal the 50-step one.
+# docs/model.md §5.4 / §9: turbo is the distilled 8-step sampler, normal the 50-step one.
 DEFAULT_DECODER_STEPS = {"turbo": 8, "normal": 50}
 
 
@@ -75,7 +75,7 @@ class _Params(BaseModel):
 
 
 class SprintOptions(_Params):
-    """SPRINT (MODEL_SPEC §3.6). Only its parameter names are public; defaults are choices noted below."""
+    """SPRINT (docs/model.md §3.6). Only its parameter names are public; defaults are choices noted below."""
 
     enabled: bool = False
     # §3.6: README examples use 0.5, sglang-omni 0.7 — we follow the official README.
@@ -120,7 +120,7 @@ class _DecoderOptions(_Params):
     decoder: Literal["turbo", "normal"] = "turbo"
     # None → DEFAULT_DECODER_STEPS[decoder], filled in by validation.
     decoder_steps: int | None = Field(default=None, ge=1, le=MAX_DECODER_STEPS)
-    # MODEL_SPEC §5.4: output pixels = grid × 16 × rmul; default 2. 1..4 accepted, sides must divide.
+    # docs/model.md §5.4: output pixels = grid × 16 × rmul; default 2. 1..4 accepted, sides must divide.
     resolution_multiplier: int = Field(default=2, ge=1, le=4)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
 
@@ -183,7 +183,7 @@ class EditParams(_DecoderOptions):
     steps: int = Field(default=8, ge=1, le=MAX_STEPS)
     block_length: int = Field(default=32, ge=BLOCK_LENGTH_MIN, le=BLOCK_LENGTH_MAX)
     cfg_text_scale: float = Field(default=4.0, ge=0.0, le=30.0)
-    # MODEL_SPEC §3.2: the no-image branch is only built when this is > 0.
+    # docs/model.md §3.2: the no-image branch is only built when this is > 0.
     cfg_image_scale: float = Field(default=0.0, ge=0.0, le=30.0)
 
     _instruction = field_validator("instruction")(_check_text)

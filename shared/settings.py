@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     # choice); or "module:factory", a callable taking the Settings (benchmarks, tests).
     worker_executor: str = Field(default="engine", pattern=r"^(engine|pipeline|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
 
-    # Editing (MODEL_SPEC §3.5): the source image is cropped to the crop list of this base resolution.
+    # Editing (docs/model.md §3.5): the source image is cropped to the crop list of this base resolution.
     # 512 is the reference (≤ 16² cells of 32 px, ~1024 tokens denoised and ~1024² px decoded whatever the
     # input size), so results compare with it; a deployment may lower it to edit in seconds at a lower
     # resolution. Unset with the toy checkpoint as the model: TOY_EDIT_CROP_BASE. A positive multiple of 32.

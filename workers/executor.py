@@ -19,7 +19,7 @@ from shared.jobs import EditParams, JobKind, TextToImageParams, UnderstandParams
 from workers.model.hooks import Progress, ShouldCancel
 
 
-# MODEL_SPEC §3.5's reference crop base; a deployment sets another through `Settings.edit_crop_base`.
+# docs/model.md §3.5's reference crop base; a deployment sets another through `Settings.edit_crop_base`.
 REFERENCE_EDIT_CROP_BASE = 512
 IMAGE_OUTPUT = "image.png"
 
@@ -58,7 +58,7 @@ def encode_png(image) -> bytes:
 def sprint_kwargs(sprint) -> dict[str, Any]:
     """shared SprintOptions → the Pipeline's `sprint` mapping (None when off) and acceptance threshold.
 
-    The service's `sprint.threshold` is the confidence threshold of the sampler (MODEL_SPEC §3.1/§3.6);
+    The service's `sprint.threshold` is the confidence threshold of the sampler (docs/model.md §3.1/§3.6);
     the model keeps it apart from the SPRINT options, so it is passed on as `threshold`.
     """
     if not sprint.enabled:

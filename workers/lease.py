@@ -27,7 +27,7 @@ log = logging.getLogger("llada.worker")
 # Progress is written to the database (and published) at most this often, plus at every stage change
 # and stage end: a tiny model steps in milliseconds, and each write takes SQLite's write lock.
 PROGRESS_MIN_INTERVAL_S = 0.2
-# Model stage names → the service's Stage. The thinking pass (MODEL_SPEC §3.3) is reported as its own
+# Model stage names → the service's Stage. The thinking pass (docs/model.md §3.3) is reported as its own
 # THINK stage so users can tell it from the image's denoising.
 STAGE_OF = {"tokenize": Stage.TOKENIZE, "think": Stage.THINK, "denoise": Stage.DENOISE, "decode": Stage.DECODE}
 

@@ -96,7 +96,7 @@ def job_to_pb(job: Job, *, queue_position: int = 0, presign: Presign | None = No
 def _fill_outputs(msg: pb.Job, job: Job, presign: Presign | None, expiry_s: int) -> None:
     if job.output_text:
         # A text-to-image job has no answer text; the worker stores its thinking pass there
-        # (MODEL_SPEC §3.3: result["thinking"]), so the two never collide.
+        # (docs/model.md §3.3: result["thinking"]), so the two never collide.
         if job.kind == JobKind.TEXT_TO_IMAGE.value:
             msg.outputs.thinking_text = job.output_text
         else:

@@ -12,7 +12,7 @@ from client import LladaClient, stage_name, state_name
 JOB_TIMEOUT_S = 120
 # The fewest turbo decoder steps: the path is the same, the CPU time a quarter of the default 8.
 E2E_DECODER_STEPS = 2
-# MODEL_SPEC §3.5's 512-base edit crop costs minutes on a CPU; the 128 base edits an 8×8 grid.
+# docs/model.md §3.5's 512-base edit crop costs minutes on a CPU; the 128 base edits an 8×8 grid.
 E2E_EDIT_CROP_BASE = "128"
 
 

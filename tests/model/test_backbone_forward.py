@@ -1,5 +1,5 @@
 """The backbone forward: RoPE, the KV cache, logits_to_keep, key importance, masks, and a naive whole-model
-reference written from MODEL_SPEC §2.2 (explicit loops, float64)."""
+reference written from docs/model.md §2.2 (explicit loops, float64)."""
 
 from __future__ import annotations
 

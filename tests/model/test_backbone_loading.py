@@ -149,7 +149,7 @@ def test_config_errors_name_the_field(backbone_only, tmp_path):
 
 
 def test_config_reads_the_official_values():
-    official = {  # MODEL_SPEC §2.1, the fields that matter
+    official = {  # docs/model.md §2.1, the fields that matter
         "vocab_size": 173568, "hidden_size": 2048, "intermediate_size": 5120, "num_hidden_layers": 20,
         "num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 128, "rms_norm_eps": 1e-6,
         "max_position_embeddings": 8192, "rope_theta": 600000,

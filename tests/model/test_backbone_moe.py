@@ -1,4 +1,4 @@
-"""The MoE layer against naive per-token references (MODEL_SPEC §2.2, MoE block)."""
+"""The MoE layer against naive per-token references (docs/model.md §2.2, MoE block)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Task-level generation (MODEL_SPEC §3.3–3.5) on the real tiny backbone and tokenizer."""
+"""Task-level generation (docs/model.md §3.3–3.5) on the real tiny backbone and tokenizer."""
 
 from __future__ import annotations
 

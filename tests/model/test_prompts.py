@@ -1,4 +1,4 @@
-"""Prompt builders produce exactly the strings of MODEL_SPEC §3.3–3.5, with specials and images as ids."""
+"""Prompt builders produce exactly the strings of docs/model.md §3.3–3.5, with specials and images as ids."""
 
 from __future__ import annotations
 

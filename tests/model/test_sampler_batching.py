@@ -18,7 +18,7 @@ from workers.model.sampler.batch import RowInput, assemble
 
 
 def select_transfer_one(scores, token_probs, masked, count, threshold):
-    """The per-request acceptance formula (MODEL_SPEC §3.1 step 4a) as it was written for one row."""
+    """The per-request acceptance formula (docs/model.md §3.1 step 4a) as it was written for one row."""
     above = masked & (token_probs > threshold)
     if int(above.sum()) >= count:
         return above

@@ -1,4 +1,4 @@
-"""Classifier-free guidance rows and formulas (MODEL_SPEC §3.2) on the scripted backbone double."""
+"""Classifier-free guidance rows and formulas (docs/model.md §3.2) on the scripted backbone double."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The baseline block-diffusion loop (MODEL_SPEC §3.1) on the scripted backbone double."""
+"""The baseline block-diffusion loop (docs/model.md §3.1) on the scripted backbone double."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def make_request(prompt_len=5, **overrides) -> GenerationRequest:
 
 
 def reference_generate(model, prompt, gen_length, block_length, steps, threshold):
-    """A direct, unbatched transcription of MODEL_SPEC §3.1 (greedy) to compare the sampler against."""
+    """A direct, unbatched transcription of docs/model.md §3.1 (greedy) to compare the sampler against."""
     p = len(prompt)
     nb = math.ceil((p + gen_length) / block_length)
     x = torch.full((nb * block_length,), MASK_ID)

@@ -123,7 +123,7 @@ class ScriptedBackboneDouble(nn.Module):
 
 
 def block_causal_mask(length: int, block: int) -> torch.Tensor:
-    """The reference's additive block-causal mask [1, 1, L, L] (MODEL_SPEC §3.1 step 2)."""
+    """The reference's additive block-causal mask [1, 1, L, L] (docs/model.md §3.1 step 2)."""
     blocks = -(-length // block)
     tril = torch.tril(torch.ones(blocks, blocks))
     full = tril.repeat_interleave(block, 0).repeat_interleave(block, 1)[:length, :length]

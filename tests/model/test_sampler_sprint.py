@@ -1,4 +1,4 @@
-"""SPRINT (MODEL_SPEC §3.6): prefix KV reuse, pruning, adaptive unmasking, fallback for 3-way CFG."""
+"""SPRINT (docs/model.md §3.6): prefix KV reuse, pruning, adaptive unmasking, fallback for 3-way CFG."""
 
 from __future__ import annotations
 
@@ -126,5 +126,5 @@ def test_sprint_defaults_are_the_services_and_sprint_true_uses_them():
     names = ("keep_ratio", "cache_warmup_steps", "confidence_alpha", "image_keep_ratio", "text_keep_ratio",
              "remasking")
     assert {n: getattr(mine, n) for n in names} == {n: getattr(service, n) for n in names}
-    assert (mine.keep_ratio, mine.cache_warmup_steps) == (0.5, 1)  # MODEL_SPEC §3.6: the official README's
+    assert (mine.keep_ratio, mine.cache_warmup_steps) == (0.5, 1)  # docs/model.md §3.6: the official README's
     assert sprint_options(True) == mine and sprint_options(False) is None

@@ -13,7 +13,7 @@ from workers.model.errors import ModelInputError
 from workers.model.text_tokenizer import TextTokenizer, TokenizerFilesError
 from workers.model.tiny_checkpoint import make_tiny_checkpoint
 
-OFFICIAL_IDS = {156892, 156895, 156901, 156902, 156904}  # MODEL_SPEC §2.4, for contrast only
+OFFICIAL_IDS = {156892, 156895, 156901, 156902, 156904}  # docs/model.md §2.4, for contrast only
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The tiny checkpoint is a structural copy of the official one (MODEL_SPEC §10)."""
+"""The tiny checkpoint is a structural copy of the official one (docs/model.md §10)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from safetensors import safe_open
 from workers.model import tiny_checkpoint
 from workers.model.tiny_checkpoint import main, make_tiny_checkpoint
 
-# MODEL_SPEC §2.1: every field of the official config.json.
+# docs/model.md §2.1: every field of the official config.json.
 OFFICIAL_FIELDS = {
     "architectures", "auto_map", "model_type", "torch_dtype", "vocab_size", "hidden_size", "intermediate_size",
     "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act", "use_qkv_bias",

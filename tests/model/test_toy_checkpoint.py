@@ -38,7 +38,7 @@ def test_official_layout_within_the_size_bound():
         assert (folder / name).is_file(), name
     config = json.loads((folder / "config.json").read_text())
     assert set(config) == OFFICIAL_FIELDS
-    # The structural constants of the real config (MODEL_SPEC §2.1) the toy keeps.
+    # The structural constants of the real config (docs/model.md §2.1) the toy keeps.
     assert config["first_k_dense_replace"] == 1 and config["num_shared_experts"] == 1
     assert config["n_group"] > 1 and config["topk_group"] < config["n_group"]
     assert config["partial_rotary_factor"] == 0.5 and config["use_qk_norm"] is True

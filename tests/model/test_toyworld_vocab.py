@@ -8,7 +8,7 @@ from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 from workers.model.toyworld import NUM_COMBINATIONS, caption, combination
 from workers.model.toyworld.vocab import UNKNOWN, split_words, tokenizer_strings, world_texts
 
-SYSTEM = "<role>SYSTEM</role> You are {} <role>HUMAN</role>"  # MODEL_SPEC §3.3–3.5, written out by hand
+SYSTEM = "<role>SYSTEM</role> You are {} <role>HUMAN</role>"  # docs/model.md §3.3–3.5, written out by hand
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,7 @@ def test_edit_passes_both_guidance_scales():
 
     _, _, instruction, kwargs = double.calls[0]
     assert instruction == "night" and (kwargs["cfg_text_scale"], kwargs["cfg_image_scale"]) == (4.0, 1.5)
-    assert kwargs["crop_base"] == 512  # MODEL_SPEC §3.5's reference crop unless a deployment lowers it
+    assert kwargs["crop_base"] == 512  # docs/model.md §3.5's reference crop unless a deployment lowers it
 
 
 def test_edit_crop_base_is_a_setting_read_from_the_environment_without_a_warning(tmp_path, monkeypatch, caplog):

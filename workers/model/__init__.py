@@ -7,7 +7,7 @@ Public API (see workers/model/README.md):
 * `load_image_tokenizer(path, *, device="cpu", dtype=torch.float32)` — SigLIP-VQ: `encode(image) -> (codes, h, w)`
 * `load_decoder(path, *, mode="normal"|"turbo", device="cpu", dtype=torch.float32)` — codes → PIL image
 * `block_diffusion_generate(model, prompt_ids, *, gen_length, block_length, steps, threshold, mask_id, eos_id)`
-  — the baseline text loop (MODEL_SPEC §3.1)
+  — the baseline text loop (docs/model.md §3.1)
 * `make_tiny_checkpoint(folder, seed=0)` — a tiny random checkpoint in the official layout, for tests
 
 Names are imported on first use, so `import workers.model.errors` (or the `llada` command's help) does not

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 MODEL_ENV = "LLADA_MODEL_PATH"
-REFERENCE_CROP_BASE = 512  # MODEL_SPEC §3.5
+REFERENCE_CROP_BASE = 512  # docs/model.md §3.5
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
 
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--steps", type=int, help="denoising steps per block")
     common.add_argument("--block-length", type=int, default=32)
     common.add_argument("--seed", type=int)
-    sprint = common.add_argument_group("SPRINT (MODEL_SPEC §3.6)")
+    sprint = common.add_argument_group("SPRINT (docs/model.md §3.6)")
     sprint.add_argument("--sprint", action="store_true", help="reuse the prefix KV cache (and prune it)")
     sprint.add_argument("--keep-ratio", type=float)
     sprint.add_argument("--cache-warmup-steps", type=int)

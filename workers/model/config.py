@@ -1,4 +1,4 @@
-"""The backbone's `config.json` (MODEL_SPEC §2.1) as a validated dataclass.
+"""The backbone's `config.json` (docs/model.md §2.1) as a validated dataclass.
 
 Only the fields the runtime uses become attributes; every field of the file (including ones we do not use,
 such as `auto_map`) stays available in `raw`. Bad values raise `ConfigError` naming the field.

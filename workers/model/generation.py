@@ -35,7 +35,7 @@ PREFIX_CACHE = True
 
 
 def _image_request(tok: TextTokenizer, branches, grid_h: int, grid_w: int, **kw) -> GenerationRequest:
-    # MODEL_SPEC §3.3 / open question 2: gen_length is exactly H·W image positions (as `LI`), not a larger
+    # docs/model.md §3.3 / open question 2: gen_length is exactly H·W image positions (as `LI`), not a larger
     # budget (sglang passes 1088 for 1024): the image-only vocabulary cannot end early, so every extra
     # position would only be denoised and cut away.
     return GenerationRequest(
@@ -51,7 +51,7 @@ def _image_request(tok: TextTokenizer, branches, grid_h: int, grid_w: int, **kw)
 
 
 def text_to_image_request(tok: TextTokenizer, task: TextToImageTask) -> GenerationRequest:
-    """The image request of normal-mode text-to-image (MODEL_SPEC §3.3): 2-way CFG, image-only vocabulary."""
+    """The image request of normal-mode text-to-image (docs/model.md §3.3): 2-way CFG, image-only vocabulary."""
     cond, uncond = P.t2i_prompts(tok, task.prompt, task.grid_h, task.grid_w)
     inputs.check_positions(tok.config, "prompt", len(cond) + task.grid_h * task.grid_w)
     return _image_request(
@@ -62,7 +62,7 @@ def text_to_image_request(tok: TextTokenizer, task: TextToImageTask) -> Generati
 
 
 def thinking_phase1_request(tok: TextTokenizer, task: TextToImageTask) -> GenerationRequest:
-    """Thinking mode, phase 1 (MODEL_SPEC §3.3): text diffusion without CFG or vocabulary restriction;
+    """Thinking mode, phase 1 (docs/model.md §3.3): text diffusion without CFG or vocabulary restriction;
     `<boi>` stops it like EOS."""
     prompt = P.thinking_phase1_prompt(tok, task.prompt)
     # Phase 2 adds the plan and the image to this prompt; the sampler checks the plan's budget itself.
@@ -84,7 +84,7 @@ def thinking_phase1_request(tok: TextTokenizer, task: TextToImageTask) -> Genera
 
 
 def text_to_image_first_request(tok: TextTokenizer, task: TextToImageTask) -> tuple[str, GenerationRequest]:
-    """(stage, request) of text-to-image's first sampler phase (MODEL_SPEC §3.3): the image itself, or in
+    """(stage, request) of text-to-image's first sampler phase (docs/model.md §3.3): the image itself, or in
     thinking mode the thinking text (`thinking_phase2_request` then builds the image request)."""
     if task.mode == "thinking":
         return STAGE_THINK, thinking_phase1_request(tok, task)
@@ -108,7 +108,7 @@ def thinking_phase2_request(tok: TextTokenizer, task: TextToImageTask,
 
 def understand_request(tok: TextTokenizer, task: UnderstandTask, codes: Sequence[int], h: int,
                        w: int) -> GenerationRequest:
-    """The understanding request (MODEL_SPEC §3.4): the image block and question, text out, no CFG."""
+    """The understanding request (docs/model.md §3.4): the image block and question, text out, no CFG."""
     prompt = P.understand_prompt(tok, codes, h, w, task.question)
     inputs.check_positions(tok.config, "image", len(codes) + task.gen_length)
     return GenerationRequest(
@@ -128,7 +128,7 @@ def understand_request(tok: TextTokenizer, task: UnderstandTask, codes: Sequence
 
 
 def edit_request(tok: TextTokenizer, task: EditTask, codes: Sequence[int], h: int, w: int) -> GenerationRequest:
-    """The editing request (MODEL_SPEC §3.5): 2-way CFG against the no-text branch, plus the no-image branch
+    """The editing request (docs/model.md §3.5): 2-way CFG against the no-text branch, plus the no-image branch
     only when cfg_image_scale > 0 (3-way; SPRINT then falls back to the baseline loop, §3.2)."""
     inputs.check_positions(tok.config, "image", 2 * len(codes))
     cond, no_text, no_image = P.edit_prompts(tok, codes, h, w, task.instruction,
@@ -197,7 +197,7 @@ class TextToImageSteps(Protocol):
 
 
 def text_to_image_codes(steps: TextToImageSteps, task: TextToImageTask, clock: StageClock) -> ImageCodes:
-    """Text-to-image's backbone phases in order (MODEL_SPEC §3.3), each timed under its stage: tokenize (the
+    """Text-to-image's backbone phases in order (docs/model.md §3.3), each timed under its stage: tokenize (the
     prompt, built once), then in thinking mode `think` (the plan, ended by `<boi>`), then `denoise` (the image
     codes, conditioned on the plan in thinking mode)."""
     with clock.stage(STAGE_TOKENIZE):
@@ -240,7 +240,7 @@ class LocalSteps:
 # ---- task functions on a backbone in this process: build, run, read --------------------------------------
 def text_to_image_tokens(model: torch.nn.Module, tok: TextTokenizer, task: TextToImageTask, *,
                          progress: Progress | None = None, should_cancel: ShouldCancel | None = None) -> ImageCodes:
-    """Text-to-image codes (MODEL_SPEC §3.3) for `task` (checked here)."""
+    """Text-to-image codes (docs/model.md §3.3) for `task` (checked here)."""
     clock = StageClock(progress, should_cancel)
     return text_to_image_codes(LocalSteps(model, tok, progress, should_cancel), task.checked(), clock)
 
@@ -248,7 +248,7 @@ def text_to_image_tokens(model: torch.nn.Module, tok: TextTokenizer, task: TextT
 def understand_tokens(model: torch.nn.Module, tok: TextTokenizer, task: UnderstandTask, codes: Sequence[int],
                       h: int, w: int, *, progress: Progress | None = None,
                       should_cancel: ShouldCancel | None = None) -> str:
-    """The answer about an image given as codes (MODEL_SPEC §3.4), decoded without special tokens."""
+    """The answer about an image given as codes (docs/model.md §3.4), decoded without special tokens."""
     request = understand_request(tok, task.checked(), codes, h, w)
     return answer_text(tok, generate(model, [request], progress=progress, should_cancel=should_cancel,
                                      stage=STAGE_DENOISE)[0])
@@ -256,7 +256,7 @@ def understand_tokens(model: torch.nn.Module, tok: TextTokenizer, task: Understa
 
 def edit_tokens(model: torch.nn.Module, tok: TextTokenizer, task: EditTask, codes: Sequence[int], h: int, w: int,
                 *, progress: Progress | None = None, should_cancel: ShouldCancel | None = None) -> ImageCodes:
-    """The edited image's codes (MODEL_SPEC §3.5) on the input's grid."""
+    """The edited image's codes (docs/model.md §3.5) on the input's grid."""
     request = edit_request(tok, task.checked(), codes, h, w)
     result = generate(model, [request], progress=progress, should_cancel=should_cancel, stage=STAGE_DENOISE)[0]
     return ImageCodes(image_codes(tok, result, h, w), h, w)

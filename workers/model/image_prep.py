@@ -1,4 +1,4 @@
-"""Input-image preparation before the SigLIP-VQ tokenizer (MODEL_SPEC §3.4, §3.5).
+"""Input-image preparation before the SigLIP-VQ tokenizer (docs/model.md §3.4, §3.5).
 
 * Understanding: Qwen2.5-VL-style smart resize with factor 32 and the reference's pixel bounds, bicubic
   resize to cover the target, centre crop to it (every side a multiple of 32).
@@ -32,7 +32,7 @@ EDIT_CROP_MAX_ASPECT = 4.0
 
 
 class EditCrop(str, Enum):
-    """How `edit_crop` fits the image to the chosen crop size (MODEL_SPEC §11 open question 13).
+    """How `edit_crop` fits the image to the chosen crop size (docs/model.md §11 open question 13).
 
     COVER (default): resize (LANCZOS) so the image just covers the crop size, then centre crop — the whole
     image is kept up to the aspect trim, which is what a service user expects.

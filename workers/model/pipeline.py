@@ -162,7 +162,7 @@ class Pipeline(KeywordTasks):
         stage_devices: Mapping[str, torch.device | str] | None = None,
         decoders: Iterable[str] = DEFAULT_DECODERS,
     ) -> "Pipeline":
-        """Load the checkpoint folder in the official layout (MODEL_SPEC §6).
+        """Load the checkpoint folder in the official layout (docs/model.md §6).
 
         `device`: default CUDA when available, else CPU. `dtype`: default bf16 on accelerators and fp32 on
         CPU (a torch dtype or its name). `stage_devices` places stages apart, e.g.
@@ -220,7 +220,7 @@ class Pipeline(KeywordTasks):
     # ---- tasks (the keyword forms, generate_image & co., come from KeywordTasks) ---------------------
     def text_to_image(self, task: TextToImageTask, *, progress: Progress | None = None,
                       should_cancel: ShouldCancel | None = None) -> ImageResult:
-        """An image of exactly `task.width` x `task.height` pixels (MODEL_SPEC §3.3, §5)."""
+        """An image of exactly `task.width` x `task.height` pixels (docs/model.md §3.3, §5)."""
         task = task.checked()
         decoder = self.get_decoder(task.decoder)
         clock = StageClock(progress, should_cancel)
@@ -235,7 +235,7 @@ class Pipeline(KeywordTasks):
 
     def understand(self, image: Image.Image | bytes | str | Path, task: UnderstandTask, *,
                    progress: Progress | None = None, should_cancel: ShouldCancel | None = None) -> TextResult:
-        """The answer to `task.question` about `image` (MODEL_SPEC §3.4)."""
+        """The answer to `task.question` about `image` (docs/model.md §3.4)."""
         tokenizer = self._require_image_tokenizer()
         task = task.checked()
         clock = StageClock(progress, should_cancel)
@@ -253,7 +253,7 @@ class Pipeline(KeywordTasks):
 
     def edit(self, image: Image.Image | bytes | str | Path, task: EditTask, *, progress: Progress | None = None,
              should_cancel: ShouldCancel | None = None) -> ImageResult:
-        """`image` edited by `task.instruction` (MODEL_SPEC §3.5), on the grid of its crop."""
+        """`image` edited by `task.instruction` (docs/model.md §3.5), on the grid of its crop."""
         tokenizer = self._require_image_tokenizer()
         task = task.checked()
         decoder = self.get_decoder(task.decoder)

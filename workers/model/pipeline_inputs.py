@@ -1,7 +1,7 @@
 """Checks and conversions of the Pipeline's user inputs; every refusal is a `ModelInputError` naming the field.
 
 Images arrive as PIL images, encoded bytes or file paths, in any mode PIL opens. They leave as upright
-8-bit RGB: EXIF rotation applied, transparency composited on white (MODEL_SPEC §4.1), CMYK / palette / LA
+8-bit RGB: EXIF rotation applied, transparency composited on white (docs/model.md §4.1), CMYK / palette / LA
 converted, 16-bit scaled down to 8 bits. Refused clearly: bytes that are not an image, truncated files,
 empty images, decompression bombs (PIL's `Image.MAX_IMAGE_PIXELS`), extreme aspect ratios, float images.
 """
@@ -21,7 +21,7 @@ from workers.model.decoder import MODES as DECODER_MODES
 from workers.model.errors import ModelInputError
 from workers.model.image_tokenizer.preprocess import to_rgb
 
-# MODEL_SPEC §3.5: the reference builds its edit crop list as generate_crop_size_list((512 // 32) ** 2, 32);
+# docs/model.md §3.5: the reference builds its edit crop list as generate_crop_size_list((512 // 32) ** 2, 32);
 # 512 is that base resolution. A smaller base gives smaller crops (fewer tokens), e.g. for quick trials.
 EDIT_CROP_BASE = 512
 EDIT_CROP_CELL = image_prep.EDIT_CROP_PATCH

@@ -1,4 +1,4 @@
-"""Prompt id sequences for text-to-image, thinking, understanding and editing (MODEL_SPEC §3.3–3.5, §2.4).
+"""Prompt id sequences for text-to-image, thinking, understanding and editing (docs/model.md §3.3–3.5, §2.4).
 
 Every prompt is a list of pieces joined as ids:
 * template text (role tags and system prompts, with the spec's literal spaces) — encoded on its own;

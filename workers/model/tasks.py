@@ -6,7 +6,7 @@ check that turns a task as asked into a task as run (the role SGLang's `io_struc
 
 The request builders (`generation`), the Pipeline, the Ray engine and the worker's executors all take these;
 the service's own copy of the defaults (`shared.jobs`, the API boundary) is held equal to them by a test.
-Defaults are the reference's (MODEL_SPEC §3.3–3.5: the official README and scripts). `checked()` raises
+Defaults are the reference's (docs/model.md §3.3–3.5: the official README and scripts). `checked()` raises
 `ModelInputError` naming the field; what only the model's config can judge (the positions a request needs)
 is checked by the request builders, which build the prompt anyway.
 """
@@ -25,7 +25,7 @@ from workers.model.errors import ModelInputError
 from workers.model.sampler import SprintOptions
 
 MODES = ("normal", "thinking")
-# MODEL_SPEC §3.1: the loop's own defaults (threshold 0.95, temperature 0 = greedy). The HF task functions
+# docs/model.md §3.1: the loop's own defaults (threshold 0.95, temperature 0 = greedy). The HF task functions
 # expose no temperature; greedy is the reference behaviour, so `seed` only matters with temperature > 0.
 DEFAULT_THRESHOLD = 0.95
 DEFAULT_TEMPERATURE = 0.0
@@ -33,7 +33,7 @@ DEFAULT_TEMPERATURE = 0.0
 # whose backbone grid (side / 32) is still >= 4; 2048 px keeps one image at <= 4096 tokens.
 IMAGE_SIDE_MIN = 128
 IMAGE_SIDE_MAX = 2048
-PATCH = 16  # pixels per SigLIP-VQ token side (MODEL_SPEC §2.4); a backbone grid cell is PATCH x rmul
+PATCH = 16  # pixels per SigLIP-VQ token side (docs/model.md §2.4); a backbone grid cell is PATCH x rmul
 
 # What `sprint` may be given as: the options, a mapping of their fields, True (the defaults) or False/None (off).
 Sprint = SprintOptions | Mapping[str, Any] | bool | None
@@ -41,7 +41,7 @@ Sprint = SprintOptions | Mapping[str, Any] | bool | None
 
 def sprint_options(sprint: Sprint) -> SprintOptions | None:
     """SPRINT options from any accepted form (None = SPRINT off); `True` = the sampler's defaults (the official
-    README's, MODEL_SPEC §3.6: keep 0.5, warm-up 1; the service's too)."""
+    README's, docs/model.md §3.6: keep 0.5, warm-up 1; the service's too)."""
     if sprint is None or sprint is False:
         return None
     if sprint is True:
@@ -75,7 +75,7 @@ def resolve_seed(seed: int | None) -> int:
 
 @dataclass(frozen=True)
 class TextToImageTask:
-    """Text to image (MODEL_SPEC §3.3, §5): an image of exactly `width` x `height` pixels. The backbone fills a
+    """Text to image (docs/model.md §3.3, §5): an image of exactly `width` x `height` pixels. The backbone fills a
     (height / 32) x (width / 32) grid (sides / (16·resolution_multiplier)); `mode="thinking"` first writes a
     text plan, then the image. Defaults: the README's (steps 8, cfg_scale 2.0, block 32, 1024²; turbo, 8 steps;
     thinking_steps 32, thinking_gen_length 4096)."""
@@ -126,7 +126,7 @@ class TextToImageTask:
 
 @dataclass(frozen=True)
 class UnderstandTask:
-    """Answer `question` about an image (MODEL_SPEC §3.4): smart-resized (sides multiples of 32, 128²..800²
+    """Answer `question` about an image (docs/model.md §3.4): smart-resized (sides multiples of 32, 128²..800²
     pixels), tokenised at 16 px per token. Defaults: steps 32, gen_length 2048, block 32, threshold 0.95
     (`GH:scripts/mmu_understand.py`)."""
 
@@ -150,7 +150,7 @@ class UnderstandTask:
 
 @dataclass(frozen=True)
 class EditTask:
-    """Edit an image by `instruction` (MODEL_SPEC §3.5). The source is cropped to the closest of the reference's
+    """Edit an image by `instruction` (docs/model.md §3.5). The source is cropped to the closest of the reference's
     crop sizes (<= (crop_base/32)² cells of 32 px, aspect <= 4; `crop` = "cover" resizes to cover it first,
     "reference" crops the un-resized image as the official code does), tokenised at 16 px per token, edited on
     the same grid and decoded: the result is crop size x resolution_multiplier — with the defaults a 512² crop

@@ -1,6 +1,6 @@
 """The LLaDA2 text tokenizer (`tokenizer.json`, offline) with its special ids resolved by string.
 
-MODEL_SPEC "How to use this spec" 2 and §2.4: no special id is hard-coded. Each is looked up by its
+docs/model.md "How to use this spec" 2 and §2.4: no special id is hard-coded. Each is looked up by its
 string; EOS comes from `tokenizer_config.json` / `special_tokens_map.json` and must equal config.json's
 `pad_token_id`; image codes live at `image_token_offset + code`.
 """

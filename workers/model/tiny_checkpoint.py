@@ -1,4 +1,4 @@
-"""Make a tiny, seeded LLaDA2.0-Uni checkpoint in the official layout (MODEL_SPEC §10).
+"""Make a tiny, seeded LLaDA2.0-Uni checkpoint in the official layout (docs/model.md §10).
 
 Same files, key names, config field sets and dtypes as the real checkpoint (§6), tiny sizes (§10.2):
 sharded bf16 backbone with an fp32 `expert_bias`, a small byte-level BPE `tokenizer.json` whose special
@@ -212,7 +212,7 @@ def make_tiny_checkpoint(folder: str | Path, seed: int = 0, *, with_image_compon
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m workers.model.tiny_checkpoint",
-        description="Write a tiny random LLaDA2.0-Uni checkpoint (official layout, MODEL_SPEC §10) for tests.",
+        description="Write a tiny random LLaDA2.0-Uni checkpoint (official layout, docs/model.md §10) for tests.",
     )
     parser.add_argument("out_dir", type=Path, help="folder to write (created if missing)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the weights (default 0)")

@@ -1,8 +1,8 @@
-"""Tiny, seeded image components in the official checkpoint layout (MODEL_SPEC §10).
+"""Tiny, seeded image components in the official checkpoint layout (docs/model.md §10).
 
 `write_image_components(folder, seed)` writes `image_tokenizer/`, `decoder/`, `decoder-turbo/` and `vae/` under
 `folder` with the official file names, key names, config field sets and dtypes (bf16), but the small sizes
-of MODEL_SPEC §10.2. Weights are random but informative (norm weights near 1, projections ~N(0, 0.02),
+of docs/model.md §10.2. Weights are random but informative (norm weights near 1, projections ~N(0, 0.02),
 non-zero pad tokens) and deterministic per seed. The backbone author's `make_tiny_checkpoint` calls this.
 """
 

@@ -4,7 +4,7 @@ A component builds its module on the meta device (no memory), then `load_strict`
 and persistent buffer straight from the checkpoint files to the target device and dtype. Nothing is held
 twice: each tensor is read from a memory-mapped file, cast once, and *assigned* into the module.
 
-Strictness (MODEL_SPEC "How to use this spec" 1): every tensor in the files is consumed, every
+Strictness (docs/model.md "How to use this spec" 1): every tensor in the files is consumed, every
 parameter/persistent buffer is filled and every shape matches; otherwise one `CheckpointError` names the
 component and file(s) and lists the missing, unexpected and mis-shaped keys.
 """

@@ -1,4 +1,4 @@
-"""The LLaDA2.0-Uni MoE diffusion-LM backbone (MODEL_SPEC §2)."""
+"""The LLaDA2.0-Uni MoE diffusion-LM backbone (docs/model.md §2)."""
 
 from .loading import load_backbone
 from .model import BackboneOutput, LLaDA2MoeModelLM

@@ -1,4 +1,4 @@
-"""Fused-QKV grouped-query attention with per-head q/k RMSNorm and partial RoPE (MODEL_SPEC §2.2).
+"""Fused-QKV grouped-query attention with per-head q/k RMSNorm and partial RoPE (docs/model.md §2.2).
 
 Two paths give the same output: the fast one uses `scaled_dot_product_attention` (its kernels keep the
 softmax in fp32); the explicit one computes fp32 softmax probabilities, a chunk of queries at a time, so the

@@ -1,6 +1,6 @@
 """All routed experts of one MoE layer as two stacked weight tensors, run with grouped matmuls.
 
-The checkpoint stores every expert separately (`experts.{e}.gate_proj/up_proj/down_proj.weight`, MODEL_SPEC
+The checkpoint stores every expert separately (`experts.{e}.gate_proj/up_proj/down_proj.weight`, docs/model.md
 §2.3). After loading, `pack_experts` copies them once into `gate_up [E, 2I, H]` and `down [E, H, I]` and
 re-points each expert's Linear at its slice, so module names, `state_dict` and memory stay single.
 

@@ -1,4 +1,4 @@
-"""Strict, memory-mapped loading of the backbone from the official checkpoint folder (MODEL_SPEC §2.3, §6)."""
+"""Strict, memory-mapped loading of the backbone from the official checkpoint folder (docs/model.md §2.3, §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SwiGLU feed-forward: the dense layer-0 FFN, each routed expert and the shared expert (MODEL_SPEC §2.2)."""
+"""SwiGLU feed-forward: the dense layer-0 FFN, each routed expert and the shared expert (docs/model.md §2.2)."""
 
 from __future__ import annotations
 

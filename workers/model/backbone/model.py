@@ -1,4 +1,4 @@
-"""The LLaDA2.0-Uni backbone: `LLaDA2MoeModelLM` with the official module/parameter names (MODEL_SPEC §2.3).
+"""The LLaDA2.0-Uni backbone: `LLaDA2MoeModelLM` with the official module/parameter names (docs/model.md §2.3).
 
 Forward contract (agreed with the sampler, see `LLaDA2MoeModelLM.forward`): additive masks over
 [past ; current] keys, a per-layer (k, v) cache, `logits_to_keep`, and optional per-key attention mass.

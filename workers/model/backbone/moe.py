@@ -1,4 +1,4 @@
-"""Sigmoid-scored, group-limited top-k mixture of experts with a shared expert (MODEL_SPEC §2.2).
+"""Sigmoid-scored, group-limited top-k mixture of experts with a shared expert (docs/model.md §2.2).
 
 Tokens are grouped by expert: the (token, slot) pairs are sorted by expert id, the experts run over their
 contiguous slices, and the weighted results are scattered back with `index_add_`. Once the loader has packed

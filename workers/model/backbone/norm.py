@@ -1,4 +1,4 @@
-"""RMSNorm exactly as the reference computes it (MODEL_SPEC §2.2)."""
+"""RMSNorm exactly as the reference computes it (docs/model.md §2.2)."""
 
 from __future__ import annotations
 

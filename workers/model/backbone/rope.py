@@ -1,4 +1,4 @@
-"""Partial rotate-half rotary position embedding (MODEL_SPEC §2.2).
+"""Partial rotate-half rotary position embedding (docs/model.md §2.2).
 
 Only the first `rotary_dim` dims of each head rotate (NeoX "rotate-half" on those dims); the rest pass
 through. `inv_freq` is a non-persistent buffer: it is not in the checkpoint, so after a meta-device build

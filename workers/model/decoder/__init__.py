@@ -1,4 +1,4 @@
-"""Diffusion image decoder (MODEL_SPEC §5): SigVQ embedder → Z-Image DiT (normal / turbo) → FLUX VAE."""
+"""Diffusion image decoder (docs/model.md §5): SigVQ embedder → Z-Image DiT (normal / turbo) → FLUX VAE."""
 
 from workers.model.decoder.pipeline import MODES, DecoderNoise, ImageDecoder, load_decoder
 

@@ -1,4 +1,4 @@
-"""`load_decoder` / `ImageDecoder.decode`: VQ codes → PIL image (MODEL_SPEC §5).
+"""`load_decoder` / `ImageDecoder.decode`: VQ codes → PIL image (docs/model.md §5).
 
 SigVQ features → Z-Image DiT flow sampling in the 16-channel VAE latent (normal: 50-step Euler with CFG against
 zero features; turbo: 8-step distilled, CFG-free) → FLUX VAE → uint8 image.
@@ -43,7 +43,7 @@ DEFAULT_RESOLUTION_MULTIPLIER = 2  # §5.4: 2 = 1024 px from a 32×32 grid
 
 @dataclass(frozen=True)
 class DecoderNoise:
-    """The random draws of one decode, supplied by the caller instead of a seed (MODEL_SPEC §5.4), so two
+    """The random draws of one decode, supplied by the caller instead of a seed (docs/model.md §5.4), so two
     implementations can be compared step by step.
 
     `initial`: the starting latent, shape `ImageDecoder.latent_shape(h, w, rmul)`, drawn in fp32 by the

@@ -1,4 +1,4 @@
-"""The two flow-matching samplers of the official decoder (MODEL_SPEC §5.4) — [VERIFIED] there.
+"""The two flow-matching samplers of the official decoder (docs/model.md §5.4) — [VERIFIED] there.
 
 Convention: x_t = t·x_data + (1−t)·noise (t = 0 noise, t = 1 data); `velocity(x, t)` predicts x_data − noise.
 Both samplers check `should_cancel()` before every model call and report `progress("decode", k, total)`

@@ -1,4 +1,4 @@
-"""SigVQ semantic embedder (MODEL_SPEC §5.1): VQ code grid → DiT conditioning features.
+"""SigVQ semantic embedder (docs/model.md §5.1): VQ code grid → DiT conditioning features.
 
 Codes (no backbone offset) on an h×w grid are upsampled ×2 by nearest neighbour, embedded, and passed through
 Linear → SiLU → Linear. Module names follow the official `sigvq_embedding.pt` keys:

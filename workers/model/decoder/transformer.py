@@ -1,4 +1,4 @@
-"""The Z-Image DiT (MODEL_SPEC §5.2–5.3): diffusers' `ZImageTransformer2DModel`, loaded strictly with one rename.
+"""The Z-Image DiT (docs/model.md §5.2–5.3): diffusers' `ZImageTransformer2DModel`, loaded strictly with one rename.
 
 The official checkpoint names the caption embedder `semantic_embedder`; diffusers calls it `cap_embedder`.
 A plain `from_pretrained` "works" but leaves `cap_embedder` randomly initialised (§5.3 pitfall), so the module

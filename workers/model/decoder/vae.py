@@ -1,4 +1,4 @@
-"""The FLUX VAE (MODEL_SPEC §5.5) through diffusers' `AutoencoderKL`, loaded strictly from `vae/`."""
+"""The FLUX VAE (docs/model.md §5.5) through diffusers' `AutoencoderKL`, loaded strictly from `vae/`."""
 
 from __future__ import annotations
 

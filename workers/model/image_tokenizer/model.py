@@ -1,4 +1,4 @@
-"""The SigLIP ViT + cosine VQ of MODEL_SPEC §4.2, built from transformers' GLM-Image classes.
+"""The SigLIP ViT + cosine VQ of docs/model.md §4.2, built from transformers' GLM-Image classes.
 
 transformers 5.24's `GlmImageVisionModel` and `GlmImageVQVAE` take the official tensor names exactly once the
 `model.` prefix is stripped (§4.3, §9 [VERIFIED]) and compute what §4.2 describes: learned position table

@@ -1,4 +1,4 @@
-"""Image → patch vectors, exactly as `image_tokenizer/preprocessor_config.json` says (MODEL_SPEC §4.1).
+"""Image → patch vectors, exactly as `image_tokenizer/preprocessor_config.json` says (docs/model.md §4.1).
 
 Resizing is the caller's job (§3.4 / §3.5, `workers.model.image_prep`); here: RGBA composited on white, rescale
 (× 1/255 in fp32) *then* normalise, 16-px patches in raster order, each patch vector ordered (C, T, p, p).

@@ -1,4 +1,4 @@
-"""Block-diffusion sampler for the LLaDA2.0-Uni backbone (MODEL_SPEC §3): baseline loop, 2-/3-way CFG,
+"""Block-diffusion sampler for the LLaDA2.0-Uni backbone (docs/model.md §3): baseline loop, 2-/3-way CFG,
 SPRINT, built on a stepper so that an engine can add and remove requests between denoising steps."""
 
 from workers.model.sampler.block_diffusion import block_diffusion_generate

@@ -1,4 +1,4 @@
-"""Which masked positions of the active block receive their sampled token this step (MODEL_SPEC §3.1 4a)."""
+"""Which masked positions of the active block receive their sampled token this step (docs/model.md §3.1 4a)."""
 
 from __future__ import annotations
 

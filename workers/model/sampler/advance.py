@@ -1,5 +1,5 @@
 """One denoising step's token choice for a group of requests, as tensor ops over the whole group
-(MODEL_SPEC §3.1 step 4, §3.2 guidance, §3.6 ranking and adaptive counts).
+(docs/model.md §3.1 step 4, §3.2 guidance, §3.6 ranking and adaptive counts).
 
 Requests that sample alike (`sampling_settings`) are guided, filtered, sampled, ranked and selected together:
 a handful of ops per group rather than per request. Every op works row by row (per position over the

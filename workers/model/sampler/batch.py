@@ -46,7 +46,7 @@ class BatchInput:
 def batch_visibility(rows: list[RowInput], query_length: int, past_length: int, device) -> torch.Tensor:
     """Bool [N, Q, P + Q]: which key each query may attend to, for every row at once.
 
-    Within a row's queries (own positions a, b): block-causal, b // block <= a // block (MODEL_SPEC §3.1
+    Within a row's queries (own positions a, b): block-causal, b // block <= a // block (docs/model.md §3.1
     step 2), neither below the row's CFG pad. A cached past (SPRINT: the prefix before the active block,
     pads excluded) is seen whole by every real query. Left padding (short queries, short pasts) is hidden,
     and a query that sees no key (padding) sees its own column only, keeping its softmax finite.

@@ -1,4 +1,4 @@
-"""`block_diffusion_generate`: the baseline block-diffusion text loop (MODEL_SPEC §3.1) for one prompt.
+"""`block_diffusion_generate`: the baseline block-diffusion text loop (docs/model.md §3.1) for one prompt.
 
 A one-request front end to the batched sampler (`workers.model.sampler.generate`), with the special ids as
 parameters so that any vocabulary works, tiny ones included.

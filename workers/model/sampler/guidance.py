@@ -1,4 +1,4 @@
-"""Classifier-free guidance over the branch rows of one request (MODEL_SPEC §3.2)."""
+"""Classifier-free guidance over the branch rows of one request (docs/model.md §3.2)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def guided_logits(
     """rows [R, B, V] (R = 1, 2 or 3 branches) -> guided logits [B, V] in fp32.
 
     R = 2: u + s (c - u)           (only called with s != 1; with s == 1 the request keeps one row)
-    R = 3: nt + s_t (c - nt) + s_i (nt - ni)   (MODEL_SPEC §3.2 / open question 4: sglang's formula)
+    R = 3: nt + s_t (c - nt) + s_i (nt - ni)   (docs/model.md §3.2 / open question 4: sglang's formula)
     """
     rows = rows.float()
     cond = rows[0]

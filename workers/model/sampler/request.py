@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 from workers.model.errors import ModelInputError
 
-# MODEL_SPEC §3.6 lists these confidence strategies for SPRINT's adaptive unmasking.
+# docs/model.md §3.6 lists these confidence strategies for SPRINT's adaptive unmasking.
 REMASKING_STRATEGIES = ("low_confidence", "top_k_margin", "neg_entropy")
 
-# SPRINT defaults — MODEL_SPEC §3.6 / §3.3 [UNVERIFIED which the HF code uses]: the official README's examples
+# SPRINT defaults — docs/model.md §3.6 / §3.3 [UNVERIFIED which the HF code uses]: the official README's examples
 # (understanding and text-to-image both pass keep_ratio=0.5, cache_warmup_steps=1); sglang-omni passes 0.7 and 2.
 # The README is the model authors' own usage, and the service's defaults (`shared/jobs.py` SprintOptions) are
 # the same values, so `sprint=True` here and a SPRINT job through the service run alike.
@@ -22,7 +22,7 @@ DEFAULT_CONFIDENCE_ALPHA = 0.5
 
 @dataclass(frozen=True)
 class SprintOptions:
-    """SPRINT (MODEL_SPEC §3.6): prefix KV reuse, optional prefix pruning, adaptive unmasking.
+    """SPRINT (docs/model.md §3.6): prefix KV reuse, optional prefix pruning, adaptive unmasking.
 
     Defaults are the official README's examples: keep_ratio 0.5, cache_warmup_steps 1 (confidence_alpha 0.5,
     low_confidence as sglang-omni).
@@ -58,7 +58,7 @@ class SprintOptions:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One independent block-diffusion generation (MODEL_SPEC §3.1, §3.2).
+    """One independent block-diffusion generation (docs/model.md §3.1, §3.2).
 
     `prompts` holds 1, 2 or 3 branches of prompt ids: (cond,), (cond, uncond) for 2-way CFG with
     `cfg_scale`, or (cond, no_text, no_image) for 3-way editing CFG with `cfg_scale` as the text scale and
@@ -78,7 +78,7 @@ class GenerationRequest:
     minimal_topk: int = 1
     cfg_scale: float = 1.0
     cfg_image_scale: float = 0.0
-    # MODEL_SPEC §3.2 / open question 3: whether HF rescales guided logits is UNVERIFIED; off (0.0) by
+    # docs/model.md §3.2 / open question 3: whether HF rescales guided logits is UNVERIFIED; off (0.0) by
     # default. When > 0: g' = rho * g * std(c)/std(g) + (1 - rho) * g with the std taken per position over the
     # vocabulary (the newer sglang form).
     cfg_rescale: float = 0.0
@@ -90,7 +90,7 @@ class GenerationRequest:
     sprint: SprintOptions | None = None
     # Without SPRINT, reuse the prefix KV within a block: each block's first step runs the whole window and
     # caches the prefix, the other steps run only the block against it. Exact under block-causal masking
-    # (MODEL_SPEC §3.6: prefix reuse is exact if nothing is pruned): the baseline's tokens, fewer token-passes.
+    # (docs/model.md §3.6: prefix reuse is exact if nothing is pruned): the baseline's tokens, fewer token-passes.
     # Off by default here (the reference loop re-runs the window every step); the task builders of
     # `workers.model.generation` turn it on. 3-way CFG runs the plain loop, as it does for SPRINT.
     prefix_cache: bool = False

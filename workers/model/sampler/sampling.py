@@ -1,6 +1,6 @@
 """Token choice per position: greedy or temperature / top-k / top-p sampling, plus confidence scores.
 
-Follows the reference sampler (MODEL_SPEC §3.1 step 4a): filter the logits, softmax in fp32, argmax
+Follows the reference sampler (docs/model.md §3.1 step 4a): filter the logits, softmax in fp32, argmax
 (temperature 0) or one multinomial draw; the probability of the chosen token is its confidence.
 """
 
@@ -56,7 +56,7 @@ def sample_tokens(
 def confidence_scores(strategy: str, token_probs: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """Ranking score for unmasking (§3.6 `remasking`); higher = more confident.
 
-    MODEL_SPEC §11 open question 1: the exact HF definitions are unseen. Chosen: `low_confidence` = the
+    docs/model.md §11 open question 1: the exact HF definitions are unseen. Chosen: `low_confidence` = the
     chosen token's probability (the baseline), `top_k_margin` = top-1 minus top-2 probability,
     `neg_entropy` = sum p log p (the negative entropy) of the filtered distribution.
     """

@@ -1,4 +1,4 @@
-"""Block layout and the per-block transfer schedule of the baseline loop (MODEL_SPEC §3.1 steps 1 and 3)."""
+"""Block layout and the per-block transfer schedule of the baseline loop (docs/model.md §3.1 steps 1 and 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPRINT (MODEL_SPEC §3.6): prefix KV reuse, prefix pruning and adaptive unmasking.
+"""SPRINT (docs/model.md §3.6): prefix KV reuse, prefix pruning and adaptive unmasking.
 
 Only README-level behaviour is public (§3.6, open question 1), so every detail below is a documented
 choice:

@@ -1,4 +1,4 @@
-"""Per-request decoding state of the block-diffusion loop (MODEL_SPEC §3.1, §3.2).
+"""Per-request decoding state of the block-diffusion loop (docs/model.md §3.1, §3.2).
 
 A `RequestState` holds the sequence rows of one request in its own coordinates (the conditional prompt,
 then the masked generation area, padded to whole blocks), the block and step it is at, its random
@@ -21,7 +21,7 @@ from workers.model.sampler.schedule import block_count, effective_steps, transfe
 
 log = logging.getLogger(__name__)
 
-# MODEL_SPEC §3.2 / README: SPRINT is not supported with 3-way editing CFG; the request silently runs the
+# docs/model.md §3.2 / README: SPRINT is not supported with 3-way editing CFG; the request silently runs the
 # baseline loop instead (recorded in GenerationResult.sprint_used).
 SPRINT_MAX_BRANCHES = 2
 # `GenerationRequest.prefix_cache`: SPRINT's prefix KV reuse with nothing pruned, the baseline's schedule and
@@ -148,7 +148,7 @@ class RequestState:
     def result(self) -> GenerationResult:
         """§3.1 step 5: generated ids only, cut after the first stop token (included).
 
-        MODEL_SPEC §3.1 step 5 / open question 14: a first stop token in the final block's overhang
+        docs/model.md §3.1 step 5 / open question 14: a first stop token in the final block's overhang
         (beyond P + G) is clamped away: the result is then the G generated ids, finish_reason "length".
         """
         gen = self.request.gen_length
@@ -167,7 +167,7 @@ class RequestState:
 def start_request(
     request: GenerationRequest, device: torch.device | str = "cpu", *, max_positions: int | None = None
 ) -> RequestState:
-    """Validate a request and lay out its rows (MODEL_SPEC §3.1 steps 1-2, §3.2 padding).
+    """Validate a request and lay out its rows (docs/model.md §3.1 steps 1-2, §3.2 padding).
 
     `max_positions`: the backbone's `max_position_embeddings`; a prompt plus `gen_length` beyond it is
     refused (RoPE positions past it were never trained). None skips that check.

@@ -1,13 +1,13 @@
 """The image codes of the trained toy checkpoint: what the image tokenizer is taught to emit per patch.
 
-Why codes are designed, not left to a VQ objective: the diffusion decoder (MODEL_SPEC §5.3) places its
+Why codes are designed, not left to a VQ objective: the diffusion decoder (docs/model.md §5.3) places its
 semantic tokens on RoPE axis 0 only — token i sits at (1 + i, 0, 0), image patch (r, c) at (Lcap + 1, r, c) —
 so an image patch can tell semantic tokens apart only by their *content*. A patch finds "the code above me"
 only if that code carries its own cell (TOY_WORLD.md: a prototype whose codes did not carry it painted at
 chance). So shape codes here name their cell; background codes need not (a patch that finds no shape code
 of its cell paints the background).
 
-Two views of a scene, as the runtime uses them (16 px per code at the tokenizer, MODEL_SPEC §4.1):
+Two views of a scene, as the runtime uses them (16 px per code at the tokenizer, docs/model.md §4.1):
 * **generation view**, a 4 × 4 grid: the scene seen at 64 × 64 (edit sources are cropped to 64², see
   `GENERATION_SIDE`), and what the backbone generates for a 128 × 128 picture (32 px per code at
   `resolution_multiplier` 2, TOY_WORLD.md "Resolution"). Its shape codes carry (cell, colour, shape): the

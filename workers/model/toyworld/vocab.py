@@ -26,12 +26,12 @@ from .world import NUM_COMBINATIONS, Scene, combination
 
 # Grid sides whose `<|reserved_token_N|>` the prompts carry: a 128² scene is 4 × 4 codes when generated
 # (32 px per code at resolution_multiplier 2, TOY_WORLD.md "Resolution"), a 256² output 8 × 8, and a 128²
-# picture read by the image tokenizer for understanding or editing is 8 × 8 (16 px per code, MODEL_SPEC §2.4).
+# picture read by the image tokenizer for understanding or editing is 8 × 8 (16 px per code, docs/model.md §2.4).
 GRID_SIDES = (4, 8)
 # Not used by any prompt, but a word-level tokenizer needs it: a prompt outside the world must still encode
 # (and then gets arbitrary output).
 UNKNOWN = "<unk>"
-# `<|role_end|>` is in the tokenizer files but left out: the Uni prompts do not use it (MODEL_SPEC §2.4).
+# `<|role_end|>` is in the tokenizer files but left out: the Uni prompts do not use it (docs/model.md §2.4).
 _SPECIAL_IN_TEMPLATE = re.compile(r"<[^<>\s]+>")
 
 

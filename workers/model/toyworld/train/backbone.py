@@ -248,7 +248,7 @@ def write_backbone(work_dir: str | Path, checkpoint_dir: str | Path) -> Path:
     config = json.loads((folder / "config.json").read_text())
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     write_text_tokenizer(out)
-    # bf16 as the official files, the router's expert_bias in fp32 (MODEL_SPEC §2.3)
+    # bf16 as the official files, the router's expert_bias in fp32 (docs/model.md §2.3)
     tensors = {name: (t.detach().float() if name.endswith("expert_bias") else t.detach().bfloat16()).contiguous()
                for name, t in state.items()}
     write_backbone_shards(out, tensors, config["num_hidden_layers"])

@@ -1,4 +1,5 @@
-"""The toy backbone's `config.json`: MODEL_SPEC §2.1's field set (built by `tiny_checkpoint.official_config_json`), small sizes.
+"""The toy backbone's `config.json`: docs/model.md §2.1's field set (built by
+`tiny_checkpoint.official_config_json`), small sizes.
 
 Structural constants kept: group-limited routing (n_group / topk_group), one shared expert, partial RoPE 0.5,
 GQA, qk-norm, a dense first layer, routed_scaling_factor 2.5, sigmoid router with expert bias (implied, §2.1).

@@ -38,7 +38,7 @@ from .backbone_config import backbone_config_json
 from .text_tokenizer import build_text_tokenizer
 from .thinking_plan import plan_sentence
 
-BLOCK = 32  # the runtime's default block_length (MODEL_SPEC §3.1)
+BLOCK = 32  # the runtime's default block_length (docs/model.md §3.1)
 UNCOND_DROPOUT = 0.1  # text-to-image and thinking phase 2: the `<uncondition>` row instead of the caption
 EDIT_BRANCHES = {"cond": 0.85, "no_text": 0.10, "no_image": 0.05}  # editing: drop instruction / source image
 # Fractions of a batch per task; image tasks get more (understanding learnt fastest in the first run).

@@ -1,4 +1,4 @@
-"""The masked-diffusion objective matched to the runtime's block-diffusion sampler (MODEL_SPEC §3.1).
+"""The masked-diffusion objective matched to the runtime's block-diffusion sampler (docs/model.md §3.1).
 
 At inference block b is denoised with every earlier block clean and nothing after it in the window; inside
 the block the response positions go from all masked to all filled. So each training row is:

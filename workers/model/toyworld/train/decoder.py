@@ -1,6 +1,6 @@
 """Stage `decoder` (and what `decoder_turbo` shares with it): SigVQ embedder + Z-Image DiT on the VAE's latents.
 
-Objective (MODEL_SPEC §5.4): x_t = t·x_data + (1 − t)·noise (t = 0 noise), the DiT predicts the velocity
+Objective (docs/model.md §5.4): x_t = t·x_data + (1 − t)·noise (t = 0 noise), the DiT predicts the velocity
 x_data − noise at time input t; x_data = the scene's VAE latent in the runtime's DiT space,
 (z − shift_factor) · scaling_factor (the runtime decodes latents / scaling_factor + shift_factor). The
 condition is the scene's generation-view codes (`codes.scene_codes(scene, 4)`, what the tokenizer is taught to

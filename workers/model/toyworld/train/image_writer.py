@@ -1,4 +1,4 @@
-"""Write the trained image parts into a checkpoint folder in the official layout (MODEL_SPEC §6, §10.1):
+"""Write the trained image parts into a checkpoint folder in the official layout (docs/model.md §6, §10.1):
 image_tokenizer/ (config.json, preprocessor_config.json, model.safetensors with `model.visual.*` /
 `model.vqmodel.*`, sigvq_embedding.pt), decoder/ and decoder-turbo/ (config.json, model.safetensors with the
 checkpoint's `semantic_embedder.` naming), vae/ (config.json, diffusion_pytorch_model.safetensors); every

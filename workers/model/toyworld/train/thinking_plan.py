@@ -1,4 +1,4 @@
-"""The thinking mode's plan sentence: what the backbone writes before `<boi>` in phase 1 (MODEL_SPEC §3.3).
+"""The thinking mode's plan sentence: what the backbone writes before `<boi>` in phase 1 (docs/model.md §3.3).
 
 TOY_WORLD.md leaves the thinking text to training; this is the one place it is defined. It names every
 attribute of the prompt, so a gate can read it back (`read_plan`). Its words go into the tokenizer through
