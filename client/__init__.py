@@ -6,15 +6,17 @@
         done = llada.wait(job.id, progress=lambda j: print(state_name(j), j.progress.step))
         llada.download(done, "out/")
 
-The SDK depends only on grpc and the generated stubs in ``shared.proto``.
+The SDK depends only on grpc and the generated stubs in ``shared.proto``. A webhook receiver checks each
+request with ``verify_webhook(secret, headers, body)``.
 """
 
 from client.async_client import AsyncLladaClient
 from client.errors import LladaError
 from client.jobs import is_terminal, kind_name, stage_name, state_name
 from client.sync_client import JobPage, LladaClient
+from client.webhooks import WebhookVerificationError, verify_webhook
 
 __all__ = [
-    "AsyncLladaClient", "JobPage", "LladaClient", "LladaError",
-    "is_terminal", "kind_name", "stage_name", "state_name",
+    "AsyncLladaClient", "JobPage", "LladaClient", "LladaError", "WebhookVerificationError",
+    "is_terminal", "kind_name", "stage_name", "state_name", "verify_webhook",
 ]

@@ -4,6 +4,7 @@
     llada-server gateway | worker | reaper    one process in the foreground, as deployed
     llada-server migrate                      upgrade the jobs database to the newest schema
     llada-server keys create --tenant T | list | revoke ID
+    llada-server webhook-secret create|rotate|retire --tenant T | list
     llada-server run t2i|understand|edit …    the model in this process, no service (workers/model/cli.py)
 
 Each command's own `--help` says the rest. Every one reads the `LLADA_*` settings.
@@ -65,6 +66,15 @@ def _keys(rest: list[str]) -> int:
     return main([KEYS_COMMANDS.get(rest[0], rest[0]), *rest[1:]] if rest else ["--help"])
 
 
+def _webhook_secret(rest: list[str]) -> int:
+    from services.gateway.admin import main
+
+    if not rest:
+        return main(["--help"])
+    command = "webhook-secrets" if rest[0] == "list" else f"webhook-secret-{rest[0]}"
+    return main([command, *rest[1:]])
+
+
 def _run(rest: list[str]) -> int:
     from workers.model.cli import main
 
@@ -80,13 +90,14 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "reaper": (_reaper, "run the reaper [--interval S] [--once]"),
     "migrate": (_migrate, "upgrade the jobs database [--url URL]"),
     "keys": (_keys, "API keys: create --tenant T | list | revoke ID"),
+    "webhook-secret": (_webhook_secret, "webhook signing secrets: create | rotate | retire --tenant T, or list"),
     "run": (_run, "run the model in this process: t2i | understand | edit …"),
 }
 
 
 def usage() -> str:
     lines = ["usage: llada-server COMMAND [ARGS …]", "", __doc__.strip().split(": ", 1)[1], "", "commands:"]
-    lines += [f"  {name:<9} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  {name:<15} {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 
 

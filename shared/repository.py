@@ -467,13 +467,19 @@ def _hash_key(plaintext: str) -> str:
 
 def create_api_key(s: Session, tenant: str) -> str:
     """A new random API key for `tenant`. Only its hash is stored: show the plaintext once."""
+    check_tenant(tenant)
+    plaintext = new_api_key()
+    register_api_key(s, tenant, plaintext)
+    return plaintext
+
+
+def check_tenant(tenant: str) -> str:
+    """A tenant name an operator may give: not empty, printable, and fitting the tenant columns."""
     if not tenant or not tenant.strip():
         raise InvalidArgument("tenant", "must not be empty")
     if len(tenant) > MAX_TENANT_CHARS or not tenant.isprintable():
         raise InvalidArgument("tenant", f"must be at most {MAX_TENANT_CHARS} printable characters")
-    plaintext = new_api_key()
-    register_api_key(s, tenant, plaintext)
-    return plaintext
+    return tenant
 
 
 def new_api_key() -> str:

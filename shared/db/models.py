@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models: `jobs` (the source of truth for every job) and `api_keys`."""
+"""SQLAlchemy 2 models: `jobs` (the source of truth for every job), `api_keys` and `webhook_secrets`."""
 
 from __future__ import annotations
 
@@ -96,3 +96,17 @@ class ApiKey(Base):
     key_prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+class WebhookSecret(Base):
+    """A tenant's webhook signing secret (shared.webhooks). Kept in the clear: signing needs the key itself (an
+    HMAC), unlike an API key, which is only compared. Every unretired secret signs: during a rotation the new
+    and the old one both do, until the operator retires the old."""
+
+    __tablename__ = "webhook_secrets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None]
