@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
+
+from sqlalchemy import update
 
 from tests.workers.worker_harness import png_bytes
 from shared import attempts
-from shared.db import make_engine, session_factory
+from shared.db import Job, make_engine, session_factory
 from shared.health_file import judge, read_health_file
 from shared.jobs import JobKind
 from workers.reaper import Reaper, run_forever
@@ -23,6 +26,23 @@ class EnqueueRecorderDouble:
         self.sent.append((job_id, priority))
 
 
+def age(harness, job_id: str, column: str, seconds: float) -> None:
+    """Move one of the job's times `seconds` into the past: the state a stalled worker or an old job leaves,
+    without waiting for it."""
+    with harness.ctx.sessions() as s:
+        current = getattr(s.get(Job, job_id), column)
+        s.execute(update(Job).where(Job.id == job_id).values({column: current - timedelta(seconds=seconds)}))
+        s.commit()
+
+
+class FakeMonotonicClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def make_reaper(harness, **overrides):
     settings = harness.ctx.settings.model_copy(update=overrides)
     enqueue = EnqueueRecorderDouble()
@@ -30,10 +50,12 @@ def make_reaper(harness, **overrides):
 
 
 def test_stale_job_is_requeued_and_sent_again_then_dead_lettered(harness):
-    reaper, enqueue = make_reaper(harness, heartbeat_timeout_s=0.2, max_attempts=2)
+    reaper, enqueue = make_reaper(harness, heartbeat_timeout_s=60, max_attempts=2)
     job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
-    harness.ctx.db(attempts.claim_job, job_id, "dead-worker-1", heartbeat_timeout_s=0.2)
-    time.sleep(0.3)
+    harness.ctx.db(attempts.claim_job, job_id, "dead-worker-1", heartbeat_timeout_s=60)
+    age(harness, job_id, "heartbeat_at", 50)
+    assert reaper.run_once().requeued == []  # ten seconds left on the lease: still the worker's
+    age(harness, job_id, "heartbeat_at", 11)
 
     report = reaper.run_once()
 
@@ -41,8 +63,8 @@ def test_stale_job_is_requeued_and_sent_again_then_dead_lettered(harness):
     job = harness.job(job_id)
     assert (job.state, job.attempts, job.worker_id) == ("QUEUED", 1, None)
 
-    harness.ctx.db(attempts.claim_job, job_id, "dead-worker-2", heartbeat_timeout_s=0.2)
-    time.sleep(0.3)
+    harness.ctx.db(attempts.claim_job, job_id, "dead-worker-2", heartbeat_timeout_s=60)
+    age(harness, job_id, "heartbeat_at", 61)
     report = reaper.run_once()
 
     assert report.dead == [job_id] and report.requeued == []
@@ -61,26 +83,31 @@ def test_running_job_with_fresh_heartbeat_is_left_alone(harness):
     assert harness.job(job_id).state == "RUNNING"
 
 
-def test_job_queued_too_long_is_resent_once_per_window(harness):
-    reaper, enqueue = make_reaper(harness, resend_queued_after_s=0.3)
+def test_job_queued_too_long_is_resent_once_per_window(harness, monkeypatch):
+    clock = FakeMonotonicClock()
+    monkeypatch.setattr("workers.reaper.time.monotonic", clock)
+    reaper, enqueue = make_reaper(harness, resend_queued_after_s=60)
     job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
 
+    age(harness, job_id, "created_at", 50)
     assert reaper.run_once().resent == []  # young: its message is probably still on its way
-    time.sleep(0.35)
+    age(harness, job_id, "created_at", 11)
     assert reaper.run_once().resent == [job_id]
-    assert reaper.run_once().resent == []  # just sent: no flood of duplicates
-    time.sleep(0.35)
+    clock.now += 59
+    assert reaper.run_once().resent == []  # sent within the window: no flood of duplicates
+    clock.now += 2
     assert reaper.run_once().resent == [job_id]
     assert enqueue.sent == [(job_id, 0), (job_id, 0)]
 
 
 def test_finished_results_past_retention_expire_and_objects_are_removed(harness):
-    reaper, _ = make_reaper(harness, retention_s=1.0)
+    reaper, _ = make_reaper(harness, retention_s=3600)
     old = harness.submit(JobKind.EDIT, instruction="make it blue", image=png_bytes())
     assert harness.runner().run(old) == "SUCCEEDED"
-    time.sleep(1.1)
     fresh = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a cat", width=256, height=256)
     assert harness.runner().run(fresh) == "SUCCEEDED"
+    age(harness, old, "finished_at", 3601)
+    age(harness, fresh, "finished_at", 3500)  # short of retention: kept
 
     report = reaper.run_once()
 
