@@ -1,9 +1,9 @@
 """The step that runs one job through the model: params + input bytes in, encoded outputs out.
 
-`ModelExecutor` turns a job (kind, params, input bytes) into calls of the Pipeline's API and their results into
-outputs, on a model it loads on first use; `PipelineExecutor` is it over the in-process `workers.model.Pipeline`
-(the Ray engine's is `workers.engine.engine_backed`). Which one a worker runs is `workers.executor_choice`'s
-business: this module knows no executor above it.
+`ModelExecutor` turns a job (kind, params, input bytes) into a typed task (`task_for`) for the Pipeline's API
+and its result into outputs, on a model it loads on first use; `PipelineExecutor` is it over the in-process
+`workers.model.Pipeline` (the Ray engine's is `workers.engine.engine_backed`). Which one a worker runs is
+`workers.executor_choice`'s business: this module knows no executor above it.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def sprint_kwargs(sprint) -> dict[str, Any]:
 
 
 class ModelExecutor:
-    """Runs jobs on a model with the Pipeline's API (`generate_image`, `understand_image`, `edit_image`), loaded
-    by `_load_model` on first use and kept for the life of the process."""
+    """Runs jobs on a model with the Pipeline's typed API (`text_to_image`, `understand`, `edit`), loaded by
+    `_load_model` on first use and kept for the life of the process."""
 
     def __init__(self, model_path: str, *, edit_crop_base: int = REFERENCE_EDIT_CROP_BASE):
         self.model_path = model_path
