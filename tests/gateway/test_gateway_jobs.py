@@ -5,6 +5,7 @@ import grpc
 import pytest
 
 from tests.gateway.images_for_tests import jpeg, png
+from shared import repository as repo
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
 
@@ -18,7 +19,8 @@ def test_submit_text_to_image_fills_reference_defaults_and_enqueues_the_id(gw):
     job = gw.stub.SubmitJob(t2i(width=512), metadata=md)
     assert job.state == pb.JOB_STATE_QUEUED
     assert job.kind == pb.JOB_KIND_TEXT_TO_IMAGE
-    assert job.queue_position >= 1
+    # The newest job at the lowest priority is last in line: its position is the number of queued jobs.
+    assert job.queue_position == gw.db(repo.count_queued)
     params = dict(job.params)
     assert params["width"] == 512 and params["height"] == 1024          # unset -> default
     assert params["steps"] == 8 and params["cfg_scale"] == 2.0 and params["block_length"] == 32
