@@ -206,9 +206,25 @@ def _end(s: Session, attempt: Attempt, new: JobState, values: dict[str, Any],
     result = s.execute(move(sources_of(new) & ACTIVE_STATES, new, _is_attempt(attempt), **values))
     if result.rowcount != 1:
         s.rollback()
+        landed = _already_ended(s, attempt, new, values)
+        if landed is not None:
+            return landed
         raise AttemptFenced(attempt, _why_fenced(s, attempt))
     s.commit()
     return load_job(s, attempt.job_id)
+
+
+def _already_ended(s: Session, attempt: Attempt, new: JobState, values: dict[str, Any]) -> Job | None:
+    """The job, if this very attempt already ended it this way: a retry after a commit whose answer was lost
+    with the connection (it committed, the worker saw an error). Without this the retry would find the job
+    "finished by someone" and the worker would delete the outputs its own committed row names."""
+    job = s.get(Job, attempt.job_id, populate_existing=True)
+    s.commit()
+    if job is None or (job.attempts, job.worker_id, job.state) != (attempt.number, attempt.worker_id, new.value):
+        return None
+    if "output_keys" in values and job.output_keys != values["output_keys"]:
+        return None
+    return job
 
 
 def _why_fenced(s: Session, attempt: Attempt) -> str:

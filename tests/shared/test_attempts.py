@@ -264,3 +264,35 @@ def test_handing_back_a_job_with_a_cancel_pending_cancels_it_and_a_fenced_attemp
     with pytest.raises(AttemptFenced, match="attempt 2"):
         attempts.hand_back(s, stale)
     assert repo.load_job(s, other.id).state == "RUNNING"
+
+
+def test_a_terminal_write_retried_after_its_commit_landed_succeeds_again(s):
+    """The connection dropped after the commit, before its answer: the worker retries the same write, and
+    must not take the job it just finished for someone else's (it would delete its own outputs)."""
+    job = submit(s)
+    attempt = claim(s, job.id)
+    keys = {"image": f"results/{job.id}/1/image.png"}
+    first = attempts.finish_job(s, attempt, output_keys=keys, seed=5)
+    again = attempts.finish_job(s, attempt, output_keys=keys, seed=5)
+    assert (again.state, again.output_keys, again.result_seed) == ("SUCCEEDED", keys, 5) == \
+        (first.state, first.output_keys, first.result_seed)
+    failed = attempts.fail_job(s, claim(s, submit(s).id), code="X", message="bad")
+    assert attempts.fail_job(s, attempts.Attempt(failed.id, 1, failed.worker_id, failed),
+                             code="X", message="bad").state == "FAILED"
+
+
+def test_another_ending_or_another_attempts_row_is_still_fenced(s):
+    job = submit(s)
+    attempt = claim(s, job.id)
+    attempts.finish_job(s, attempt, output_keys={"image": f"results/{job.id}/1/image.png"})
+    with pytest.raises(AttemptFenced, match="SUCCEEDED"):
+        attempts.fail_job(s, attempt, code="X", message="late")  # not the ending that landed
+    with pytest.raises(AttemptFenced):
+        attempts.finish_job(s, attempt, output_keys={"image": "results/other/1/image.png"})  # not its outputs
+    job = submit(s)
+    first = claim(s, job.id, "w1")
+    age_heartbeat(s, job.id, 120)
+    second = claim(s, job.id, "w2")
+    attempts.finish_job(s, second, output_keys={})
+    with pytest.raises(AttemptFenced, match="attempt 2 has claimed it since"):
+        attempts.finish_job(s, first, output_keys={})  # same outputs, but the row is attempt 2's
