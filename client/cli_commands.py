@@ -111,9 +111,17 @@ EDIT_FLAGS = ("steps", "block_length", "cfg_text_scale", "cfg_image_scale", "dec
               "resolution_multiplier", "seed")
 
 
+def _webhook(args) -> dict | None:
+    if args.webhook is None:
+        if args.webhook_event:
+            raise ValueError("--webhook-event needs --webhook URL")
+        return None
+    return {"url": args.webhook, "events": args.webhook_event or []}
+
+
 def cmd_submit(args) -> int:
     with _client(args) as client:
-        common = {"request_id": args.request_id, "priority": args.priority}
+        common = {"request_id": args.request_id, "priority": args.priority, "webhook": _webhook(args)}
         if args.kind == "t2i":
             job = client.submit_text_to_image(args.prompt, sprint=_sprint(args), **_params(args, T2I_FLAGS),
                                               **common)
@@ -215,6 +223,10 @@ def _submit_options(parser) -> None:
     parser.add_argument("--request-id", help="idempotency key: resubmitting the same request with it returns "
                         "the same job; a different request with it is refused (ALREADY_EXISTS)")
     parser.add_argument("--priority", type=int, default=0)
+    parser.add_argument("--webhook", metavar="URL", help="call this URL (https) as the job moves, signed with your "
+                        "tenant's webhook secret; the SDK's verify_webhook checks a request")
+    parser.add_argument("--webhook-event", action="append", choices=("started", "progress", "completed"),
+                        help="an event to be called for (repeat it); default: completed only")
     parser.add_argument("--wait", action="store_true", help="follow the job with a progress line until it ends")
     parser.add_argument("-o", "--output", help="with --wait: save output images here (file or folder)")
     parser.set_defaults(handler=cmd_submit)

@@ -56,26 +56,42 @@ def fill_message(message, values: dict[str, Any]):
     return message
 
 
-def submit_request(kind: str, params: dict[str, Any], *, request_id: str | None,
-                   priority: int) -> pb.SubmitJobRequest:
+# A webhook as the SDK takes it: the URL (completed events only), or {"url": …, "events": ["started", …]}.
+WebhookInput = str | dict[str, Any] | None
+
+
+def webhook_message(webhook: WebhookInput) -> pb.Webhook | None:
+    if webhook is None:
+        return None
+    spec = {"url": webhook} if isinstance(webhook, str) else dict(webhook)
+    unknown = set(spec) - {"url", "events"}
+    if unknown:
+        raise TypeError(f"unknown webhook option(s) {sorted(unknown)} (known: events, url)")
+    field = pb.Webhook.DESCRIPTOR.fields_by_name["events"]
+    return pb.Webhook(url=spec.get("url", ""), events=[_enum_value(field, e) for e in spec.get("events", ())])
+
+
+def submit_request(kind: str, params: dict[str, Any], *, request_id: str | None, priority: int,
+                   webhook: WebhookInput = None) -> pb.SubmitJobRequest:
     """``kind`` is the oneof member: "text_to_image", "understand" or "edit"."""
-    request = pb.SubmitJobRequest(request_id=request_id or "", priority=priority)
+    request = pb.SubmitJobRequest(request_id=request_id or "", priority=priority, webhook=webhook_message(webhook))
     fill_message(getattr(request, kind), params)
     return request
 
 
-def text_to_image_request(prompt: str, *, request_id=None, priority=0, **params) -> pb.SubmitJobRequest:
+def text_to_image_request(prompt: str, *, request_id=None, priority=0, webhook: WebhookInput = None,
+                          **params) -> pb.SubmitJobRequest:
     return submit_request("text_to_image", {"prompt": prompt, **params},
-                          request_id=request_id, priority=priority)
+                          request_id=request_id, priority=priority, webhook=webhook)
 
 
 def understand_request(image: ImageInput, question: str, *, request_id=None, priority=0,
-                       **params) -> pb.SubmitJobRequest:
+                       webhook: WebhookInput = None, **params) -> pb.SubmitJobRequest:
     return submit_request("understand", {"image": read_image(image), "question": question, **params},
-                          request_id=request_id, priority=priority)
+                          request_id=request_id, priority=priority, webhook=webhook)
 
 
 def edit_request(image: ImageInput, instruction: str, *, request_id=None, priority=0,
-                 **params) -> pb.SubmitJobRequest:
+                 webhook: WebhookInput = None, **params) -> pb.SubmitJobRequest:
     return submit_request("edit", {"image": read_image(image), "instruction": instruction, **params},
-                          request_id=request_id, priority=priority)
+                          request_id=request_id, priority=priority, webhook=webhook)

@@ -76,7 +76,8 @@ class LladaClient:
     def submit_text_to_image(self, prompt: str, *, request_id: str | None = None, priority: int = 0,
                              **params) -> pb.Job:
         """Parameters as in ``TextToImageParams`` (width, height, steps, cfg_scale, seed, mode="thinking",
-        decoder="normal", sprint={"enabled": True, ...}, ...); left out = server default."""
+        decoder="normal", sprint={"enabled": True, ...}, ...); left out = server default. Every submit also takes
+        ``webhook="https://…"`` or ``webhook={"url": …, "events": ["started", "progress", "completed"]}``."""
         return self.submit(build.text_to_image_request(prompt, request_id=request_id, priority=priority,
                                                        **params))
 

@@ -29,7 +29,8 @@ from shared.db.types import utcnow
 from shared.jobs import JobState, Stage
 from shared.repository import load_job
 from shared.states import ACTIVE_STATES, sources_of
-from shared.transitions import move
+from shared.transitions import shift
+from shared.webhooks.outbox import PROGRESS, record_progress_event
 
 # Error code of a job whose worker stopped responding on each of its attempts (dead letter).
 WORKER_LOST = "WORKER_LOST"
@@ -105,10 +106,10 @@ def claim_job(s: Session, job_id: str, worker_id: str, *, heartbeat_timeout_s: f
         _dead_letter(s, job_id, heartbeat_timeout_s, failed_attempts(job))
         return None
     # The conditional UPDATE is the atomic step on SQLite (and a no-op guard on Postgres, row locked).
-    result = s.execute(move([JobState.QUEUED, JobState.RUNNING], JobState.RUNNING, Job.id == job_id, claimable,
-                            attempts=Job.attempts + 1, worker_id=worker_id, heartbeat_at=db_now(),
-                            started_at=utcnow(), stage=None, progress_step=0, progress_total=0))
-    if result.rowcount != 1:
+    claimed = shift(s, [JobState.QUEUED, JobState.RUNNING], JobState.RUNNING, Job.id == job_id, claimable,
+                    attempts=Job.attempts + 1, worker_id=worker_id, heartbeat_at=db_now(),
+                    started_at=utcnow(), stage=None, progress_step=0, progress_total=0)
+    if not claimed:
         s.rollback()
         return _settle_unclaimable(s, job_id, heartbeat_timeout_s)
     s.commit()
@@ -124,18 +125,18 @@ def failed_attempts(job: Job) -> int:
 
 def _settle_unclaimable(s: Session, job_id: str, heartbeat_timeout_s: float) -> None:
     """A job we could not claim: if a cancel is pending and its worker is gone, finish the cancel."""
-    s.execute(move([JobState.CANCELLING], JobState.CANCELLED, Job.id == job_id, _stale(heartbeat_timeout_s),
-                   finished_at=utcnow()))
+    shift(s, [JobState.CANCELLING], JobState.CANCELLED, Job.id == job_id, _stale(heartbeat_timeout_s),
+          finished_at=utcnow())
     s.commit()
     return None
 
 
 def _dead_letter(s: Session, job_id: str, heartbeat_timeout_s: float, attempts: int) -> bool:
-    result = s.execute(move([JobState.RUNNING], JobState.FAILED, Job.id == job_id, _stale(heartbeat_timeout_s),
-                            finished_at=utcnow(), error_code=WORKER_LOST,
-                            error_message=f"the worker stopped responding on each of {attempts} attempts; giving up"))
+    failed = shift(s, [JobState.RUNNING], JobState.FAILED, Job.id == job_id, _stale(heartbeat_timeout_s),
+                   finished_at=utcnow(), error_code=WORKER_LOST,
+                   error_message=f"the worker stopped responding on each of {attempts} attempts; giving up")
     s.commit()
-    return result.rowcount == 1
+    return bool(failed)
 
 
 # ---------------------------------------------------------------- while running
@@ -147,9 +148,17 @@ def heartbeat(s: Session, attempt: Attempt) -> bool:
 
 
 def record_progress(s: Session, attempt: Attempt, stage: Stage | str, step: int, total: int) -> bool:
-    """Store the attempt's stage and step / total (also renews the lease). False: fenced off."""
-    return _write_if_owned(s, attempt, {"stage": Stage(stage).value, "progress_step": step,
-                                        "progress_total": total, "heartbeat_at": db_now()})
+    """Store the attempt's stage and step / total (also renews the lease), with its webhook's progress event
+    in the same transaction. False: fenced off."""
+    stored = s.execute(update(Job).where(_owned_by(attempt))
+                       .values(stage=Stage(stage).value, progress_step=step, progress_total=total,
+                               heartbeat_at=db_now())
+                       .returning(Job.webhook_url, Job.webhook_events)
+                       .execution_options(synchronize_session=False)).first()
+    if stored is not None and stored.webhook_url and PROGRESS in (stored.webhook_events or ()):
+        record_progress_event(s, attempt.job_id)
+    s.commit()
+    return stored is not None
 
 
 def _write_if_owned(s: Session, attempt: Attempt, values: dict[str, Any]) -> bool:
@@ -203,8 +212,7 @@ def _end(s: Session, attempt: Attempt, new: JobState, values: dict[str, Any],
     values = {**values, "finished_at": utcnow()}
     if timings is not None:
         values["timings"] = timings
-    result = s.execute(move(sources_of(new) & ACTIVE_STATES, new, _is_attempt(attempt), **values))
-    if result.rowcount != 1:
+    if not shift(s, sources_of(new) & ACTIVE_STATES, new, _is_attempt(attempt), **values):
         s.rollback()
         landed = _already_ended(s, attempt, new, values)
         if landed is not None:
@@ -242,13 +250,11 @@ def hand_back(s: Session, attempt: Attempt) -> Job:
     cannot run jobs. RUNNING → QUEUED, not counted against `max_attempts` (`handed_back + 1`); a job with a
     cancel pending is CANCELLED instead, as nobody runs it now. Re-send the job's message after this.
     Raises AttemptFenced when the attempt no longer owns the job (then there is nothing to hand back)."""
-    cancelled = s.execute(move([JobState.CANCELLING], JobState.CANCELLED, _is_attempt(attempt),
-                               finished_at=utcnow()))
-    if cancelled.rowcount != 1:
-        result = s.execute(move([JobState.RUNNING], JobState.QUEUED, _is_attempt(attempt),
-                                handed_back=Job.handed_back + 1, worker_id=None, heartbeat_at=None, stage=None,
-                                progress_step=0, progress_total=0))
-        if result.rowcount != 1:
+    if not shift(s, [JobState.CANCELLING], JobState.CANCELLED, _is_attempt(attempt), finished_at=utcnow()):
+        requeued = shift(s, [JobState.RUNNING], JobState.QUEUED, _is_attempt(attempt),
+                         handed_back=Job.handed_back + 1, worker_id=None, heartbeat_at=None, stage=None,
+                         progress_step=0, progress_total=0)
+        if not requeued:
             s.rollback()
             raise AttemptFenced(attempt, _why_fenced(s, attempt))
     s.commit()
@@ -273,19 +279,19 @@ def reap_stale(s: Session, *, heartbeat_timeout_s: float, max_attempts: int) -> 
     dead: list[str] = []
     for job_id, state, failed in candidates:
         if state == JobState.CANCELLING.value:
-            result = s.execute(move([JobState.CANCELLING], JobState.CANCELLED, Job.id == job_id, stale,
-                                    finished_at=utcnow()))
+            cancelled = shift(s, [JobState.CANCELLING], JobState.CANCELLED, Job.id == job_id, stale,
+                              finished_at=utcnow())
             s.commit()
-            if result.rowcount == 1:
+            if cancelled:
                 dead.append(job_id)
         elif failed >= max_attempts:
             if _dead_letter(s, job_id, heartbeat_timeout_s, failed):
                 dead.append(job_id)
         else:
             # Conditional on the same staleness, so a heartbeat that lands meanwhile keeps the job.
-            result = s.execute(move([JobState.RUNNING], JobState.QUEUED, Job.id == job_id, stale, worker_id=None,
-                                    heartbeat_at=None, stage=None, progress_step=0, progress_total=0))
+            moved = shift(s, [JobState.RUNNING], JobState.QUEUED, Job.id == job_id, stale, worker_id=None,
+                          heartbeat_at=None, stage=None, progress_step=0, progress_total=0)
             s.commit()
-            if result.rowcount == 1:
+            if moved:
                 requeued.append(job_id)
     return requeued, dead

@@ -31,7 +31,8 @@ from shared.ids import validate_job_id
 from shared.jobs import InvalidArgument, JobKind, JobState, parse_kind, parse_state
 from shared.states import (ACTIVE_STATES, INITIAL_STATE, TERMINAL_STATES, IllegalTransition, check_transition,
                            sources_of)
-from shared.transitions import move
+from shared.transitions import shift
+from shared.webhooks.subscription import WebhookSubscription
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -123,6 +124,7 @@ def submit_job(
     job_id: str | None = None,
     limits: QueueLimits | None = None,
     fingerprint: str | None = None,
+    webhook: WebhookSubscription | None = None,
 ) -> Submitted:
     """Create a QUEUED job, or return the tenant's existing job with the same `request_id`.
 
@@ -155,6 +157,8 @@ def submit_job(
         input_keys=input_keys,
         priority=priority,
         state=INITIAL_STATE.value,
+        webhook_url=webhook.url if webhook is not None else None,
+        webhook_events=list(webhook.events) if webhook is not None else None,
     )
     try:
         if limits is not None and s.get_bind().dialect.name == "postgresql":
@@ -380,9 +384,8 @@ def _transition(
 
     Raises JobNotFound, or IllegalTransition from the state the job is actually in.
     """
-    result = s.execute(move(sources_of(new) if allowed_from is None else allowed_from, new, Job.id == job_id,
-                            *extra_where, **values))
-    if result.rowcount != 1:
+    if not shift(s, sources_of(new) if allowed_from is None else allowed_from, new, Job.id == job_id,
+                 *extra_where, **values):
         s.rollback()
         job = load_job(s, job_id)
         check_transition(job.state, new)  # raises when the state itself forbids it
@@ -444,9 +447,9 @@ def finished_before(s: Session, older_than: datetime, *, limit: int = 1000) -> l
 def mark_expired(s: Session, job_id: str, state: JobState | str) -> bool:
     """`state` → EXPIRED, once the job's objects are deleted: the row keeps its metadata but no outputs.
     False when the job moved on meanwhile (deleted)."""
-    result = s.execute(move([state], JobState.EXPIRED, Job.id == job_id, output_keys={}, output_text=None))
+    expired = shift(s, [state], JobState.EXPIRED, Job.id == job_id, output_keys={}, output_text=None)
     s.commit()
-    return result.rowcount == 1
+    return bool(expired)
 
 
 def jobs_by_id(s: Session, job_ids: Iterable[str]) -> dict[str, Job]:

@@ -8,6 +8,7 @@ sets Postgres / Redis / S3 URLs instead (ARCHITECTURE §5).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import logging
 import os
 from collections.abc import Mapping
@@ -136,6 +137,29 @@ class Settings(BaseSettings):
     # watches expected per process.
     max_concurrent_rpcs: int = Field(default=2000, ge=1)
 
+    # Webhooks (shared.webhooks, services.webhooks): a submit's webhook URL must be https unless this allows http
+    # (a test or a receiver inside a trusted network).
+    webhook_allow_http: bool = False
+    # Networks (CIDRs, JSON in the environment: '["10.0.0.0/8"]') a webhook may reach beyond public addresses;
+    # loopback, private, link-local (metadata) and the like are refused otherwise, judged at each try.
+    webhook_allow_networks: list[str] = Field(default_factory=list)
+    # One try: connect and read timeouts each. A try is leased for 2 × this + 10 s, then another dispatcher
+    # may retry it (a dispatcher that died mid-try).
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Giving up: after this many tries, or once the next try would come this long after the event.
+    webhook_max_tries: int = Field(default=10, ge=1)
+    webhook_max_age_s: float = Field(default=24 * 3600.0, gt=0)
+    # Backoff between tries: this doubled after each failed one, capped, with jitter (half of it random).
+    webhook_backoff_s: float = Field(default=2.0, gt=0)
+    webhook_backoff_cap_s: float = Field(default=600.0, gt=0)
+    # Tries one dispatcher process has in flight at once, and how often it looks for due deliveries when idle.
+    webhook_concurrency: int = Field(default=16, ge=1)
+    webhook_poll_interval_s: float = Field(default=0.25, gt=0)
+    # CA bundle for https receivers (None: certifi's); a private CA for receivers inside the network.
+    webhook_ca_file: Path | None = None
+    # The dispatcher's pass file for `llada-healthcheck webhooks` (shared/health_file.py); None: not written.
+    webhook_pass_file: Path | None = None
+
     # Logs (shared.logs): the level of every process, and its lines: "json" (one object per line, with the
     # job_id, attempt and tenant of a job as fields) or "text" (for a person reading a terminal).
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -164,6 +188,13 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_log_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the malformed one
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -1,10 +1,12 @@
 """The one statement that writes a job's state: every state change in the service is built here.
 
-`move(sources, new, *where, **values)` is `UPDATE jobs SET state = new, … WHERE state IN sources AND …`, and
-each `source → new` is checked against the state machine (shared.states) as the statement is built, so a
-write the machine forbids fails in the code that asks for it, before it reaches the database. The extra WHERE
-clauses are the caller's conditions on top of the state (the attempt's fence, a stale lease): the UPDATE's row
-count says whether the job was still where the caller thought it was.
+`shift(s, sources, new, *where, **values)` runs `UPDATE jobs SET state = new, … WHERE state IN sources AND …`
+in the caller's transaction and returns the ids it moved: whether the job was still where the caller thought
+it was. Each `source → new` is checked against the state machine (shared.states) as the statement is built
+(`move`), so a write the machine forbids fails in the code that asks for it, before it reaches the database.
+The extra WHERE clauses are the caller's conditions on top of the state (the attempt's fence, a stale lease).
+The moved jobs' webhook events are written in the same transaction (shared.webhooks.outbox): they commit
+with the change or not at all.
 """
 
 from __future__ import annotations
@@ -13,10 +15,22 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Update, update
+from sqlalchemy.orm import Session
 
 from shared.db.models import Job
 from shared.jobs import JobState
 from shared.states import check_transition
+from shared.webhooks.outbox import record_state_events
+
+
+def shift(s: Session, sources: Iterable[JobState | str], new: JobState | str, *where: Any, **values: Any) -> list[str]:
+    """Move the jobs (one, as every caller words its WHERE) and record their webhook events; the caller
+    commits. Returns the ids moved: empty when the job was no longer in a source state or failed `where`."""
+    new = JobState(new)
+    moved = s.execute(move(sources, new, *where, **values)
+                      .returning(Job.id, Job.webhook_url, Job.webhook_events)).all()
+    record_state_events(s, moved, new)
+    return [row.id for row in moved]
 
 
 def move(sources: Iterable[JobState | str], new: JobState | str, *where: Any, **values: Any) -> Update:

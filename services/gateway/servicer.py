@@ -14,7 +14,8 @@ import grpc
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.gateway.auth import current_tenant
-from services.gateway.convert import KIND_BY_FIELD, job_to_pb, kind_from_pb, params_to_dict, state_from_pb
+from services.gateway.convert import (KIND_BY_FIELD, kind_from_pb, params_to_dict, state_from_pb,
+                                     webhook_from_pb)
 from services.gateway.errors import ResourceExhausted, rpc_errors
 from services.gateway.fanout import EventFanout
 from services.gateway.images import CheckedImage, ImageDecoder, read_image_header
@@ -24,12 +25,15 @@ from shared import repository as repo
 from shared.db.models import Job
 from shared.idempotency import request_fingerprint
 from shared.ids import validate_job_id, validate_request_id
+from shared.job_message import fill_deliveries, job_to_pb
 from shared.objectstore import ObjectNotFound, input_key, job_prefixes
 from shared.jobs import INPUT_NAMES, InvalidArgument, JobKind, validate_params, validate_priority
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 from shared.settings import Settings
 from shared.states import TERMINAL_STATES
+from shared.webhooks.deliveries import deliveries_of
+from shared.webhooks.secrets import signing_secrets
 
 log = logging.getLogger("llada.gateway")
 
@@ -123,6 +127,11 @@ class JobServicer(pb_grpc.JobServiceServicer):
             kind = KIND_BY_FIELD[member]
             priority = validate_priority(request.priority)
             request_id = validate_request_id(request.request_id)
+            webhook = webhook_from_pb(request, allow_http=self.settings.webhook_allow_http)
+            if webhook is not None and not await self._db(signing_secrets, tenant):
+                raise repo.FailedPrecondition(
+                    f"webhook: tenant {tenant!r} has no webhook signing secret, so nothing could be signed; an "
+                    f"operator creates one with `llada-server webhook-secret create --tenant {tenant}`")
             message = getattr(request, member)
             try:
                 params = validate_params(kind, params_to_dict(message),
@@ -158,7 +167,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
             try:
                 submitted = await self._outliving_the_caller(self._store_insert_enqueue(
                     images, tenant=tenant, request_id=request_id, kind=kind,
-                    params=params_json, priority=priority, limits=limits, fingerprint=fingerprint))
+                    params=params_json, priority=priority, limits=limits, fingerprint=fingerprint,
+                    webhook=webhook))
             except repo.QueueFull as err:
                 raise ResourceExhausted(_queue_full_message(err)) from None
             if submitted.created:  # no outputs to presign: build the snapshot here, without a thread hop
@@ -235,8 +245,13 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:
         tenant = current_tenant()
         async with rpc_errors(context):
-            snapshot, _ = await self._db(self._get_sync, tenant, validate_job_id(request.job_id))
-            return snapshot
+            return await self._db(self._get_with_deliveries_sync, tenant, validate_job_id(request.job_id))
+
+    def _get_with_deliveries_sync(self, s: Session, tenant: str, job_id: str) -> pb.Job:
+        snapshot, _ = self._get_sync(s, tenant, job_id)
+        if snapshot.HasField("webhook"):
+            fill_deliveries(snapshot, deliveries_of(s, job_id))
+        return snapshot
 
     async def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:
         tenant = current_tenant()

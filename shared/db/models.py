@@ -1,4 +1,5 @@
-"""SQLAlchemy 2 models: `jobs` (the source of truth for every job), `api_keys` and `webhook_secrets`."""
+"""SQLAlchemy 2 models: `jobs` (the source of truth for every job), `api_keys`, `webhook_secrets` and
+`webhook_deliveries` (the webhook outbox)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,10 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
 
+    # The submit's webhook (shared.webhooks.subscription, migration 0006): where, and the event names wanted.
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
+
     @property
     def job_state(self) -> JobState:
         return JobState(self.state)
@@ -110,3 +115,38 @@ class WebhookSecret(Base):
     secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     retired_at: Mapped[datetime | None]
+
+
+class WebhookDelivery(Base):
+    """One webhook event of a job and its delivery: the transactional outbox (shared.webhooks.outbox).
+
+    Written in the transaction that changes the job, so an event exists exactly when its change committed.
+    A dispatcher claims a due row for one try (`claimed_by`, `claimed_until`: a lease, so a dispatcher that
+    dies mid-try loses the row to the next), sends it, and records the outcome only while its claim holds.
+    No foreign key to `jobs`: a finished job may be deleted while its `completed` event is still on its way.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        # The dispatcher's scan: pending rows by due time.
+        Index("ix_webhook_deliveries_state_next_try", "delivery_state", "next_try_at"),
+        # GetJob's listing and the progress throttle: a job's deliveries in order.
+        Index("ix_webhook_deliveries_job_created", "job_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the webhook-id header
+    job_id: Mapped[str] = mapped_column(String(36))
+    tenant: Mapped[str] = mapped_column(String(128))
+    event: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(String(2048))
+    body: Mapped[str] = mapped_column(Text)  # the Job as the proto's JSON, as it was at the event
+    delivery_state: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    next_try_at: Mapped[datetime]
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None]
+    last_try_at: Mapped[datetime | None]  # when the last try was claimed (the progress throttle reads it)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

@@ -7,6 +7,7 @@ from sqlalchemy import delete
 
 from tests.postgres_databases import throwaway_database
 from shared.db import ApiKey, Job, make_engine, session_factory, upgrade
+from shared.db.models import WebhookDelivery, WebhookSecret
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +29,8 @@ def db_url(request, tmp_path):
         yield url
         engine = make_engine(url)
         with engine.begin() as conn:  # one database for the run, emptied after each test
-            conn.execute(delete(Job))
-            conn.execute(delete(ApiKey))
+            for table in (Job, ApiKey, WebhookDelivery, WebhookSecret):
+                conn.execute(delete(table))
         engine.dispose()
 
 

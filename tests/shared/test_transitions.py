@@ -60,3 +60,14 @@ def _state_writes_outside_transitions() -> list[str]:
 
 def test_no_state_write_bypasses_the_state_machine():
     assert _state_writes_outside_transitions() == []
+
+
+def test_every_state_write_is_a_shift_so_its_webhook_events_go_with_it():
+    """`move` builds the statement; only `shift` runs it, writing the outbox in the same transaction."""
+    callers = []
+    for folder in ("shared", "services", "workers", "client", "server"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "move":
+                    callers.append(path.relative_to(ROOT).as_posix())
+    assert callers == ["shared/transitions.py"]

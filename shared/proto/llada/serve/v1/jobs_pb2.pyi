@@ -55,6 +55,20 @@ class Remasking(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REMASKING_LOW_CONFIDENCE: _ClassVar[Remasking]
     REMASKING_TOP_K_MARGIN: _ClassVar[Remasking]
     REMASKING_NEG_ENTROPY: _ClassVar[Remasking]
+
+class WebhookEvent(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WEBHOOK_EVENT_UNSPECIFIED: _ClassVar[WebhookEvent]
+    WEBHOOK_EVENT_STARTED: _ClassVar[WebhookEvent]
+    WEBHOOK_EVENT_PROGRESS: _ClassVar[WebhookEvent]
+    WEBHOOK_EVENT_COMPLETED: _ClassVar[WebhookEvent]
+
+class WebhookDeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WEBHOOK_DELIVERY_STATE_UNSPECIFIED: _ClassVar[WebhookDeliveryState]
+    WEBHOOK_DELIVERY_STATE_PENDING: _ClassVar[WebhookDeliveryState]
+    WEBHOOK_DELIVERY_STATE_DELIVERED: _ClassVar[WebhookDeliveryState]
+    WEBHOOK_DELIVERY_STATE_FAILED: _ClassVar[WebhookDeliveryState]
 JOB_KIND_UNSPECIFIED: JobKind
 JOB_KIND_TEXT_TO_IMAGE: JobKind
 JOB_KIND_UNDERSTAND: JobKind
@@ -82,6 +96,14 @@ REMASKING_UNSPECIFIED: Remasking
 REMASKING_LOW_CONFIDENCE: Remasking
 REMASKING_TOP_K_MARGIN: Remasking
 REMASKING_NEG_ENTROPY: Remasking
+WEBHOOK_EVENT_UNSPECIFIED: WebhookEvent
+WEBHOOK_EVENT_STARTED: WebhookEvent
+WEBHOOK_EVENT_PROGRESS: WebhookEvent
+WEBHOOK_EVENT_COMPLETED: WebhookEvent
+WEBHOOK_DELIVERY_STATE_UNSPECIFIED: WebhookDeliveryState
+WEBHOOK_DELIVERY_STATE_PENDING: WebhookDeliveryState
+WEBHOOK_DELIVERY_STATE_DELIVERED: WebhookDeliveryState
+WEBHOOK_DELIVERY_STATE_FAILED: WebhookDeliveryState
 
 class SprintOptions(_message.Message):
     __slots__ = ("enabled", "keep_ratio", "cache_warmup_steps", "confidence_alpha", "image_keep_ratio", "text_keep_ratio", "threshold", "remasking")
@@ -177,19 +199,51 @@ class EditParams(_message.Message):
     seed: int
     def __init__(self, image: _Optional[bytes] = ..., instruction: _Optional[str] = ..., steps: _Optional[int] = ..., block_length: _Optional[int] = ..., cfg_text_scale: _Optional[float] = ..., cfg_image_scale: _Optional[float] = ..., decoder: _Optional[_Union[Decoder, str]] = ..., decoder_steps: _Optional[int] = ..., resolution_multiplier: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
+class Webhook(_message.Message):
+    __slots__ = ("url", "events")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    events: _containers.RepeatedScalarFieldContainer[WebhookEvent]
+    def __init__(self, url: _Optional[str] = ..., events: _Optional[_Iterable[_Union[WebhookEvent, str]]] = ...) -> None: ...
+
+class WebhookDelivery(_message.Message):
+    __slots__ = ("id", "event", "state", "tries", "status_code", "error", "created_at", "next_try_at", "finished_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TRIES_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TRY_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    event: WebhookEvent
+    state: WebhookDeliveryState
+    tries: int
+    status_code: int
+    error: str
+    created_at: _timestamp_pb2.Timestamp
+    next_try_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., event: _Optional[_Union[WebhookEvent, str]] = ..., state: _Optional[_Union[WebhookDeliveryState, str]] = ..., tries: _Optional[int] = ..., status_code: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_try_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("request_id", "priority", "text_to_image", "understand", "edit")
+    __slots__ = ("request_id", "priority", "webhook", "text_to_image", "understand", "edit")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FIELD_NUMBER: _ClassVar[int]
     TEXT_TO_IMAGE_FIELD_NUMBER: _ClassVar[int]
     UNDERSTAND_FIELD_NUMBER: _ClassVar[int]
     EDIT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     priority: int
+    webhook: Webhook
     text_to_image: TextToImageParams
     understand: UnderstandParams
     edit: EditParams
-    def __init__(self, request_id: _Optional[str] = ..., priority: _Optional[int] = ..., text_to_image: _Optional[_Union[TextToImageParams, _Mapping]] = ..., understand: _Optional[_Union[UnderstandParams, _Mapping]] = ..., edit: _Optional[_Union[EditParams, _Mapping]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., priority: _Optional[int] = ..., webhook: _Optional[_Union[Webhook, _Mapping]] = ..., text_to_image: _Optional[_Union[TextToImageParams, _Mapping]] = ..., understand: _Optional[_Union[UnderstandParams, _Mapping]] = ..., edit: _Optional[_Union[EditParams, _Mapping]] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("step", "total")
@@ -234,7 +288,7 @@ class JobOutputs(_message.Message):
     def __init__(self, objects: _Optional[_Iterable[_Union[OutputObject, _Mapping]]] = ..., text: _Optional[str] = ..., thinking_text: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "request_id", "kind", "priority", "state", "stage", "progress", "queue_position", "attempts", "stage_seconds", "error", "outputs", "params", "cancel_requested", "created_at", "started_at", "finished_at")
+    __slots__ = ("id", "request_id", "kind", "priority", "state", "stage", "progress", "queue_position", "attempts", "stage_seconds", "error", "outputs", "params", "cancel_requested", "created_at", "started_at", "finished_at", "webhook", "webhook_deliveries")
     class StageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +313,8 @@ class Job(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
     kind: JobKind
@@ -276,7 +332,9 @@ class Job(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., queue_position: _Optional[int] = ..., attempts: _Optional[int] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., outputs: _Optional[_Union[JobOutputs, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    webhook: Webhook
+    webhook_deliveries: _containers.RepeatedCompositeFieldContainer[WebhookDelivery]
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., queue_position: _Optional[int] = ..., attempts: _Optional[int] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., outputs: _Optional[_Union[JobOutputs, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., webhook: _Optional[_Union[Webhook, _Mapping]] = ..., webhook_deliveries: _Optional[_Iterable[_Union[WebhookDelivery, _Mapping]]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
