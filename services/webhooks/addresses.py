@@ -46,9 +46,10 @@ class AddressPolicy:
 
 
 def _kind(ip: Address) -> str:
-    for test, name in ((ip.is_loopback, "a loopback"), (ip.is_link_local, "a link-local (metadata)"),
-                       (ip.is_private, "a private"), (ip.is_multicast, "a multicast"),
-                       (ip.is_unspecified, "an unspecified"), (ip.is_reserved, "a reserved")):
+    # The most telling name first: Python counts 0.0.0.0/8 and 240.0.0.0/4 as private too.
+    for test, name in ((ip.is_loopback, "a loopback"), (ip.is_unspecified, "an unspecified"),
+                       (ip.is_link_local, "a link-local (metadata)"), (ip.is_multicast, "a multicast"),
+                       (ip.is_reserved, "a reserved"), (ip.is_private, "a private")):
         if test:
             return name + " address"
     return "not a public address"

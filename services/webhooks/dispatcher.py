@@ -19,6 +19,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -60,7 +61,8 @@ class Dispatcher:
         self.sessions = sessions
         self.sender = sender
         self.presign = presign
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        # Unique per process even where host and pid repeat (a restarted container is pid 1 on the same pod).
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.policy = policy_from_settings(settings)
         self.rng = rng or random.Random()
         self.clock = clock  # the webhook-timestamp of each try (Unix seconds)

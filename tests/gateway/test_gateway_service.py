@@ -1,7 +1,5 @@
 """The service around JobService: health checking, reflection, metrics, TLS, and what it imports."""
 
-import datetime
-import ipaddress
 import subprocess
 import sys
 import time
@@ -13,6 +11,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from client import LladaClient, LladaError
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
+from tests.tls_certs import self_signed
 
 
 def test_health_answers_serving_without_an_api_key(gw):
@@ -58,31 +57,8 @@ def test_metrics_count_requests_by_method_and_code_and_jobs_by_state(make_gatewa
     assert registry.get_sample_value("llada_jobs", {"state": "QUEUED"}) == 1
 
 
-def _self_signed(tmp_path):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
-
-
 def test_tls_when_certificates_are_configured(make_gateway, tmp_path):
-    cert_file, key_file = _self_signed(tmp_path)
+    cert_file, key_file = self_signed(tmp_path)
     gw = make_gateway(tls_cert_file=cert_file, tls_key_file=key_file)
     key = gw.key("tls")[0][1]
     with LladaClient(gw.address, key, root_certificates=cert_file, timeout=5) as llada:

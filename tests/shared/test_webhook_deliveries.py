@@ -110,6 +110,16 @@ def test_a_dispatcher_that_died_mid_try_leaves_it_to_the_next_whose_outcome_alon
     assert row(s, delivery_id).delivery_state == "delivered"
 
 
+def test_a_stale_claim_is_fenced_even_against_its_own_dispatchers_next_claim(s):
+    delivery_id = completed_event(s)
+    [stale] = claim_due(s, "d1", POLICY, limit=10)
+    make_due(s, delivery_id, lease_over=True)
+    [fresh] = claim_due(s, "d1", POLICY, limit=10)  # a restarted dispatcher with the same name
+    assert not record_outcome(s, stale, Outcome(500, "answered HTTP 500"), POLICY, RNG)
+    assert record_outcome(s, fresh, Outcome(200), POLICY, RNG)
+    assert (row(s, delivery_id).delivery_state, row(s, delivery_id).tries) == ("delivered", 2)
+
+
 def test_a_last_try_whose_dispatcher_died_is_given_up(s):
     delivery_id = completed_event(s)
     s.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
