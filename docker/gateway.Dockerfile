@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# The gateway image: no torch. It also runs the migrations, the admin command and the reaper, which
-# import only `shared` (build from the repository root: docker build -f docker/gateway.Dockerfile .).
+# The gateway image: no torch. It also runs the migrations, the admin command, the reaper and the webhook
+# dispatcher, none of which needs torch (build from the repository root:
+# docker build -f docker/gateway.Dockerfile .).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
@@ -28,15 +29,18 @@ RUN pip install --no-deps -e . \
 RUN useradd --system --uid 10001 --gid 0 --no-create-home --shell /usr/sbin/nologin llada
 USER 10001
 
-# The reaper (run from this image) records each pass here for `llada-healthcheck reaper`.
+# The reaper and the webhook dispatcher (run from this image) record each pass here for
+# `llada-healthcheck reaper` and `llada-healthcheck webhooks`.
 ENV LLADA_GRPC_LISTEN=0.0.0.0:50051 \
     LLADA_METRICS_PORT=9464 \
-    LLADA_REAPER_PASS_FILE=/tmp/llada/reaper.pass
+    LLADA_REAPER_PASS_FILE=/tmp/llada/reaper.pass \
+    LLADA_WEBHOOK_PASS_FILE=/tmp/llada/webhooks.pass
 EXPOSE 50051 9464
 
 # The check of the process CMD starts, the gateway: gRPC health where LLADA_GRPC_LISTEN says it listens (TLS
-# when configured). The reaper and the migrations run from this image too, each with its own check (or none):
-# docker-compose.yml and k8s/ set them; `docker run` of another command should too (--health-cmd/--no-healthcheck).
+# when configured). The reaper, the webhook dispatcher and the migrations run from this image too, each with its
+# own check (or none): docker-compose.yml and k8s/ set them; `docker run` of another command should too
+# (--health-cmd/--no-healthcheck).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["llada-healthcheck", "gateway"]
 

@@ -1,7 +1,8 @@
 """`llada-server`: run llada-serve's own processes and its administration (the job API's client is `llada`).
 
     llada-server up | down | status           the embedded stack on this machine (server/embedded.py)
-    llada-server gateway | worker | reaper    one process in the foreground, as deployed
+    llada-server gateway | worker | reaper | webhooks
+                                              one process in the foreground, as deployed
     llada-server migrate                      upgrade the jobs database to the newest schema
     llada-server keys create --tenant T | list | revoke ID
     llada-server webhook-secret create|rotate|retire --tenant T | list
@@ -54,6 +55,12 @@ def _reaper(rest: list[str]) -> int:
     return main(rest)
 
 
+def _webhooks(rest: list[str]) -> int:
+    from services.webhooks.dispatcher import main
+
+    return main(rest)
+
+
 def _migrate(rest: list[str]) -> int:
     from shared.db.__main__ import main
 
@@ -82,12 +89,13 @@ def _run(rest: list[str]) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "up": (_stack("up"), "start the embedded stack (gateway, worker, reaper) in the background"),
+    "up": (_stack("up"), "start the embedded stack (gateway, worker, reaper, webhooks) in the background"),
     "down": (_stack("down"), "stop the embedded stack"),
     "status": (_stack("status"), "show whether the embedded stack runs"),
     "gateway": (_gateway, "run the gRPC gateway (LLADA_GRPC_LISTEN)"),
     "worker": (_worker, "run a Celery worker; extra arguments go to `celery worker`"),
     "reaper": (_reaper, "run the reaper [--interval S] [--once]"),
+    "webhooks": (_webhooks, "run the webhook dispatcher [--grace S]"),
     "migrate": (_migrate, "upgrade the jobs database [--url URL]"),
     "keys": (_keys, "API keys: create --tenant T | list | revoke ID"),
     "webhook-secret": (_webhook_secret, "webhook signing secrets: create | rotate | retire --tenant T, or list"),

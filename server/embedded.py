@@ -1,8 +1,8 @@
 """``llada-server up | down | status``: the embedded stack on one machine, nothing to install but Python packages.
 
-`up` starts the gateway (`python -m services.gateway`), one Celery worker and the reaper as background
-processes, with SQLite, a local object folder, kombu's filesystem broker and the trained toy checkpoint
-shipped in models/toy-shapes (LLADA_MODEL_PATH for another), all under one data folder (`--data-dir`, default ./.llada) together with the logs
+`up` starts the gateway (`python -m services.gateway`), one Celery worker, the reaper and the webhook
+dispatcher (`python -m services.webhooks`) as background processes, with SQLite, a local object folder, kombu's
+filesystem broker and the trained toy checkpoint shipped in models/toy-shapes (LLADA_MODEL_PATH for another), all under one data folder (`--data-dir`, default ./.llada) together with the logs
 (`logs/`), the API key (`api-key`) and the pid file (`stack.json`). It returns once the gateway's health
 check answers SERVING. `down` stops them: SIGTERM, then SIGKILL after `--timeout` seconds (the worker finishes its
 job within EMBEDDED_DRAIN_TIMEOUT_S or hands it back, re-queued for the next `up`).
@@ -93,7 +93,8 @@ def is_alive(pid: int) -> bool:
 
 # A word of each process's command line: a pid from an old pid file that now belongs to some other
 # program (after a reboot) is never signalled.
-COMMAND_MARKERS = {"gateway": "services.gateway", "worker": "workers.celery_app", "reaper": "workers.reaper"}
+COMMAND_MARKERS = {"gateway": "services.gateway", "worker": "workers.celery_app", "reaper": "workers.reaper",
+                   "webhooks": "services.webhooks"}
 
 
 def is_ours(name: str, pid: int) -> bool:
@@ -156,6 +157,7 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
                    "--without-gossip", "--without-mingle", "--without-heartbeat",
                    "--hostname", f"llada-embedded-{os.getpid()}@%h"],
         "reaper": [python, "-m", "workers.reaper", "--interval", str(EMBEDDED_REAPER_INTERVAL_S)],
+        "webhooks": [python, "-m", "services.webhooks"],
     }
 
 
@@ -237,7 +239,7 @@ def running_stack(data_dir: Path) -> StackInfo | None:
 
 def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_S, log=print,
                 extra_env: dict[str, str] | None = None, prepare_model: bool = True) -> StackInfo:
-    """Start the three processes (or return the stack already running in this data folder).
+    """Start the stack's processes (or return the stack already running in this data folder).
 
     `extra_env` reaches every process; `prepare_model=False` skips the checkpoint (an executor
     chosen through LLADA_WORKER_EXECUTOR that needs none). The worker runs the in-process Pipeline

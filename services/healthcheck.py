@@ -1,4 +1,4 @@
-"""``llada-healthcheck gateway|worker|reaper``: the container health check of each process kind.
+"""``llada-healthcheck gateway|worker|reaper|webhooks``: the container health check of each process kind.
 
 Each kind has its own check, read from the same `LLADA_*` settings as the process it checks (a health check
 runs in the process's container, with its environment):
@@ -8,7 +8,8 @@ runs in the process's container, with its environment):
   the CA);
 - worker: its readiness file (`LLADA_WORKER_READY_FILE`) is fresh: Celery consumes and the model is loaded,
   and the worker is not draining;
-- reaper: its pass file (`LLADA_REAPER_PASS_FILE`) is fresh and says the last pass succeeded.
+- reaper: its pass file (`LLADA_REAPER_PASS_FILE`) is fresh and says the last pass succeeded;
+- webhooks: the dispatcher's pass file (`LLADA_WEBHOOK_PASS_FILE`) likewise.
 
 Exit status 0 when healthy, 1 when not, with one line saying why (Docker's HEALTHCHECK, compose and
 Kubernetes exec probes read the status; `docker inspect` and `kubectl describe` show the line).
@@ -67,7 +68,7 @@ def check_file(path: Path | None, variable: str) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llada-healthcheck", description=__doc__.splitlines()[0])
-    roles = parser.add_subparsers(dest="role", required=True, metavar="{gateway,worker,reaper}")
+    roles = parser.add_subparsers(dest="role", required=True, metavar="{gateway,worker,reaper,webhooks}")
     gateway = roles.add_parser("gateway", help="gRPC health on LLADA_GRPC_LISTEN")
     gateway.add_argument("--target", help="host:port to ask instead of the one LLADA_GRPC_LISTEN gives")
     gateway.add_argument("--service", default="", help="service name to ask about ('' = the whole server)")
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                          "name the address dialled")
     roles.add_parser("worker", help="the worker consumes with its model loaded (LLADA_WORKER_READY_FILE)")
     roles.add_parser("reaper", help="the reaper's last pass is recent and succeeded (LLADA_REAPER_PASS_FILE)")
+    roles.add_parser("webhooks", help="the webhook dispatcher's last pass is recent and succeeded "
+                     "(LLADA_WEBHOOK_PASS_FILE)")
     args = parser.parse_args(argv)
     settings = get_settings()
     if args.role == "gateway":
@@ -85,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
                                      ca_file=args.ca_file, server_name=args.server_name)
     elif args.role == "worker":
         healthy, why = check_file(settings.worker_ready_file, "LLADA_WORKER_READY_FILE")
-    else:
+    elif args.role == "reaper":
         healthy, why = check_file(settings.reaper_pass_file, "LLADA_REAPER_PASS_FILE")
+    else:
+        healthy, why = check_file(settings.webhook_pass_file, "LLADA_WEBHOOK_PASS_FILE")
     print(f"{args.role} {'healthy' if healthy else 'unhealthy'}: {why}")
     return 0 if healthy else 1
 

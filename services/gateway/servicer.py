@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import grpc
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.gateway.auth import current_tenant
@@ -27,7 +26,7 @@ from shared.idempotency import request_fingerprint
 from shared.ids import validate_job_id, validate_request_id
 from shared.job_message import fill_deliveries, job_to_pb
 from shared.objectstore import ObjectNotFound, input_key, job_prefixes
-from shared.jobs import INPUT_NAMES, InvalidArgument, JobKind, validate_params, validate_priority
+from shared.jobs import INPUT_NAMES, InvalidArgument, validate_params, validate_priority
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 from shared.settings import Settings

@@ -1,7 +1,7 @@
 """A dispatcher's side of the webhook outbox: claim due deliveries, record each try's outcome, list a job's.
 
 A claim is a lease on one try: `claimed_by`, `claimed_until` and `tries + 1`, in one conditional UPDATE (on
-Postgres the scan also skips rows another dispatcher is claiming: `FOR UPDATE SKIP LOCKED`), so several
+Postgres its scan skips rows another dispatcher is claiming: `FOR UPDATE SKIP LOCKED`), so several
 dispatchers never send the same try. The outcome is written only while the claim holds (`claimed_by` and
 `tries` unchanged): a dispatcher that stalled past its lease, whose row another one claimed since, records
 nothing. A dispatcher that dies mid-try leaves the row claimed until the lease ends; the next claim retries
@@ -91,32 +91,33 @@ _CLAIMED = (WebhookDelivery.id, WebhookDelivery.job_id, WebhookDelivery.tenant, 
 
 
 def claim_due(s: Session, dispatcher: str, policy: Policy, *, limit: int) -> list[Claim]:
-    """Up to `limit` due deliveries, each claimed for one try. Rows past their tries or age are given up
-    here (a try whose dispatcher died counts)."""
-    _give_up_exhausted(s, policy)
-    scan = select(WebhookDelivery.id).where(_due()).order_by(WebhookDelivery.next_try_at).limit(limit)
+    """Up to `limit` due deliveries, each claimed for one try, in one statement (`UPDATE … WHERE id IN (the
+    due rows, locked, skipping those another dispatcher is claiming) RETURNING …`). Rows past their tries or
+    age are left to `give_up_exhausted`."""
+    due = and_(_due(), WebhookDelivery.tries < policy.max_tries,
+               WebhookDelivery.created_at >= db_now(policy.max_age_s))
+    scan = select(WebhookDelivery.id).where(due).order_by(WebhookDelivery.next_try_at).limit(limit)
     if s.get_bind().dialect.name == "postgresql":
         scan = scan.with_for_update(skip_locked=True)
-    claims = []
-    for delivery_id in s.scalars(scan).all():
-        row = s.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, _due())
-                        .values(claimed_by=dispatcher, claimed_until=db_now(-policy.lease_s),
-                                last_try_at=db_now(), tries=WebhookDelivery.tries + 1)
-                        .returning(*_CLAIMED).execution_options(synchronize_session=False)).first()
-        if row is not None:
-            claims.append(Claim(*row, dispatcher=dispatcher))
+    # `due` again in the UPDATE: on SQLite (no row locks) it is what makes a concurrent claim a no-op.
+    rows = s.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(scan.scalar_subquery()), due)
+                     .values(claimed_by=dispatcher, claimed_until=db_now(-policy.lease_s), last_try_at=db_now(),
+                             tries=WebhookDelivery.tries + 1)
+                     .returning(*_CLAIMED).execution_options(synchronize_session=False)).all()
     s.commit()
-    return claims
+    return sorted((Claim(*row, dispatcher=dispatcher) for row in rows), key=lambda claim: claim.created_at)
 
 
-def _give_up_exhausted(s: Session, policy: Policy) -> None:
+def give_up_exhausted(s: Session, policy: Policy) -> int:
+    """Fail the due rows past their tries or age (a try whose dispatcher died counts), saying why."""
     exhausted = and_(_due(), or_(WebhookDelivery.tries >= policy.max_tries,
                                  WebhookDelivery.created_at < db_now(policy.max_age_s)))
-    s.execute(update(WebhookDelivery).where(exhausted)
-              .values(delivery_state=FAILED, finished_at=db_now(), claimed_by=None, claimed_until=None,
-                      error=_gave_up(policy, WebhookDelivery.error))
-              .execution_options(synchronize_session=False))
+    result = s.execute(update(WebhookDelivery).where(exhausted)
+                       .values(delivery_state=FAILED, finished_at=db_now(), claimed_by=None, claimed_until=None,
+                               error=_gave_up(policy, WebhookDelivery.error))
+                       .execution_options(synchronize_session=False))
     s.commit()
+    return result.rowcount
 
 
 def _gave_up(policy: Policy, last_error):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.clock import db_now
@@ -33,6 +33,8 @@ STARTED, PROGRESS, COMPLETED = "started", "progress", "completed"
 EVENT_OF_STATE = {JobState.RUNNING: STARTED, JobState.SUCCEEDED: COMPLETED, JobState.FAILED: COMPLETED,
                   JobState.CANCELLED: COMPLETED}
 PROGRESS_INTERVAL_S = 0.5
+# PostgreSQL: a row's transaction notifies this channel, delivered at its commit (services.webhooks.wakeup).
+NOTIFY_CHANNEL = "llada_webhooks"
 
 
 def new_delivery_id() -> str:
@@ -77,6 +79,8 @@ def _insert(s: Session, job: Job, event: str) -> None:
     s.execute(insert(WebhookDelivery).values(
         id=new_delivery_id(), job_id=job.id, tenant=job.tenant, event=event, url=job.webhook_url,
         body=_body(job), delivery_state=PENDING, tries=0, next_try_at=db_now(), created_at=db_now()))
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")))  # several in one transaction arrive as one
 
 
 def _unsent():

@@ -13,11 +13,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 from tests.deploy.compose_interpolation import interpolate, variables_used
-from tests.deploy.deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, MIGRATE_COMMAND, REAPER_COMMAND,
-                          REPO, SCHEMAS, WORKER_COMMAND)
+from tests.deploy.deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, MIGRATE_COMMAND,
+                                       REAPER_COMMAND, REPO, SCHEMAS, WEBHOOKS_COMMAND, WORKER_COMMAND)
 
-LLADA_SERVICES = ("migrate", "gateway", "reaper", "worker", "worker-cpu")
-LONG_RUNNING = ("postgres", "redis", "minio", "gateway", "reaper", "worker", "worker-cpu")
+LLADA_SERVICES = ("migrate", "gateway", "reaper", "webhooks", "worker", "worker-cpu")
+LONG_RUNNING = ("postgres", "redis", "minio", "gateway", "reaper", "webhooks", "worker", "worker-cpu")
 WORKERS = ("worker", "worker-cpu")
 
 
@@ -79,6 +79,7 @@ def test_services_run_the_agreed_commands(compose):
     assert services["gateway"]["command"] == GATEWAY_COMMAND
     assert services["migrate"]["command"] == MIGRATE_COMMAND
     assert services["reaper"]["command"] == REAPER_COMMAND
+    assert services["webhooks"]["command"] == WEBHOOKS_COMMAND
     assert services["worker"]["command"] == WORKER_COMMAND
     assert services["worker-cpu"]["command"] == WORKER_COMMAND
 
@@ -89,7 +90,7 @@ def test_start_up_order_migrations_first_then_services(compose):
         for dep in service.get("depends_on", {}):
             assert dep in services, f"{name} depends on unknown service {dep}"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("gateway", "reaper", "worker", "worker-cpu"):
+    for name in ("gateway", "reaper", "webhooks", "worker", "worker-cpu"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
         assert deps["redis"]["condition"] == "service_healthy", name
@@ -106,9 +107,9 @@ def test_long_running_services_have_healthchecks_and_restart(compose):
 
 def test_each_llada_service_runs_its_own_roles_health_check(compose):
     """No service inherits another role's check from the image it shares (the gateway image runs the gateway,
-    the reaper and the migrations): each names `llada-healthcheck ROLE` for its own command, and the one-off
-    migration disables the image's check."""
-    for name in ("gateway", "reaper", *WORKERS):
+    the reaper, the webhook dispatcher and the migrations): each names `llada-healthcheck ROLE` for its own
+    command, and the one-off migration disables the image's check."""
+    for name in ("gateway", "reaper", "webhooks", *WORKERS):
         service = compose["services"][name]
         role = HEALTHCHECK_ROLES[tuple(service["command"])]
         assert service["healthcheck"]["test"] == ["CMD", "llada-healthcheck", role], name
@@ -138,7 +139,7 @@ def test_cpu_profile_runs_the_cpu_image_on_the_tiny_checkpoint(compose):
 
 def test_every_other_service_starts_without_a_profile(compose):
     unprofiled = {n for n, s in compose["services"].items() if not s.get("profiles")}
-    assert unprofiled == {"postgres", "redis", "minio", "minio-init", "migrate", "gateway", "reaper"}
+    assert unprofiled == {"postgres", "redis", "minio", "minio-init", "migrate", "gateway", "reaper", "webhooks"}
 
 
 def test_named_volumes_are_declared_and_used(compose):
@@ -175,6 +176,19 @@ def test_the_drain_fits_in_the_stop_grace_period_below_the_visibility_timeout(co
     assert drain >= 600, "a drain shorter than 10 minutes hands real jobs back"
     assert drain + DRAIN_MARGIN_S <= grace, "SIGKILL would come before the hand-back and Ray's shutdown"
     assert visibility > grace, name
+
+
+@pytest.mark.parametrize("with_env_example", [True, False], ids=["env-example", "defaults"])
+def test_the_webhook_dispatcher_finishes_its_tries_within_the_stop_grace_period(compose_raw, env_example,
+                                                                                with_env_example):
+    """On SIGTERM the dispatcher waits up to the try timeout + 5 s for its tries in flight; Docker's default
+    grace (10 s) would SIGKILL it first, and the receivers would see those tries again."""
+    settings_module = pytest.importorskip("shared.settings", reason="shared.settings not written yet")
+    service = interpolate(compose_raw, env_example if with_env_example else {})["services"]["webhooks"]
+    default = settings_module.Settings.model_fields["webhook_timeout_s"].default
+    timeout = float(service["environment"].get("LLADA_WEBHOOK_TIMEOUT_S", default))
+    assert service.get("stop_signal", "SIGTERM") == "SIGTERM"
+    assert _seconds(service["stop_grace_period"]) >= timeout + 5 + 5, "no room past the dispatcher's own grace"
 
 
 def test_llada_environment_is_valid_settings(compose):

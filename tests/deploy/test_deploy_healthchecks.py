@@ -1,6 +1,7 @@
-"""`llada-healthcheck gateway|worker|reaper` (services/healthcheck.py), each role's container health check, run
-as the containers run it: a subprocess reading the LLADA_* environment. The gateway check against a real gRPC
-server on loopback, plain and TLS; the worker and reaper checks against the files their processes keep."""
+"""`llada-healthcheck gateway|worker|reaper|webhooks` (services/healthcheck.py), each role's container health
+check, run as the containers run it: a subprocess reading the LLADA_* environment. The gateway check against a
+real gRPC server on loopback, plain and TLS; the worker, reaper and webhooks checks against the files their
+processes keep."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from concurrent import futures
 
 import grpc
 import pytest
-from tests.deploy.deploy_paths import REPO
+from tests.deploy.deploy_paths import HEALTH_FILE_VARIABLES, REPO
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 
@@ -100,8 +102,7 @@ def write_record(path, *, age_s: float = 0.0, stale_after_s: float = 30.0, ok: b
                                 "error": error}))
 
 
-@pytest.mark.parametrize("role,variable", [("worker", "LLADA_WORKER_READY_FILE"),
-                                           ("reaper", "LLADA_REAPER_PASS_FILE")])
+@pytest.mark.parametrize("role,variable", sorted(HEALTH_FILE_VARIABLES.items()))
 def test_file_checks_judge_presence_age_and_outcome(tmp_path, role, variable):
     path = tmp_path / f"{role}.health"
     unset = run_check(tmp_path, role)
@@ -122,6 +123,50 @@ def test_file_checks_judge_presence_age_and_outcome(tmp_path, role, variable):
     write_record(path, ok=False, error="last pass failed: OperationalError: connection refused")
     failed = run_check(tmp_path, role, **{variable: str(path)})
     assert failed.returncode == 1 and "connection refused" in failed.stdout
+
+
+def test_the_webhooks_check_reads_the_pass_file_the_dispatcher_writes(tmp_path):
+    """The dispatcher's own loop (services.webhooks.dispatcher.run_forever) against a real database: healthy
+    while its passes succeed, unhealthy naming the error once they fail, unhealthy once it has stopped."""
+    from services.webhooks.addresses import AddressPolicy
+    from services.webhooks.dispatcher import Dispatcher, run_forever
+    from services.webhooks.sender import WebhookSender
+    from shared.db import make_engine, session_factory, upgrade
+    from shared.settings import Settings
+
+    pass_file = tmp_path / "run" / "webhooks.pass"
+    settings = Settings(data_dir=tmp_path / "data", webhook_pass_file=pass_file, webhook_poll_interval_s=0.05)
+    upgrade(settings.database_url)
+    dispatcher = Dispatcher(settings, session_factory(make_engine(settings.database_url)),
+                            WebhookSender(AddressPolicy(), timeout_s=1.0))
+    check = {"LLADA_WEBHOOK_PASS_FILE": str(pass_file)}
+    stop = threading.Event()
+    thread = threading.Thread(target=run_forever, args=(dispatcher, stop), kwargs={"grace_s": 1.0})
+    thread.start()
+    try:
+        _wait_for(pass_file.exists)
+        healthy = run_check(tmp_path, "webhooks", **check)
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+        assert "webhooks healthy" in healthy.stdout
+
+        # The database is gone: each pass fails, and says so.
+        dispatcher.sessions = session_factory(make_engine(f"sqlite:///{tmp_path}/no-such-folder/jobs.db"))
+        _wait_for(lambda: '"ok": false' in pass_file.read_text())
+        failed = run_check(tmp_path, "webhooks", **check)
+        assert failed.returncode == 1 and "last pass failed: OperationalError" in failed.stdout
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    stopped = run_check(tmp_path, "webhooks", **check)
+    assert stopped.returncode == 1 and "no health file" in stopped.stdout
+
+
+def _wait_for(predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
 
 
 def test_the_check_is_an_installed_command_of_the_project():

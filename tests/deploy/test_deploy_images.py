@@ -13,7 +13,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tests.deploy.deploy_paths import GATEWAY_COMMAND, HEALTHCHECK_ROLES, REPO, WORKER_COMMAND
+from tests.deploy.deploy_paths import (GATEWAY_COMMAND, HEALTH_FILE_VARIABLES, HEALTHCHECK_ROLES, REPO,
+                                      WORKER_COMMAND)
 from packaging.requirements import Requirement
 
 DOCKER = REPO / "docker"
@@ -71,10 +72,10 @@ def test_each_image_checks_the_health_of_the_process_it_runs(dockerfile):
     check = _instructions(dockerfile, "HEALTHCHECK")[-1]
     assert check.split("CMD", 1)[1].strip() == json.dumps(["llada-healthcheck", role])
     env = " ".join(_instructions(dockerfile, "ENV"))
-    if role == "gateway":  # the reaper runs from this image too
-        assert "LLADA_REAPER_PASS_FILE=/tmp/" in env
-    else:
-        assert "LLADA_WORKER_READY_FILE=/tmp/" in env
+    # The reaper and the webhook dispatcher run from the gateway image, each keeping its own pass file.
+    kept = ("reaper", "webhooks") if role == "gateway" else (role,)
+    for kept_by in kept:
+        assert f"{HEALTH_FILE_VARIABLES[kept_by]}=/tmp/" in env, kept_by
 
 
 def test_worker_images_shut_down_warm_under_tini():
@@ -215,8 +216,9 @@ def test_gateway_dockerfile_installs_the_project_without_dependencies():
     assert "torch" not in runs.replace("torch leaked", "").replace("find_spec('torch')", "")
 
 
-# Modules the torch-free image runs: the gateway, its admin command, migrations, the reaper, the health check.
-_GATEWAY_IMAGE_PACKAGES = ("services.gateway", "services.healthcheck", "shared", "workers.reaper")
+# Modules the torch-free image runs: the gateway, its admin command, migrations, the reaper, the webhook
+# dispatcher, the health check.
+_GATEWAY_IMAGE_PACKAGES = ("services.gateway", "services.healthcheck", "services.webhooks", "shared", "workers.reaper")
 
 
 def test_gateway_image_processes_import_only_what_the_image_installs(tmp_path):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 
 import pytest
-from tests.deploy.deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, MIGRATE_COMMAND, REAPER_COMMAND,
-                          REPO, WORKER_COMMAND)
+from tests.deploy.deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, MIGRATE_COMMAND,
+                                       REAPER_COMMAND, REPO, WEBHOOKS_COMMAND, WORKER_COMMAND)
 from tests.deploy.k8s_manifests import (OVERLAYS, RendererMissing, find, find_prefixed, kustomize_command, pod_specs,
                            render, validate)
 
@@ -20,7 +20,7 @@ pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not insta
 ALL_DIRS = ("base", *(f"overlays/{o}" for o in OVERLAYS))
 # Created by the operator in the gpu/kuberay overlays (secrets.env.example), never committed.
 EXTERNAL_SECRETS = {"llada-secrets"}
-LLADA_COMPONENTS = ("gateway", "worker", "reaper", "migrate")
+LLADA_COMPONENTS = ("gateway", "worker", "reaper", "webhooks", "migrate")
 
 
 def overlay(name: str):
@@ -95,7 +95,7 @@ def test_services_and_disruption_budgets_select_pods(name):
 def test_llada_containers_run_the_agreed_commands_as_non_root(name):
     objs = overlay(name)
     expected = {"gateway": GATEWAY_COMMAND, "worker": WORKER_COMMAND, "reaper": REAPER_COMMAND,
-                "migrate": MIGRATE_COMMAND}
+                "webhooks": WEBHOOKS_COMMAND, "migrate": MIGRATE_COMMAND}
     seen = set()
     for owner, spec, labels in pod_specs(objs):
         component = labels.get("app.kubernetes.io/component")
@@ -160,9 +160,9 @@ def _exec_role(probe: dict) -> str | None:
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_each_component_is_probed_by_its_own_roles_check(name):
-    """The worker and the reaper run `llada-healthcheck ROLE` for their own role (never the gateway image's
-    gRPC check); the worker has no liveness probe (a restart reloads the model and kills its jobs); the
-    migration job has none; every llada container whose root filesystem is read-only can write /tmp."""
+    """The worker, the reaper and the webhook dispatcher run `llada-healthcheck ROLE` for their own role (never
+    the gateway image's gRPC check); the worker has no liveness probe (a restart reloads the model and kills its
+    jobs); the migration job has none; every llada container whose root filesystem is read-only can write /tmp."""
     seen = set()
     for owner, spec, labels in pod_specs(overlay(name)):
         if labels.get("app.kubernetes.io/name") != "llada-serve":
@@ -172,7 +172,7 @@ def test_each_component_is_probed_by_its_own_roles_check(name):
         probes = {k: v for k, v in container.items() if k.endswith("Probe")}
         if component == "migrate":
             assert probes == {}
-        elif component in ("worker", "reaper"):
+        elif component in ("worker", "reaper", "webhooks"):
             role = HEALTHCHECK_ROLES[tuple(container["command"])]
             assert role == component and probes, component
             assert {_exec_role(p) for p in probes.values()} == {role}
@@ -182,6 +182,20 @@ def test_each_component_is_probed_by_its_own_roles_check(name):
             assert "/tmp" in {m["mountPath"] for m in container.get("volumeMounts", [])}, component
         seen.add(component)
     assert seen == set(LLADA_COMPONENTS)
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_webhook_dispatcher_finishes_its_tries_within_the_grace_period(name):
+    """On SIGTERM the dispatcher waits up to the try timeout + 5 s for its tries in flight: the kubelet must not
+    kill it first. It reads the database and the object store from the same config as the gateway."""
+    settings_module = pytest.importorskip("shared.settings", reason="shared.settings not written yet")
+    objs = overlay(name)
+    spec = find(objs, "Deployment", "llada-webhooks")["spec"]["template"]["spec"]
+    default = settings_module.Settings.model_fields["webhook_timeout_s"].default
+    timeout = float(_settings_env(objs).get("LLADA_WEBHOOK_TIMEOUT_S", default))
+    assert spec.get("terminationGracePeriodSeconds", 30) >= timeout + 5 + 5
+    gateway = find(objs, "Deployment", "llada-gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert spec["containers"][0]["envFrom"] == gateway["envFrom"]
 
 
 @pytest.mark.parametrize("name", ["gpu"])

@@ -1,5 +1,6 @@
 """End to end through gRPC on the embedded backends: `llada-server up`, the three job kinds with the real tiny
-model, progress seen by the watcher, outputs downloaded, `llada-server status`, `llada-server down`."""
+model, progress seen by the watcher, outputs downloaded, a signed webhook from the stack's dispatcher,
+`llada-server status`, `llada-server down`."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def llada_server(*args: str, env: dict, timeout: float = 180) -> subprocess.Comp
 def stack(tmp_path_factory, tiny_checkpoint):
     data_dir = tmp_path_factory.mktemp("embedded")
     env = {**os.environ, "LLADA_DATA_DIR": str(data_dir), "LLADA_MODEL_PATH": str(tiny_checkpoint),
-           "LLADA_EDIT_CROP_BASE": E2E_EDIT_CROP_BASE}
+           "LLADA_EDIT_CROP_BASE": E2E_EDIT_CROP_BASE,
+           # The webhook test's receiver listens on loopback over http: allowed here, refused by default.
+           "LLADA_WEBHOOK_ALLOW_HTTP": "true", "LLADA_WEBHOOK_ALLOW_NETWORKS": '["127.0.0.0/8"]'}
     address = f"127.0.0.1:{free_port()}"
     up = llada_server("up", "--grpc-listen", address, "--metrics-port", "0", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
@@ -41,7 +44,7 @@ def stack(tmp_path_factory, tiny_checkpoint):
 def test_up_keeps_data_logs_key_and_pids_in_one_folder_and_serves(stack):
     data_dir, address, _, env = stack
     for path in ("jobs.db", "api-key", "stack.json", "objects", "broker/queue", "logs/gateway.log",
-                 "logs/worker.log", "logs/reaper.log"):
+                 "logs/worker.log", "logs/reaper.log", "logs/webhooks.log"):
         assert (data_dir / path).exists(), path
     status = llada_server("status", env=env, timeout=60)
     assert status.returncode == 0, status.stdout + status.stderr
@@ -84,3 +87,29 @@ def test_the_default_model_is_the_shipped_toy_checkpoint_and_a_missing_one_is_re
     assert Settings(data_dir=tmp_path, model_path=str(tmp_path)).edit_crop_base == 512  # another model: reference
     with pytest.raises(SystemExit, match="model_path: no checkpoint at"):
         ensure_model(Settings(data_dir=tmp_path, model_path=str(tmp_path / "absent")), log=lambda message: None)
+
+
+def test_a_job_with_a_webhook_calls_it_signed_when_it_starts_and_ends(stack):
+    from client import LladaClient, verify_webhook
+    from tests.webhooks.receiver import LoopbackReceiver
+
+    _, address, api_key, env = stack
+    created = llada_server("webhook-secret", "create", "--tenant", "default", env=env, timeout=60)
+    assert created.returncode == 0, created.stdout + created.stderr
+    secret = next(word for word in created.stdout.split() if word.startswith("whsec_"))
+    receiver = LoopbackReceiver()
+    try:
+        with LladaClient(address, api_key=api_key) as client:
+            job = client.submit_text_to_image("a red circle", width=128, height=128, steps=2, decoder_steps=1,
+                                              webhook={"url": receiver.url(), "events": ["started", "completed"]})
+            final = client.wait(job.id, timeout=120)
+        requests = receiver.wait_for(2, timeout_s=30)
+        bodies = [verify_webhook(secret, r.headers, r.body) for r in requests]
+        assert [b["state"] for b in bodies] == ["JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"]
+        assert all(b["id"] == job.id for b in bodies)
+        assert bodies[1]["outputs"]["objects"][0]["url"].startswith("file://")  # presigned by the dispatcher
+        with LladaClient(address, api_key=api_key) as client:
+            deliveries = client.get(job.id).webhook_deliveries
+        assert final.state and len(deliveries) == 2 and all(d.status_code == 204 for d in deliveries)
+    finally:
+        receiver.close()

@@ -15,7 +15,8 @@ from shared import attempts
 from shared import repository as repo
 from shared.db.models import WebhookDelivery
 from shared.db.types import utcnow
-from shared.webhooks.deliveries import Outcome, Policy, claim_due, deliveries_of, record_outcome
+from shared.webhooks.deliveries import (Outcome, Policy, claim_due, deliveries_of, give_up_exhausted,
+                                        record_outcome)
 from shared.webhooks.subscription import WebhookSubscription
 
 POLICY = Policy(lease_s=30, max_tries=3, max_age_s=3600, backoff_s=2, backoff_cap_s=10)
@@ -126,6 +127,7 @@ def test_a_last_try_whose_dispatcher_died_is_given_up(s):
               .values(tries=POLICY.max_tries, claimed_by="gone", claimed_until=utcnow() - timedelta(seconds=1)))
     s.commit()
     assert claim_due(s, "d1", POLICY, limit=10) == []
+    assert give_up_exhausted(s, POLICY) == 1
     failed = row(s, delivery_id)
     assert failed.delivery_state == "failed"
     assert failed.error == f"its dispatcher stopped before an answer (given up: {POLICY.max_tries} tries or 3600 s)"

@@ -221,3 +221,25 @@ def test_sigterm_lets_the_try_in_flight_finish(world, receiver):
             process.kill()
     [delivered] = rows(world, job.id)
     assert (delivered.delivery_state, delivered.tries, len(receiver.requests)) == ("delivered", 1, 1)
+
+
+def test_on_postgres_a_committed_event_wakes_an_idle_dispatcher_at_once(tmp_path, receiver):
+    from tests.postgres_databases import throwaway_database
+
+    with throwaway_database("llada_webhooks") as url:
+        # A poll far longer than the deadline below: only the NOTIFY of the event's commit can explain a delivery.
+        pass_file = tmp_path / "webhooks.pass"
+        world = WebhookWorld(tmp_path, database_url=url, webhook_poll_interval_s=30, webhook_pass_file=pass_file)
+        try:
+            job = world.submit(receiver.url())
+            world.start()
+            deadline = time.monotonic() + DEADLINE_S
+            while not pass_file.exists():  # its first pass went by: now it is idle, waiting on its 30 s poll
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            ended = time.monotonic()
+            world.db(repo.request_cancel, TENANT, job.id)
+            [request] = receiver.wait_for(1, timeout_s=5)
+            assert json.loads(request.body)["state"] == "JOB_STATE_CANCELLED" and request.at - ended < 2
+        finally:
+            world.stop()
