@@ -36,6 +36,18 @@ def summary(job: pb.Job) -> str:
     return "  ".join(parts)
 
 
+def delivery_lines(job: pb.Job) -> list[str]:
+    """One line per webhook delivery GetJob shows: its event, state, tries, last status and error."""
+    lines = []
+    for d in job.webhook_deliveries:
+        event = pb.WebhookEvent.Name(d.event).removeprefix("WEBHOOK_EVENT_").lower()
+        state = pb.WebhookDeliveryState.Name(d.state).removeprefix("WEBHOOK_DELIVERY_STATE_").lower()
+        line = f"  webhook {event:<9} {state:<9} {d.id}  tries={d.tries}"
+        line += f"  HTTP {d.status_code}" if d.status_code else ""
+        lines.append(line + (f"  {d.error}" if d.error else ""))
+    return lines
+
+
 class ProgressLine:
     """One self-overwriting status line on stderr while a job runs (a plain line when not a terminal)."""
 
@@ -141,7 +153,8 @@ def cmd_submit(args) -> int:
 def cmd_get(args) -> int:
     with _client(args) as client:
         job = client.get(args.job_id)
-    print(MessageToJson(job, preserving_proto_field_name=True) if args.json else summary(job))
+    print(MessageToJson(job, preserving_proto_field_name=True) if args.json
+          else "\n".join([summary(job), *delivery_lines(job)]))
     return EXIT_OK
 
 

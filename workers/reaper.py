@@ -7,7 +7,8 @@ Each pass:
   may be lost: kombu's filesystem transport drops the message of a worker that dies, Redis may lose
   unpersisted writes). A duplicate message is harmless: claiming is idempotent;
 - finished jobs older than `retention_s` → their input and result objects removed, then EXPIRED (a failed
-  delete leaves the job as it was, to be tried again next pass);
+  delete leaves the job as it was, to be tried again next pass); webhook deliveries settled before then are
+  deleted;
 - a bounded slice of the object store swept of objects no row names (`workers.sweep`): a fenced-off
   attempt's late upload, a deleted job's leftovers, inputs of a submit that never committed.
 
@@ -38,6 +39,7 @@ from shared.health_file import remove_health_file, write_health_file
 from shared.logs import configure_logging
 from shared.objectstore import job_prefixes
 from shared.settings import Settings, get_settings
+from shared.webhooks.deliveries import purge_settled
 from workers.sweep import OrphanSweep
 
 log = logging.getLogger("llada.reaper")
@@ -56,6 +58,7 @@ class ReapReport:
     resent: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     swept: list[str] = field(default_factory=list)  # object keys
+    purged_deliveries: int = 0  # webhook deliveries past retention
 
 
 class Reaper:
@@ -143,6 +146,8 @@ class Reaper:
             if self._db(repo.mark_expired, job_id, state):
                 self._publish(job_id, {"type": "state", "state": "EXPIRED"})
                 report.expired.append(job_id)
+        # Webhook deliveries that settled (delivered or given up) before the cutoff go the same way.
+        report.purged_deliveries = self._db(purge_settled, cutoff)
 
 
 def reaper_from_settings(settings: Settings) -> Reaper:

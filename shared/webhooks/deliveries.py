@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from shared.db.clock import db_now
@@ -159,3 +159,14 @@ def deliveries_of(s: Session, job_id: str, *, limit: int = GETJOB_LIMIT) -> list
                      .limit(limit)).all()
     s.commit()
     return list(reversed(rows))
+
+
+def purge_settled(s: Session, older_than: datetime, *, limit: int = 1000) -> int:
+    """Delete up to `limit` delivered or failed deliveries that settled before `older_than` (the reaper's
+    retention); returns how many. Pending ones stay: they are still owed."""
+    old = select(WebhookDelivery.id).where(WebhookDelivery.delivery_state.in_([DELIVERED, FAILED]),
+                                           WebhookDelivery.finished_at < older_than).limit(limit)
+    result = s.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(old.scalar_subquery()))
+                       .execution_options(synchronize_session=False))
+    s.commit()
+    return result.rowcount

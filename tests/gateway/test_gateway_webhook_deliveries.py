@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+from client import cli
 from services.webhooks.addresses import AddressPolicy
 from services.webhooks.dispatcher import Dispatcher, run_forever
 from services.webhooks.sender import WebhookSender
@@ -20,7 +21,7 @@ PENDING, DELIVERED, FAILED = (pb.WEBHOOK_DELIVERY_STATE_PENDING, pb.WEBHOOK_DELI
 STARTED, COMPLETED = pb.WEBHOOK_EVENT_STARTED, pb.WEBHOOK_EVENT_COMPLETED
 
 
-def test_getjob_shows_each_delivery_as_the_dispatcher_records_it(make_gateway):
+def test_getjob_shows_each_delivery_as_the_dispatcher_records_it(make_gateway, monkeypatch, capsys):
     gw = make_gateway(webhook_allow_http=True, webhook_allow_networks=["127.0.0.0/8"], webhook_max_tries=2,
                       webhook_backoff_s=0.05, webhook_poll_interval_s=0.02)
     md = gw.key("hooked")
@@ -61,6 +62,13 @@ def test_getjob_shows_each_delivery_as_the_dispatcher_records_it(make_gateway):
         assert [(d.event, d.state, d.status_code, d.tries) for d in gave_up] == [
             (STARTED, FAILED, 500, 2), (COMPLETED, FAILED, 500, 2)]
         assert all(d.error == "answered HTTP 500 (given up after 2 tries)" for d in gave_up)
+        # `llada get` shows them to a person too.
+        monkeypatch.setenv("LLADA_SERVER", gw.address)
+        monkeypatch.setenv("LLADA_API_KEY", dict(md)["x-api-key"])
+        assert cli.main(["get", failing.id]) == 0
+        shown = capsys.readouterr().out.splitlines()[1:]
+        assert shown == [f"  webhook {event:<9} failed    {d.id}  tries=2  HTTP 500  {d.error}"
+                         for event, d in zip(("started", "completed"), gave_up)]
     finally:
         stop.set()
         broken.close()

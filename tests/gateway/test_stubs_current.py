@@ -8,11 +8,16 @@ REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "shared" / "proto"
 
 
+def _stubs(root: Path) -> set[Path]:
+    """The generated sources under `root` (not the bytecode Python caches beside them)."""
+    return {p.relative_to(root) for p in root.rglob("*_pb2*") if p.suffix in (".py", ".pyi")}
+
+
 def test_committed_stubs_match_the_proto(tmp_path):
     subprocess.run([sys.executable, str(REPO / "protos" / "generate.py"), "--out", str(tmp_path)],
                    check=True, capture_output=True)
-    fresh = {p.relative_to(tmp_path) for p in tmp_path.rglob("*_pb2*.py*")}
-    committed = {p.relative_to(COMMITTED) for p in COMMITTED.rglob("*_pb2*.py*")}
+    fresh = _stubs(tmp_path)
+    committed = _stubs(COMMITTED)
     assert fresh, "the generator produced nothing"
     assert fresh == committed, "stub files differ: run `python protos/generate.py`"
     stale = [str(rel) for rel in fresh if (tmp_path / rel).read_bytes() != (COMMITTED / rel).read_bytes()]

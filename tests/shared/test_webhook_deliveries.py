@@ -16,7 +16,7 @@ from shared import repository as repo
 from shared.db.models import WebhookDelivery
 from shared.db.types import utcnow
 from shared.webhooks.deliveries import (Outcome, Policy, claim_due, deliveries_of, give_up_exhausted,
-                                        record_outcome)
+                                        purge_settled, record_outcome)
 from shared.webhooks.subscription import WebhookSubscription
 
 POLICY = Policy(lease_s=30, max_tries=3, max_age_s=3600, backoff_s=2, backoff_cap_s=10)
@@ -167,3 +167,14 @@ def test_getjob_lists_the_newest_deliveries_oldest_first(s):
     job_id = row(s, delivery_id).job_id
     assert [d.id for d in deliveries_of(s, job_id)] == [delivery_id]
     assert deliveries_of(s, job_id, limit=0) == []
+
+
+def test_settled_deliveries_past_retention_are_purged_and_pending_ones_kept(s):
+    delivered, failed, pending = completed_event(s), completed_event(s), completed_event(s)
+    claims = {c.id: c for c in claim_due(s, "d1", POLICY, limit=10)}
+    record_outcome(s, claims[delivered], Outcome(200), POLICY, RNG)
+    record_outcome(s, claims[failed], Outcome(error="refused", final=True), POLICY, RNG)
+    record_outcome(s, claims[pending], Outcome(500, "answered HTTP 500"), POLICY, RNG)
+    assert purge_settled(s, utcnow() - timedelta(seconds=60)) == 0  # settled just now: within retention
+    assert purge_settled(s, utcnow() + timedelta(seconds=1)) == 2
+    assert [r.id for r in s.scalars(select(WebhookDelivery))] == [pending]

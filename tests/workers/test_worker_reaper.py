@@ -6,7 +6,7 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tests.workers.worker_harness import png_bytes
 from shared import attempts
@@ -148,3 +148,24 @@ def wait_for(predicate, timeout: float = 15.0):
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.02)
+
+
+def test_settled_webhook_deliveries_past_retention_are_purged(harness):
+    from shared.db.models import WebhookDelivery
+    from shared.db.types import utcnow
+
+    reaper, _ = make_reaper(harness, retention_s=3600)
+    now = utcnow()
+
+    def delivery(delivery_id, state, finished_ago_s):
+        return WebhookDelivery(id=delivery_id, job_id="j", tenant="t", event="completed", url="https://h/x",
+                               body="{}", delivery_state=state, tries=1, next_try_at=now,
+                               finished_at=None if finished_ago_s is None else now - timedelta(seconds=finished_ago_s))
+
+    with harness.ctx.sessions() as s:
+        s.add_all([delivery("old", "delivered", 3601), delivery("young", "failed", 3500),
+                   delivery("owed", "pending", None)])
+        s.commit()
+    assert reaper.run_once().purged_deliveries == 1
+    with harness.ctx.sessions() as s:
+        assert sorted(s.scalars(select(WebhookDelivery.id))) == ["owed", "young"]
