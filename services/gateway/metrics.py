@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from services.gateway.handlers import wrap_handler
+from shared.jobs import JobState
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("llada.gateway.access")
@@ -45,11 +46,13 @@ class JobsByStateCollector:
         family = GaugeMetricFamily("llada_jobs", "Jobs in the database by state", labels=["state"])
         try:
             counts = self._count()
-        except Exception:  # a scrape must not fail because the database blinked
+        except Exception:  # a scrape must not fail because the database blinked; no sample is not a zero
             log.exception("counting jobs by state failed")
-            counts = {}
-        for state, n in sorted(counts.items()):
-            family.add_metric([state], n)
+            yield family
+            return
+        # Every state, zeros included: an idle queue reads QUEUED 0, not "no data", to a dashboard or a scaler.
+        for state in JobState:
+            family.add_metric([state.value], counts.get(state.value, 0))
         yield family
 
 

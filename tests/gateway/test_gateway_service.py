@@ -57,6 +57,25 @@ def test_metrics_count_requests_by_method_and_code_and_jobs_by_state(make_gatewa
     assert registry.get_sample_value("llada_jobs", {"state": "QUEUED"}) == 1
 
 
+def test_jobs_by_state_reports_every_state_zeros_included_and_nothing_when_the_count_fails():
+    from prometheus_client import CollectorRegistry
+
+    from services.gateway.metrics import JobsByStateCollector
+    from shared.jobs import JobState
+
+    registry = CollectorRegistry()
+    registry.register(JobsByStateCollector(lambda: {"RUNNING": 2}))
+    assert {state.value: registry.get_sample_value("llada_jobs", {"state": state.value}) for state in JobState} == {
+        state.value: 2.0 if state is JobState.RUNNING else 0.0 for state in JobState}
+
+    def broken():
+        raise OSError("database unreachable")
+
+    failing = CollectorRegistry()
+    failing.register(JobsByStateCollector(broken))
+    assert failing.get_sample_value("llada_jobs", {"state": "QUEUED"}) is None  # unknown, not zero
+
+
 def test_tls_when_certificates_are_configured(make_gateway, tmp_path):
     cert_file, key_file = self_signed(tmp_path)
     gw = make_gateway(tls_cert_file=cert_file, tls_key_file=key_file)
