@@ -156,14 +156,8 @@ class Dispatcher:
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no try is in flight; False if some still are after `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
         with self._idle:
-            while self._in_flight:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
+            return self._idle.wait_for(lambda: not self._in_flight, timeout_s)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=False)
