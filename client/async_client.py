@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import messages as build
 from client.connection import (DEFAULT_MAX_MESSAGE_BYTES, auth_metadata, channel_options, credentials,
@@ -37,6 +39,23 @@ class AsyncLladaClient:
         self._stub = pb_grpc.JobServiceStub(self._channel)
         self._metadata = auth_metadata(api_key)
         self._timeout = timeout
+
+    def with_api_key(self, api_key: str | None) -> "AsyncLladaClient":
+        """The same client for another key, over this one's channel: a front end serving many callers keeps
+        one channel and sends each request with its caller's key. ``None`` or ``""`` sends no key. Closing
+        any of them closes the shared channel."""
+        other = copy.copy(self)
+        other._metadata = auth_metadata(api_key or None)
+        return other
+
+    async def serving(self, timeout: float = 2.0) -> bool:
+        """Whether the gateway's gRPC health check answers SERVING within ``timeout`` seconds."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     async def close(self) -> None:
         await self._channel.close()
@@ -93,15 +112,19 @@ class AsyncLladaClient:
             try:
                 call = self._stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=self._metadata,
                                            timeout=remaining)
-                async for job in call:
-                    failures = 0
-                    if job == last:  # a resumed stream starts with the snapshot we already have
-                        continue
-                    last = job
-                    yield job
-                    if is_terminal(job):
-                        call.cancel()
-                        return
+                try:
+                    async for job in call:
+                        failures = 0
+                        if job == last:  # a resumed stream starts with the snapshot we already have
+                            continue
+                        last = job
+                        yield job
+                        if is_terminal(job):
+                            return
+                finally:
+                    # Also when the caller stops iterating early (closes this generator, or is cancelled): the
+                    # stream holds one of the tenant's watch slots on the gateway until it is cancelled.
+                    call.cancel()
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.UNAVAILABLE:
                     raise from_rpc_error(err) from None

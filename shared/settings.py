@@ -160,6 +160,18 @@ class Settings(BaseSettings):
     # The dispatcher's pass file for `llada-healthcheck webhooks` (shared/health_file.py); None: not written.
     webhook_pass_file: Path | None = None
 
+    # HTTP front door (services.http): JSON, OpenAI-compatible routes and the dashboard, a client of the gateway.
+    http_listen: str = "127.0.0.1:8080"
+    # The gateway it calls (host:port); None: grpc_listen. With http_gateway_ca_file, over TLS trusting that CA.
+    http_gateway: str | None = None
+    http_gateway_ca_file: Path | None = None
+    # The OpenAI-style calls wait this long for their job; past it they answer 202 with the job's id to follow.
+    http_wait_timeout_s: float = Field(default=300.0, gt=0)
+    # The largest request body (an edit's upload, a job's base64 image); beyond it 413 before it is read.
+    http_max_body_bytes: int = Field(default=48 * 1024 * 1024, ge=1)
+    # Its Prometheus port; 0 = off. Not the gateway's metrics_port: both run side by side in the embedded stack.
+    http_metrics_port: int = Field(default=9465, ge=0, le=65535)
+
     # Logs (shared.logs): the level of every process, and its lines: "json" (one object per line, with the
     # job_id, attempt and tenant of a job as fields) or "text" (for a person reading a terminal).
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
