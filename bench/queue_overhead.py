@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         # Production pairs a Redis broker with Redis pub/sub for progress events: measure that pair.
         env["LLADA_BROKER_URL"] = env["LLADA_EVENT_BUS_URL"] = args.broker_url
         overrides = {"broker_url": args.broker_url, "event_bus_url": args.broker_url}
-    settings = Settings(data_dir=data_dir, grpc_listen=f"127.0.0.1:{free_port()}", metrics_port=0, **overrides)
+    settings = Settings(data_dir=data_dir, grpc_listen=f"127.0.0.1:{free_port()}", metrics_port=0,
+                        http_listen=f"127.0.0.1:{free_port()}", http_metrics_port=0, **overrides)
     for key, value in env.items():  # the bare app in this process reads the same settings
         os.environ[key] = value
 

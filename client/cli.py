@@ -18,7 +18,7 @@ from client.connection import resolve_target
 from client.errors import LladaError
 
 # Words that name a server-side command: answered with where it lives, not imported.
-SERVER_COMMANDS = frozenset({"up", "down", "status", "run", "keys", "gateway", "worker", "reaper", "webhooks",
+SERVER_COMMANDS = frozenset({"up", "down", "status", "run", "keys", "gateway", "worker", "reaper", "webhooks", "http",
                              "migrate", "webhook-secret"})
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     # A free port and no metrics port: the demo never collides with a stack the user already runs.
-    settings = embedded.settings_for(args.data_dir.expanduser().resolve(), f"127.0.0.1:{free_port()}", 0)
+    settings = embedded.settings_for(args.data_dir.expanduser().resolve(), f"127.0.0.1:{free_port()}", 0,
+                                     f"127.0.0.1:{free_port()}", 0)
     console.print(f"starting the embedded stack in {settings.data_dir} ...")
     # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so the stack below is always stopped.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -1,7 +1,7 @@
 """`llada-server`: run llada-serve's own processes and its administration (the job API's client is `llada`).
 
     llada-server up | down | status           the embedded stack on this machine (server/embedded.py)
-    llada-server gateway | worker | reaper | webhooks
+    llada-server gateway | worker | reaper | webhooks | http
                                               one process in the foreground, as deployed
     llada-server migrate                      upgrade the jobs database to the newest schema
     llada-server keys create --tenant T | list | revoke ID
@@ -61,6 +61,19 @@ def _webhooks(rest: list[str]) -> int:
     return main(rest)
 
 
+def _http(rest: list[str]) -> int:
+    if rest:
+        asked = rest in (["-h"], ["--help"])
+        print("llada-server http: serves the HTTP front door (job API as JSON, OpenAI-compatible routes, the "
+              "dashboard) on LLADA_HTTP_LISTEN, calling the gateway at LLADA_HTTP_GATEWAY; it takes no arguments, "
+              "only the LLADA_* settings", file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else EXIT_USAGE
+    from services.http.server import main
+
+    main()
+    return 0
+
+
 def _migrate(rest: list[str]) -> int:
     from shared.db.__main__ import main
 
@@ -89,13 +102,14 @@ def _run(rest: list[str]) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "up": (_stack("up"), "start the embedded stack (gateway, worker, reaper, webhooks) in the background"),
+    "up": (_stack("up"), "start the embedded stack (gateway, worker, reaper, webhooks, http) in the background"),
     "down": (_stack("down"), "stop the embedded stack"),
     "status": (_stack("status"), "show whether the embedded stack runs"),
     "gateway": (_gateway, "run the gRPC gateway (LLADA_GRPC_LISTEN)"),
     "worker": (_worker, "run a Celery worker; extra arguments go to `celery worker`"),
     "reaper": (_reaper, "run the reaper [--interval S] [--once]"),
     "webhooks": (_webhooks, "run the webhook dispatcher [--grace S]"),
+    "http": (_http, "run the HTTP front door (LLADA_HTTP_LISTEN): JSON, OpenAI-compatible, the dashboard"),
     "migrate": (_migrate, "upgrade the jobs database [--url URL]"),
     "keys": (_keys, "API keys: create --tenant T | list | revoke ID"),
     "webhook-secret": (_webhook_secret, "webhook signing secrets: create | rotate | retire --tenant T, or list"),

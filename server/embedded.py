@@ -1,10 +1,10 @@
 """``llada-server up | down | status``: the embedded stack on one machine, nothing to install but Python packages.
 
-`up` starts the gateway (`python -m services.gateway`), one Celery worker, the reaper and the webhook
-dispatcher (`python -m services.webhooks`) as background processes, with SQLite, a local object folder, kombu's
+`up` starts the gateway (`python -m services.gateway`), one Celery worker, the reaper, the webhook
+dispatcher (`python -m services.webhooks`) and the HTTP front door (`python -m services.http`) as background processes, with SQLite, a local object folder, kombu's
 filesystem broker and the trained toy checkpoint shipped in models/toy-shapes (LLADA_MODEL_PATH for another), all under one data folder (`--data-dir`, default ./.llada) together with the logs
 (`logs/`), the API key (`api-key`) and the pid file (`stack.json`). It returns once the gateway's health
-check answers SERVING. `down` stops them: SIGTERM, then SIGKILL after `--timeout` seconds (the worker finishes its
+check answers SERVING and the front door's /readyz answers. `down` stops them: SIGTERM, then SIGKILL after `--timeout` seconds (the worker finishes its
 job within EMBEDDED_DRAIN_TIMEOUT_S or hands it back, re-queued for the next `up`).
 Production differs only in settings: LLADA_DATABASE_URL / LLADA_BROKER_URL / LLADA_OBJECT_STORE_URL …
 set in the environment reach every process.
@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ EXIT_OK, EXIT_FAILED, EXIT_NOT_RUNNING = 0, 1, 3
 # What the processes must agree on: where the data, the backends and the model are, and the addresses.
 EMBEDDED_WORKER_EXECUTOR = "pipeline"  # Settings.worker_executor for the embedded stack; see start_stack
 EXPORTED_SETTINGS = ("data_dir", "database_url", "broker_url", "object_store_url", "event_bus_url", "model_path",
-                     "grpc_listen", "metrics_port", "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_secure",
+                     "grpc_listen", "metrics_port", "http_listen", "http_metrics_port", "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_secure",
                      "s3_region", "s3_public_endpoint", "heartbeat_interval_s", "heartbeat_timeout_s",
                      "max_attempts", "edit_crop_base")
 
@@ -53,6 +54,7 @@ class StackInfo:
     data_dir: str
     grpc_address: str
     api_key: str
+    http_url: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
 
@@ -94,7 +96,7 @@ def is_alive(pid: int) -> bool:
 # A word of each process's command line: a pid from an old pid file that now belongs to some other
 # program (after a reboot) is never signalled.
 COMMAND_MARKERS = {"gateway": "services.gateway", "worker": "workers.celery_app", "reaper": "workers.reaper",
-                   "webhooks": "services.webhooks"}
+                   "webhooks": "services.webhooks", "http": "services.http"}
 
 
 def is_ours(name: str, pid: int) -> bool:
@@ -158,6 +160,7 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
                    "--hostname", f"llada-embedded-{os.getpid()}@%h"],
         "reaper": [python, "-m", "workers.reaper", "--interval", str(EMBEDDED_REAPER_INTERVAL_S)],
         "webhooks": [python, "-m", "services.webhooks"],
+        "http": [python, "-m", "services.http"],
     }
 
 
@@ -201,6 +204,22 @@ def wait_serving(address: str, timeout_s: float, alive=lambda: True) -> None:
     raise TimeoutError(f"the gateway at {address} did not answer SERVING within {timeout_s:.0f} s")
 
 
+def wait_http_ready(url: str, timeout_s: float, alive=lambda: True) -> None:
+    """Until the front door's /readyz answers 200 (it does once the gateway it calls answers SERVING)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError("a process of the stack exited during start-up")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=1.0) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"the HTTP front door at {url} was not ready within {timeout_s:.0f} s")
+
+
 def _tail(path: str, lines: int = 20) -> str:
     try:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
@@ -211,13 +230,11 @@ def _tail(path: str, lines: int = 20) -> str:
 # ---------------------------------------------------------------- commands
 
 
-def settings_for(data_dir: Path, grpc_listen: str | None = None, metrics_port: int | None = None) -> Settings:
-    overrides: dict = {"data_dir": data_dir}
-    if grpc_listen is not None:
-        overrides["grpc_listen"] = grpc_listen
-    if metrics_port is not None:
-        overrides["metrics_port"] = metrics_port
-    return Settings(**overrides)
+def settings_for(data_dir: Path, grpc_listen: str | None = None, metrics_port: int | None = None,
+                 http_listen: str | None = None, http_metrics_port: int | None = None) -> Settings:
+    given = {"grpc_listen": grpc_listen, "metrics_port": metrics_port, "http_listen": http_listen,
+             "http_metrics_port": http_metrics_port}
+    return Settings(data_dir=data_dir, **{name: value for name, value in given.items() if value is not None})
 
 
 def exported_settings(settings: Settings) -> dict[str, str]:
@@ -271,7 +288,8 @@ def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_
     # back (re-queued, run by the next `llada-server up`) instead of being cut off mid-attempt.
     env.setdefault("LLADA_DRAIN_TIMEOUT_S", str(EMBEDDED_DRAIN_TIMEOUT_S))
     env.update({"LLADA_DEFAULT_API_KEY": api_key, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
-    info = StackInfo(data_dir=str(data_dir), grpc_address=settings.grpc_listen, api_key=api_key)
+    info = StackInfo(data_dir=str(data_dir), grpc_address=settings.grpc_listen, api_key=api_key,
+                     http_url=f"http://{settings.http_listen}")
     project_root = Path(__file__).resolve().parent.parent
     try:
         for name, command in process_commands(settings).items():
@@ -282,7 +300,9 @@ def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_
             info.pids[name] = process.pid
             info.logs[name] = str(log_path)
             info.save()
-        wait_serving(settings.grpc_listen, timeout_s, alive=lambda: all(is_alive(p) for p in info.pids.values()))
+        started, alive = time.monotonic(), lambda: all(is_alive(p) for p in info.pids.values())
+        wait_serving(settings.grpc_listen, timeout_s, alive=alive)
+        wait_http_ready(info.http_url, max(1.0, timeout_s - (time.monotonic() - started)), alive=alive)
     except (RuntimeError, TimeoutError, OSError) as err:
         tails = "\n".join(f"--- {name} ({path}):\n{_tail(path)}" for name, path in info.logs.items())
         stop_pids(info.pids, DEFAULT_STOP_TIMEOUT_S)
@@ -315,13 +335,20 @@ def stack_status(data_dir: Path) -> dict[str, str]:
         status["health"] = f"SERVING at {info.grpc_address}"
     except TimeoutError:
         status["health"] = f"not serving at {info.grpc_address}"
+    if info.http_url:
+        try:
+            wait_http_ready(info.http_url, 2.0)
+            status["http"] = f"ready at {info.http_url}"
+        except TimeoutError:
+            status["http"] = f"not ready at {info.http_url}"
     return status
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llada-server", description="the embedded llada-serve stack")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("up", "start the gateway, a worker and the reaper"), ("down", "stop them"),
+    for name, help_text in (("up", "start the gateway, a worker, the reaper, the webhook dispatcher and the HTTP "
+                                   "front door"), ("down", "stop them"),
                             ("status", "show whether they run")):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--data-dir", type=Path, default=None,
@@ -329,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         if name == "up":
             sub.add_argument("--grpc-listen", help="gRPC address (default: $LLADA_GRPC_LISTEN or 127.0.0.1:50051)")
             sub.add_argument("--metrics-port", type=int, help="Prometheus port, 0 = off (default 9464)")
+            sub.add_argument("--http-listen", help="HTTP front door address (default: $LLADA_HTTP_LISTEN or "
+                             "127.0.0.1:8080)")
+            sub.add_argument("--http-metrics-port", type=int, help="the front door's Prometheus port, 0 = off "
+                             "(default 9465)")
             sub.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT_S,
                              help="seconds to wait for the gateway to serve")
         if name == "down":
@@ -339,13 +370,15 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = data_dir.expanduser().resolve()
 
     if args.command == "up":
-        settings = settings_for(data_dir, args.grpc_listen, args.metrics_port)
+        settings = settings_for(data_dir, args.grpc_listen, args.metrics_port, args.http_listen, args.http_metrics_port)
         try:
             info = start_stack(settings, timeout_s=args.timeout, log=lambda m: print(m, file=sys.stderr))
         except RuntimeError as err:
             print(f"llada-server up: {err}", file=sys.stderr)
             return EXIT_FAILED
         print(f"llada-serve is up: gRPC at {info.grpc_address}, data and logs in {info.data_dir}")
+        print(f"HTTP at {info.http_url}: the dashboard, the job API as JSON (/v1/jobs) and OpenAI-compatible "
+              f"routes (base_url {info.http_url}/v1); API docs at {info.http_url}/docs")
         print(f"export LLADA_SERVER={info.grpc_address}")
         print(f"export LLADA_API_KEY=$(cat {Path(info.data_dir) / API_KEY_FILE})")
         return EXIT_OK
@@ -362,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NOT_RUNNING
     for name, state in status.items():
         print(f"{name:8} {state}")
-    running = all(state.startswith("running") for name, state in status.items() if name != "health")
-    return EXIT_OK if running and status["health"].startswith("SERVING") else EXIT_NOT_RUNNING
+    running = all(state.startswith("running") for name, state in status.items() if name not in ("health", "http"))
+    http_ready = status.get("http", "ready").startswith("ready")
+    return EXIT_OK if running and status["health"].startswith("SERVING") and http_ready else EXIT_NOT_RUNNING
 
 
 if __name__ == "__main__":

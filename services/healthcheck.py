@@ -1,4 +1,4 @@
-"""``llada-healthcheck gateway|worker|reaper|webhooks``: the container health check of each process kind.
+"""``llada-healthcheck gateway|worker|reaper|webhooks|http``: the container health check of each process kind.
 
 Each kind has its own check, read from the same `LLADA_*` settings as the process it checks (a health check
 runs in the process's container, with its environment):
@@ -9,7 +9,9 @@ runs in the process's container, with its environment):
 - worker: its readiness file (`LLADA_WORKER_READY_FILE`) is fresh: Celery consumes and the model is loaded,
   and the worker is not draining;
 - reaper: its pass file (`LLADA_REAPER_PASS_FILE`) is fresh and says the last pass succeeded;
-- webhooks: the dispatcher's pass file (`LLADA_WEBHOOK_PASS_FILE`) likewise.
+- webhooks: the dispatcher's pass file (`LLADA_WEBHOOK_PASS_FILE`) likewise;
+- http: the front door's `/readyz` on `LLADA_HTTP_LISTEN` answers 200 (it does while the gateway it calls
+  answers SERVING).
 
 Exit status 0 when healthy, 1 when not, with one line saying why (Docker's HEALTHCHECK, compose and
 Kubernetes exec probes read the status; `docker inspect` and `kubectl describe` show the line).
@@ -59,6 +61,20 @@ def check_gateway(settings: Settings, *, target: str | None, service: str, timeo
     return status == "SERVING", f"{target}{' (TLS)' if ca_file else ''}: {status}"
 
 
+def check_http(settings: Settings, *, timeout_s: float) -> tuple[bool, str]:
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{local_target(settings.http_listen)}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as reply:
+            return reply.status == 200, f"{url}: {reply.status}"
+    except urllib.error.HTTPError as err:
+        return False, f"{url}: {err.code} {err.read().decode(errors='replace')[:200]}"
+    except OSError as err:
+        return False, f"{url}: {err}"
+
+
 def check_file(path: Path | None, variable: str) -> tuple[bool, str]:
     if path is None:
         return False, f"{variable} is not set: this process keeps no health file"
@@ -68,7 +84,7 @@ def check_file(path: Path | None, variable: str) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llada-healthcheck", description=__doc__.splitlines()[0])
-    roles = parser.add_subparsers(dest="role", required=True, metavar="{gateway,worker,reaper,webhooks}")
+    roles = parser.add_subparsers(dest="role", required=True, metavar="{gateway,worker,reaper,webhooks,http}")
     gateway = roles.add_parser("gateway", help="gRPC health on LLADA_GRPC_LISTEN")
     gateway.add_argument("--target", help="host:port to ask instead of the one LLADA_GRPC_LISTEN gives")
     gateway.add_argument("--service", default="", help="service name to ask about ('' = the whole server)")
@@ -81,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     roles.add_parser("reaper", help="the reaper's last pass is recent and succeeded (LLADA_REAPER_PASS_FILE)")
     roles.add_parser("webhooks", help="the webhook dispatcher's last pass is recent and succeeded "
                      "(LLADA_WEBHOOK_PASS_FILE)")
+    http = roles.add_parser("http", help="the HTTP front door's /readyz on LLADA_HTTP_LISTEN answers 200")
+    http.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the answer")
     args = parser.parse_args(argv)
     settings = get_settings()
     if args.role == "gateway":
@@ -90,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         healthy, why = check_file(settings.worker_ready_file, "LLADA_WORKER_READY_FILE")
     elif args.role == "reaper":
         healthy, why = check_file(settings.reaper_pass_file, "LLADA_REAPER_PASS_FILE")
-    else:
+    elif args.role == "webhooks":
         healthy, why = check_file(settings.webhook_pass_file, "LLADA_WEBHOOK_PASS_FILE")
+    else:
+        healthy, why = check_http(settings, timeout_s=args.timeout)
     print(f"{args.role} {'healthy' if healthy else 'unhealthy'}: {why}")
     return 0 if healthy else 1
 

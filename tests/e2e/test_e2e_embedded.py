@@ -1,6 +1,6 @@
 """End to end through gRPC on the embedded backends: `llada-server up`, the three job kinds with the real tiny
-model, progress seen by the watcher, outputs downloaded, a signed webhook from the stack's dispatcher,
-`llada-server status`, `llada-server down`."""
+model, progress seen by the watcher, outputs downloaded, a signed webhook from the stack's dispatcher, the openai
+client over the HTTP front door, `llada-server status`, `llada-server down`."""
 
 from __future__ import annotations
 
@@ -29,12 +29,13 @@ def stack(tmp_path_factory, tiny_checkpoint):
            "LLADA_EDIT_CROP_BASE": E2E_EDIT_CROP_BASE,
            # The webhook test's receiver listens on loopback over http: allowed here, refused by default.
            "LLADA_WEBHOOK_ALLOW_HTTP": "true", "LLADA_WEBHOOK_ALLOW_NETWORKS": '["127.0.0.0/8"]'}
-    address = f"127.0.0.1:{free_port()}"
-    up = llada_server("up", "--grpc-listen", address, "--metrics-port", "0", env=env)
+    address, http_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    up = llada_server("up", "--grpc-listen", address, "--metrics-port", "0", "--http-listen", http_address,
+                      "--http-metrics-port", "0", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
-    assert f"gRPC at {address}" in up.stdout
+    assert f"gRPC at {address}" in up.stdout and f"HTTP at http://{http_address}" in up.stdout
     try:
-        yield data_dir, address, (data_dir / "api-key").read_text().strip(), env
+        yield data_dir, address, (data_dir / "api-key").read_text().strip(), env | {"http": f"http://{http_address}"}
     finally:
         down = llada_server("down", env=env, timeout=60)
         assert down.returncode == 0, down.stdout + down.stderr
@@ -44,11 +45,11 @@ def stack(tmp_path_factory, tiny_checkpoint):
 def test_up_keeps_data_logs_key_and_pids_in_one_folder_and_serves(stack):
     data_dir, address, _, env = stack
     for path in ("jobs.db", "api-key", "stack.json", "objects", "broker/queue", "logs/gateway.log",
-                 "logs/worker.log", "logs/reaper.log", "logs/webhooks.log"):
+                 "logs/worker.log", "logs/reaper.log", "logs/webhooks.log", "logs/http.log"):
         assert (data_dir / path).exists(), path
     status = llada_server("status", env=env, timeout=60)
     assert status.returncode == 0, status.stdout + status.stderr
-    assert f"SERVING at {address}" in status.stdout
+    assert f"SERVING at {address}" in status.stdout and f"ready at {env['http']}" in status.stdout
     # The embedded stack runs the in-process Pipeline, one job per prefork child, not the Ray engine.
     assert "concurrency: 1 (prefork)" in (data_dir / "logs/worker.log").read_text()
 
@@ -113,3 +114,30 @@ def test_a_job_with_a_webhook_calls_it_signed_when_it_starts_and_ends(stack):
         assert final.state and len(deliveries) == 2 and all(d.status_code == 204 for d in deliveries)
     finally:
         receiver.close()
+
+
+def test_the_openai_client_over_the_stacks_http_front_door(stack):
+    """The official openai package against `llada-server up`'s front door, the real model behind it."""
+    import base64
+    import io
+
+    import openai
+    from PIL import Image
+
+    from client import LladaClient
+
+    _, address, api_key, env = stack
+    ai = openai.OpenAI(base_url=env["http"] + "/v1", api_key=api_key, max_retries=0, timeout=180)
+    raw = ai.images.with_raw_response.generate(prompt="a red circle", size="128x128",
+                                                extra_body={"steps": 2, "decoder_steps": 1, "seed": 4})
+    png = base64.b64decode(raw.parse().data[0].b64_json)
+    assert Image.open(io.BytesIO(png)).size == (128, 128)
+    with LladaClient(address, api_key=api_key) as client:  # a normal job of the key's tenant, seen over gRPC too
+        assert client.get(raw.headers["x-llada-job-id"]).params["seed"] == 4
+    uri = "data:image/png;base64," + base64.b64encode(png).decode()
+    chunks = list(ai.chat.completions.create(
+        model="llada2.0-uni", stream=True, max_tokens=16, extra_body={"steps": 4, "block_length": 16},
+        messages=[{"role": "user", "content": [{"type": "text", "text": "What is in the picture?"},
+                                               {"type": "image_url", "image_url": {"url": uri}}]}]))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert isinstance("".join(c.choices[0].delta.content or "" for c in chunks), str)

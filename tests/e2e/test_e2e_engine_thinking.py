@@ -52,7 +52,8 @@ def engine_stack(tmp_path_factory, tiny_checkpoint):
     # Ray's temp folder holds its unix sockets, whose paths must stay short (107 bytes): not under pytest's.
     ray_root = tempfile.mkdtemp(prefix="llada-ray-")
     settings = Settings(data_dir=tmp_path_factory.mktemp("engine-stack"), model_path=str(tiny_checkpoint),
-                        grpc_listen=f"127.0.0.1:{free_port()}", metrics_port=0)
+                        grpc_listen=f"127.0.0.1:{free_port()}", metrics_port=0,
+                        http_listen=f"127.0.0.1:{free_port()}", http_metrics_port=0)
     extra_env = {"LLADA_WORKER_EXECUTOR": "engine", "LLADA_ENGINE_REPLICAS": "1", "LLADA_ENGINE_MAX_INFLIGHT": "2",
                  "LLADA_ENGINE_MAX_BATCH": "2", "LLADA_ENGINE_DEVICE": "cpu", "RAY_TMPDIR": ray_root,
                  "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}

@@ -73,7 +73,8 @@ def production_stack(tmp_path_factory, tiny_checkpoint, postgres_url, servers):
         data_dir=tmp_path_factory.mktemp("production"), database_url=postgres_url, broker_url=redis_url,
         event_bus_url=redis_url, object_store_url="s3://llada-e2e", s3_endpoint=s3_endpoint,
         s3_access_key="testing", s3_secret_key="testing", model_path=str(tiny_checkpoint),
-        grpc_listen=f"127.0.0.1:{free_port()}", metrics_port=0,
+        grpc_listen=f"127.0.0.1:{free_port()}", metrics_port=0, http_listen=f"127.0.0.1:{free_port()}",
+        http_metrics_port=0,
     )
     info = embedded.start_stack(settings, log=lambda message: None,
                                 extra_env={"LLADA_EDIT_CROP_BASE": E2E_EDIT_CROP_BASE})

@@ -21,7 +21,8 @@ EXACT_QUESTIONS = world.QUESTIONS  # all five, `describe the picture` among them
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    settings = embedded.settings_for(tmp_path_factory.mktemp("toy-default"), f"127.0.0.1:{free_port()}", 0)
+    settings = embedded.settings_for(tmp_path_factory.mktemp("toy-default"), f"127.0.0.1:{free_port()}", 0,
+                                     f"127.0.0.1:{free_port()}", 0)
     info = embedded.start_stack(settings, log=lambda message: None)
     try:
         with LladaClient(info.grpc_address, api_key=info.api_key) as llada:

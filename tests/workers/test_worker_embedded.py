@@ -14,6 +14,7 @@ from shared.db import make_engine, session_factory, upgrade
 from shared.jobs import JobKind
 from shared.queue import enqueue_run_job
 from shared.settings import Settings
+from tests.e2e.e2e_jobs import free_port
 from server.embedded import (DEFAULT_STOP_TIMEOUT_S, EMBEDDED_DRAIN_TIMEOUT_S, StackInfo, ensure_api_key,
                               exported_settings, main, stack_status, start_stack, stop_stack)
 
@@ -69,7 +70,8 @@ def test_llada_down_during_a_job_hands_it_back_to_the_next_up(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = Settings(data_dir=tmp_path, grpc_listen=f"127.0.0.1:{port}", metrics_port=0)
+    settings = Settings(data_dir=tmp_path, grpc_listen=f"127.0.0.1:{port}", metrics_port=0,
+                        http_listen=f"127.0.0.1:{free_port()}", http_metrics_port=0)
     env = {"LLADA_WORKER_EXECUTOR": "tests.workers.executor_doubles:ScriptedExecutorDouble", "LLADA_TEST_STEPS": "300",
            "LLADA_TEST_STEP_S": "0.05", "LLADA_DRAIN_TIMEOUT_S": "1",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
