@@ -169,6 +169,10 @@ class Settings(BaseSettings):
     http_wait_timeout_s: float = Field(default=300.0, gt=0)
     # The largest request body (an edit's upload, a job's base64 image); beyond it 413 before it is read.
     http_max_body_bytes: int = Field(default=48 * 1024 * 1024, ge=1)
+    # Where it dials result objects (host:port) when the presigned URLs' host, s3_public_endpoint, is not reachable
+    # from it (compose: minio:9000 while URLs name localhost:9000). The request keeps the Host the URL is signed
+    # for, so the signature still holds. None: dial the URL's own host.
+    http_object_store_address: str | None = None
     # Its Prometheus port; 0 = off. Not the gateway's metrics_port: both run side by side in the embedded stack.
     http_metrics_port: int = Field(default=9465, ge=0, le=65535)
 

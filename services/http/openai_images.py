@@ -81,12 +81,13 @@ def _size(size: str | None) -> dict:
     return {"width": int(match.group(1)), "height": int(match.group(2))}
 
 
-async def _image_response(job: pb.Job, response_format: str) -> Response:
+async def _image_response(job: pb.Job, response_format: str, request: Request) -> Response:
     obj = output_object(job)
     if response_format == "url":
         item = {"url": obj.url}
     else:
-        item = {"b64_json": base64.b64encode(await read_output(obj)).decode()}
+        dial = request.app.state.settings.http_object_store_address
+        item = {"b64_json": base64.b64encode(await read_output(obj, dial)).decode()}
     if job.outputs.thinking_text:
         item["revised_prompt"] = job.outputs.thinking_text  # the thinking pass, where the request asked for one
     return JSONResponse({"created": job.created_at.seconds, "data": [item]}, headers={JOB_ID_HEADER: job.id})
@@ -105,7 +106,7 @@ async def create_image(body: ImageGenerationRequest, request: Request,
     job = await run_job(llada, message, request.app.state.settings.http_wait_timeout_s, GENERATION_PARAMS)
     if isinstance(job, Response):
         return job
-    return await _image_response(job, body.response_format)
+    return await _image_response(job, body.response_format, request)
 
 
 EDIT_FORM_SCHEMA = {
@@ -147,4 +148,4 @@ async def edit_image(request: Request, llada: AsyncLladaClient = Depends(gateway
     job = await run_job(llada, message, request.app.state.settings.http_wait_timeout_s, EDIT_PARAMS)
     if isinstance(job, Response):
         return job
-    return await _image_response(job, body.response_format)
+    return await _image_response(job, body.response_format, request)

@@ -13,11 +13,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 from tests.deploy.compose_interpolation import interpolate, variables_used
-from tests.deploy.deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, MIGRATE_COMMAND,
-                                       REAPER_COMMAND, REPO, SCHEMAS, WEBHOOKS_COMMAND, WORKER_COMMAND)
+from tests.deploy.deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, HTTP_COMMAND,
+                                       MIGRATE_COMMAND, REAPER_COMMAND, REPO, SCHEMAS, WEBHOOKS_COMMAND,
+                                       WORKER_COMMAND)
 
 LLADA_SERVICES = ("migrate", "gateway", "reaper", "webhooks", "worker", "worker-cpu")
-LONG_RUNNING = ("postgres", "redis", "minio", "gateway", "reaper", "webhooks", "worker", "worker-cpu")
+LONG_RUNNING = ("postgres", "redis", "minio", "gateway", "http", "reaper", "webhooks", "worker", "worker-cpu")
 WORKERS = ("worker", "worker-cpu")
 
 
@@ -80,6 +81,7 @@ def test_services_run_the_agreed_commands(compose):
     assert services["migrate"]["command"] == MIGRATE_COMMAND
     assert services["reaper"]["command"] == REAPER_COMMAND
     assert services["webhooks"]["command"] == WEBHOOKS_COMMAND
+    assert services["http"]["command"] == HTTP_COMMAND
     assert services["worker"]["command"] == WORKER_COMMAND
     assert services["worker-cpu"]["command"] == WORKER_COMMAND
 
@@ -96,6 +98,8 @@ def test_start_up_order_migrations_first_then_services(compose):
         assert deps["redis"]["condition"] == "service_healthy", name
         assert deps["minio-init"]["condition"] == "service_completed_successfully", name
     assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    # The front door needs nothing but a serving gateway.
+    assert services["http"]["depends_on"] == {"gateway": {"condition": "service_healthy"}}
 
 
 def test_long_running_services_have_healthchecks_and_restart(compose):
@@ -109,7 +113,7 @@ def test_each_llada_service_runs_its_own_roles_health_check(compose):
     """No service inherits another role's check from the image it shares (the gateway image runs the gateway,
     the reaper, the webhook dispatcher and the migrations): each names `llada-healthcheck ROLE` for its own
     command, and the one-off migration disables the image's check."""
-    for name in ("gateway", "reaper", "webhooks", *WORKERS):
+    for name in ("gateway", "http", "reaper", "webhooks", *WORKERS):
         service = compose["services"][name]
         role = HEALTHCHECK_ROLES[tuple(service["command"])]
         assert service["healthcheck"]["test"] == ["CMD", "llada-healthcheck", role], name
@@ -139,7 +143,7 @@ def test_cpu_profile_runs_the_cpu_image_on_the_tiny_checkpoint(compose):
 
 def test_every_other_service_starts_without_a_profile(compose):
     unprofiled = {n for n, s in compose["services"].items() if not s.get("profiles")}
-    assert unprofiled == {"postgres", "redis", "minio", "minio-init", "migrate", "gateway", "reaper", "webhooks"}
+    assert unprofiled == {"postgres", "redis", "minio", "minio-init", "migrate", "gateway", "http", "reaper", "webhooks"}
 
 
 def test_named_volumes_are_declared_and_used(compose):
@@ -202,3 +206,14 @@ def test_llada_environment_is_valid_settings(compose):
         assert settings.database_url.startswith("postgresql+psycopg://")
         assert settings.object_store_url.startswith("s3://")
         assert settings.broker_url.startswith("redis://")
+
+
+def test_the_front_door_calls_the_gateway_where_it_listens_and_holds_no_credentials(compose):
+    http, gateway = compose["services"]["http"], compose["services"]["gateway"]
+    env = http["environment"]
+    gateway_port = gateway["environment"]["LLADA_GRPC_LISTEN"].rsplit(":", 1)[1]
+    assert env["LLADA_HTTP_GATEWAY"] == f"gateway:{gateway_port}"
+    listen_port = env["LLADA_HTTP_LISTEN"].rsplit(":", 1)[1]
+    assert any(str(p).endswith(f":{listen_port}") for p in http["ports"])
+    assert not any(name.endswith(("_URL", "_KEY", "_PASSWORD")) for name in env)  # no database, no secrets
+    assert env["LLADA_HTTP_OBJECT_STORE_ADDRESS"] == "minio:9000"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 
 import pytest
-from tests.deploy.deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, MIGRATE_COMMAND,
-                                       REAPER_COMMAND, REPO, WEBHOOKS_COMMAND, WORKER_COMMAND)
+from tests.deploy.deploy_paths import (DRAIN_MARGIN_S, GATEWAY_COMMAND, HEALTHCHECK_ROLES, HTTP_COMMAND,
+                                       MIGRATE_COMMAND, REAPER_COMMAND, REPO, WEBHOOKS_COMMAND, WORKER_COMMAND)
 from tests.deploy.k8s_manifests import (OVERLAYS, RendererMissing, find, find_prefixed, kustomize_command, pod_specs,
                            render, validate)
 
@@ -20,7 +20,7 @@ pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not insta
 ALL_DIRS = ("base", *(f"overlays/{o}" for o in OVERLAYS))
 # Created by the operator in the gpu/kuberay overlays (secrets.env.example), never committed.
 EXTERNAL_SECRETS = {"llada-secrets"}
-LLADA_COMPONENTS = ("gateway", "worker", "reaper", "webhooks", "migrate")
+LLADA_COMPONENTS = ("gateway", "worker", "reaper", "webhooks", "migrate", "http")
 
 
 def overlay(name: str):
@@ -95,7 +95,7 @@ def test_services_and_disruption_budgets_select_pods(name):
 def test_llada_containers_run_the_agreed_commands_as_non_root(name):
     objs = overlay(name)
     expected = {"gateway": GATEWAY_COMMAND, "worker": WORKER_COMMAND, "reaper": REAPER_COMMAND,
-                "webhooks": WEBHOOKS_COMMAND, "migrate": MIGRATE_COMMAND}
+                "webhooks": WEBHOOKS_COMMAND, "migrate": MIGRATE_COMMAND, "http": HTTP_COMMAND}
     seen = set()
     for owner, spec, labels in pod_specs(objs):
         component = labels.get("app.kubernetes.io/component")
@@ -300,3 +300,31 @@ def test_kuberay_overlay_moves_the_gpus_to_the_ray_cluster():
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     ray_pin = next(d for d in deps if d.startswith("ray=="))
     assert ray["spec"]["rayVersion"] == ray_pin.split("==")[1], "Ray client and cluster must match"
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_the_front_door_is_probed_served_and_routed_and_holds_no_secrets(name):
+    """HTTP probes where LLADA_HTTP_LISTEN says it listens (live: /healthz, ready: /readyz, which follows the
+    gateway); it calls the gateway's Service at its gRPC port; the Service and the Ingress reach its port;
+    it mounts no secret (it reads no database, queue or object store credentials)."""
+    objs = overlay(name)
+    spec = find(objs, "Deployment", "llada-http")["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    port = int(env["LLADA_HTTP_LISTEN"].rsplit(":", 1)[1])
+    assert env["LLADA_HTTP_LISTEN"].startswith("0.0.0.0:")
+    paths = {probe: container[probe]["httpGet"]["path"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert paths == {"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
+    assert all(container[p]["httpGet"]["port"] == port for p in paths)
+    assert {p["containerPort"] for p in container["ports"] if p["name"] == "http"} == {port}
+    gateway_service = find(objs, "Service", "llada-gateway")
+    host, gateway_port = env["LLADA_HTTP_GATEWAY"].split(":")
+    assert host == gateway_service["metadata"]["name"]
+    assert int(gateway_port) in {p["port"] for p in gateway_service["spec"]["ports"]}
+    assert not any("secretRef" in source for source in container["envFrom"])
+    service = find(objs, "Service", "llada-http")
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http", "metrics"}
+    ingress = find(objs, "Ingress", "llada-http")
+    backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+    assert backends and all(b == {"name": "llada-http", "port": {"name": "http"}} for b in backends)
+    assert "/metrics" not in {path["path"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]}
