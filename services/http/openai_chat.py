@@ -23,7 +23,8 @@ from client.async_client import AsyncLladaClient
 from client.errors import LladaError
 from services.http.caller import gateway, idempotency_key
 from services.http.errors import ApiError, error_body
-from services.http.openai_jobs import JOB_ID_HEADER, MODEL_ID, check_model, check_succeeded, fill, run_job
+from services.http.openai_jobs import (JOB_ID_HEADER, MODEL_ID, check_model, check_succeeded, fill, run_job,
+                                       webhook)
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
 router = APIRouter(prefix="/v1/chat", tags=["openai"])
@@ -73,6 +74,7 @@ class ChatCompletionRequest(BaseModel):
     block_length: int | None = None
     threshold: float | None = None
     sprint: dict | None = None
+    webhook: dict | None = None
 
 
 # Gateway fields as this request names them.
@@ -116,7 +118,7 @@ def _submit_request(body: ChatCompletionRequest, request: Request) -> pb.SubmitJ
         raise ApiError(400, "max_completion_tokens: send max_tokens or max_completion_tokens, not both",
                        param="max_completion_tokens")
     question, image = _question_and_image(body.messages)
-    message = pb.SubmitJobRequest(request_id=idempotency_key(request))
+    message = pb.SubmitJobRequest(request_id=idempotency_key(request), webhook=webhook(body.webhook))
     fill(message.understand, {"image": image, "question": question,
                               "gen_length": body.max_tokens if body.max_tokens is not None else body.max_completion_tokens,
                               "steps": body.steps, "block_length": body.block_length, "threshold": body.threshold})

@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from client.async_client import AsyncLladaClient
 from services.http.caller import gateway, idempotency_key
 from services.http.errors import ApiError
-from services.http.openai_jobs import JOB_ID_HEADER, check_model, fill, pydantic_error, run_job
+from services.http.openai_jobs import JOB_ID_HEADER, check_model, fill, pydantic_error, run_job, webhook
 from services.http.outputs import output_object, read_output
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
@@ -40,6 +40,8 @@ class _ImageRequest(BaseModel):
     steps: int | None = None
     decoder: Literal["turbo", "normal"] | None = None
     decoder_steps: int | None = None
+    # Called as the job starts, moves and ends, as for the job API: {"url": …, "events": ["completed", …]}.
+    webhook: dict | None = None
 
 
 class ImageGenerationRequest(_ImageRequest):
@@ -98,8 +100,9 @@ async def _image_response(job: pb.Job, response_format: str, request: Request) -
 async def create_image(body: ImageGenerationRequest, request: Request,
                        llada: AsyncLladaClient = Depends(gateway)) -> Response:
     _check_common(body)
-    params = body.model_dump(exclude={"model", "n", "response_format", "user", "size", "sprint"}, exclude_none=True)
-    message = pb.SubmitJobRequest(request_id=idempotency_key(request))
+    params = body.model_dump(exclude={"model", "n", "response_format", "user", "size", "sprint", "webhook"},
+                             exclude_none=True)
+    message = pb.SubmitJobRequest(request_id=idempotency_key(request), webhook=webhook(body.webhook))
     fill(message.text_to_image, {**params, **_size(body.size)})
     if body.sprint is not None:
         fill(message.text_to_image.sprint, body.sprint, "sprint.")
@@ -115,7 +118,10 @@ EDIT_FORM_SCHEMA = {
         "type": "object", "required": ["image", "prompt"],
         "properties": {"image": {"type": "string", "format": "binary",
                                  "description": "one PNG, JPEG or WebP image (as `image` or `image[]`)"},
-                       **{name: {"type": "string"} for name in ImageEditRequest.model_fields if name != "prompt"},
+                       **{name: {"type": "string"} for name in ImageEditRequest.model_fields
+                          if name not in ("prompt", "webhook")},
+                       "webhook[url]": {"type": "string"},
+                       "webhook[events][]": {"type": "array", "items": {"type": "string"}},
                        "prompt": {"type": "string", "description": "the edit instruction"}}}}},
 }
 
@@ -129,7 +135,11 @@ async def _edit_form(request: Request) -> tuple[bytes, ImageEditRequest]:
         raise ApiError(400, "mask: masks are not supported; the instruction says what to change", param="mask")
     if len(images) != 1 or not isinstance(images[0], UploadFile):
         raise ApiError(400, "image: send exactly one image file", param="image")
-    fields = {key: value for key, value in form.multi_items() if key not in ("image", "image[]")}
+    # A nested field arrives flattened, as the openai client sends it: webhook[url], webhook[events][].
+    fields = {key: value for key, value in form.multi_items()
+              if key not in ("image", "image[]") and not key.startswith("webhook[")}
+    if "webhook[url]" in form or "webhook[events][]" in form:
+        fields["webhook"] = {"url": form.get("webhook[url]", ""), "events": form.getlist("webhook[events][]")}
     try:
         body = ImageEditRequest.model_validate(fields)
     except ValidationError as err:
@@ -142,8 +152,9 @@ async def _edit_form(request: Request) -> tuple[bytes, ImageEditRequest]:
 async def edit_image(request: Request, llada: AsyncLladaClient = Depends(gateway)) -> Response:
     image, body = await _edit_form(request)
     _check_common(body)
-    params = body.model_dump(exclude={"model", "n", "response_format", "user", "size", "prompt"}, exclude_none=True)
-    message = pb.SubmitJobRequest(request_id=idempotency_key(request))
+    params = body.model_dump(exclude={"model", "n", "response_format", "user", "size", "prompt", "webhook"},
+                             exclude_none=True)
+    message = pb.SubmitJobRequest(request_id=idempotency_key(request), webhook=webhook(body.webhook))
     fill(message.edit, {"image": image, "instruction": body.prompt, **params})
     job = await run_job(llada, message, request.app.state.settings.http_wait_timeout_s, EDIT_PARAMS)
     if isinstance(job, Response):

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from client.async_client import AsyncLladaClient
 from client.errors import LladaError
 from client.jobs import is_terminal
-from client.messages import fill_message
+from client.messages import fill_message, webhook_message
 from services.http.errors import ApiError, field_path, validation_message
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
@@ -35,6 +35,16 @@ def fill(message, values: dict, prefix: str = "") -> None:
         raise ApiError(400, f"{prefix}{err}", param=prefix + str(err).split(":", 1)[0]) from None
     except TypeError as err:  # an unknown option of a nested message
         raise ApiError(400, f"{prefix.rstrip('.') or 'body'}: {err}", param=prefix.rstrip(".") or None) from None
+
+
+def webhook(spec: dict | None) -> pb.Webhook | None:
+    """The service's ``webhook`` extra field ({"url": …, "events": ["started", …]}) as the job's Webhook."""
+    try:
+        return webhook_message(spec)
+    except ValueError as err:  # an unknown event
+        raise ApiError(400, f"webhook.{err}", param="webhook.events") from None
+    except TypeError as err:
+        raise ApiError(400, f"webhook: {err}", param="webhook") from None
 
 
 def pydantic_error(err: ValidationError) -> ApiError:

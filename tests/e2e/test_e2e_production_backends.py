@@ -102,3 +102,41 @@ def test_three_kinds_on_postgres_redis_and_s3(production_stack, tmp_path):
             assert output_keys == {"image": f"results/{job_id}/1/image.png"}
             assert store.exists(output_keys["image"])
     assert not (settings.data_dir / "jobs.db").exists() and not (settings.data_dir / "objects").exists()
+
+
+def test_the_http_front_door_reads_results_through_s3_presigned_urls(production_stack):
+    """On S3 the results are http URLs: b64_json is read through one by the front door, response_format=url hands
+    it out, and /v1/jobs/{id}/output redirects to it."""
+    import base64
+    import io
+    import urllib.request
+
+    import openai
+    from PIL import Image
+
+    info, settings = production_stack
+    ai = openai.OpenAI(base_url=info.http_url + "/v1", api_key=info.api_key, max_retries=0, timeout=180)
+    raw = ai.images.with_raw_response.generate(prompt="a blue square", size="128x128",
+                                                extra_body={"steps": 2, "decoder_steps": 1})
+    png = base64.b64decode(raw.parse().data[0].b64_json)
+    assert Image.open(io.BytesIO(png)).size == (128, 128)
+    job_id = raw.headers["x-llada-job-id"]
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    request = urllib.request.Request(f"{info.http_url}/v1/jobs/{job_id}/output",
+                                     headers={"Authorization": f"Bearer {info.api_key}"})
+    try:
+        urllib.request.build_opener(NoRedirect).open(request, timeout=30)
+        raise AssertionError("no redirect")
+    except urllib.error.HTTPError as redirect:
+        assert redirect.code == 307
+        location = redirect.headers["Location"]
+    assert location.startswith(f"http://{settings.public_endpoint}/") and "X-Amz-Signature" in location
+    with urllib.request.urlopen(location, timeout=30) as reply:
+        assert reply.read() == png
+    url = ai.images.generate(prompt="a blue square", size="128x128", response_format="url",
+                             extra_body={"steps": 2, "decoder_steps": 1}).data[0].url
+    assert url.startswith("http://") and "X-Amz-Signature" in url
