@@ -83,6 +83,16 @@ def test_understand_returns_text(pipe):
     assert (h * 16) % 32 == 0 and (w * 16) % 32 == 0 and h * w * 256 >= 128 * 128
 
 
+def test_understand_tells_the_answer_as_its_blocks_settle(pipe):
+    image = Image.new("RGB", (64, 64), (30, 120, 200))
+    told: list[str] = []
+    result = pipe.understand_image(image, "What is it?", gen_length=32, steps=2, block_length=8,
+                                   answer=told.append)
+    assert len(told) > 1 and told[-1] == result.text  # several blocks, the last the answer itself
+    for shorter, longer in zip(told, told[1:]):
+        assert longer.startswith(shorter) and longer != shorter  # it only grows
+
+
 def test_understand_accepts_encoded_bytes_and_paths(pipe, tmp_path):
     path = tmp_path / "photo.png"
     Image.new("RGB", (160, 128), (10, 200, 10)).save(path)

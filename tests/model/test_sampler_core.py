@@ -181,6 +181,27 @@ def test_progress_counts_every_step_and_ends_at_the_total():
     assert seen == [("denoise", i, 8) for i in (1, 4, 5, 6, 7, 8)]
 
 
+def test_settled_ids_grow_by_finished_blocks_and_end_as_the_result():
+    model = ScriptedBackboneDouble(seed=3)
+    seen: list[tuple[int, list[int]]] = []
+    # prompt 5, gen 19: blocks of 8 end at 8, 16 and 24; the first block holds 3 generated positions
+    [result] = generate(model, [make_request(5, gen_length=19, steps=4, threshold=1.0)],
+                        settled=lambda index, ids: seen.append((index, list(ids))))
+    assert [len(ids) for _, ids in seen] == [3, 11, 19] and {index for index, _ in seen} == {0}
+    assert seen[-1][1] == result.ids
+    for (_, shorter), (_, longer) in zip(seen, seen[1:]):
+        assert longer[:len(shorter)] == shorter  # settled ids never change, they only grow
+
+
+def test_settled_ids_stop_at_the_stop_token():
+    prompt_len = 5
+    model = ScriptedBackboneDouble(script={prompt_len + 4: EOS_ID})
+    seen = []
+    [result] = generate(model, [make_request(prompt_len, gen_length=16)], settled=lambda i, ids: seen.append(ids))
+    # The first block (positions 5-7) settles 3 ids; the next one holds the stop: the result, cut after it.
+    assert seen == [result.ids[:3], result.ids] and result.ids[-1] == EOS_ID and len(result.ids) == 5
+
+
 def test_cancellation_is_checked_between_steps():
     model = ScriptedBackboneDouble()
     checks = iter([False, False, True])

@@ -155,6 +155,12 @@ def answer_text(tok: TextTokenizer, result: GenerationResult) -> str:
     return tok.decode(result.ids, skip_special_tokens=True).strip()
 
 
+def partial_answer(tok: TextTokenizer, ids: Sequence[int]) -> str:
+    """Settled ids of an answer still being generated as text. A character whose bytes span the boundary is
+    left for the next block (byte-level BPE decodes half of one as U+FFFD), so the text only ever grows."""
+    return tok.decode(list(ids), skip_special_tokens=True).rstrip("\ufffd").strip()
+
+
 def thinking_output(tok: TextTokenizer, ids: Sequence[int]) -> tuple[list[int], str]:
     """Phase-1 ids through `<boi>` for phase 2, and the thinking text before the image header.
 

@@ -3,6 +3,7 @@ and the worker. Torch-free, so the worker imports it without loading the model.
 
 * `Progress(stage, step, total)`: told as a stage moves (`tokenize`, `think`, `denoise`, `decode`).
 * `ShouldCancel()`: asked between stages and steps; True stops the call with `Cancelled`.
+* `Answer(text)`: an understanding call's answer so far, told as its blocks settle (it only grows).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from workers.model.errors import Cancelled
 
 Progress = Callable[[str, int, int], None]
 ShouldCancel = Callable[[], bool]
+Answer = Callable[[str], None]
 
 T = TypeVar("T")
 
@@ -54,4 +56,4 @@ class StageClock:
             self.progress(stage, 1, 1)
 
 
-__all__ = ["Progress", "ShouldCancel", "StageClock"]
+__all__ = ["Answer", "Progress", "ShouldCancel", "StageClock"]

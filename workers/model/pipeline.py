@@ -31,7 +31,7 @@ from workers.model.config import BackboneConfig
 from workers.model.decoder import MODES as DECODER_MODES
 from workers.model.decoder import ImageDecoder, load_decoder
 from workers.model.errors import ModelInputError
-from workers.model.hooks import Progress, ShouldCancel, StageClock
+from workers.model.hooks import Answer, Progress, ShouldCancel, StageClock
 from workers.model.image_tokenizer import ImageTokenizer, load_image_tokenizer
 from workers.model.sampler import GenerationRequest, GenerationResult, generate
 from workers.model.tasks import EditTask, KeywordTasks, TextToImageTask, UnderstandTask
@@ -234,8 +234,10 @@ class Pipeline(KeywordTasks):
                            seed=task.seed, thinking=drawn.thinking)
 
     def understand(self, image: Image.Image | bytes | str | Path, task: UnderstandTask, *,
-                   progress: Progress | None = None, should_cancel: ShouldCancel | None = None) -> TextResult:
-        """The answer to `task.question` about `image` (docs/model.md §3.4)."""
+                   progress: Progress | None = None, should_cancel: ShouldCancel | None = None,
+                   answer: Answer | None = None) -> TextResult:
+        """The answer to `task.question` about `image` (docs/model.md §3.4); `answer` sees it grow block by
+        block."""
         tokenizer = self._require_image_tokenizer()
         task = task.checked()
         clock = StageClock(progress, should_cancel)
@@ -247,8 +249,10 @@ class Pipeline(KeywordTasks):
             return request, h, w
 
         request, h, w = clock.run("tokenize", tokenize)
+        settled = None if answer is None else (
+            lambda _, ids: answer(generation.partial_answer(self.text_tokenizer, ids)))
         text = clock.run("denoise", lambda: generation.answer_text(
-            self.text_tokenizer, self._generate(request, progress, should_cancel)))
+            self.text_tokenizer, self._generate(request, progress, should_cancel, settled)))
         return TextResult(text=text, timings=clock.timings, grid=(h, w))
 
     def edit(self, image: Image.Image | bytes | str | Path, task: EditTask, *, progress: Progress | None = None,
@@ -276,6 +280,6 @@ class Pipeline(KeywordTasks):
         return ImageResult(image=picture, timings=clock.timings, codes=codes, grid=(h, w), seed=task.seed)
 
     def _generate(self, request: GenerationRequest, progress: Progress | None,
-                  should_cancel: ShouldCancel | None) -> GenerationResult:
+                  should_cancel: ShouldCancel | None, settled=None) -> GenerationResult:
         return generate(self.backbone, [request], progress=progress, should_cancel=should_cancel,
-                        stage=generation.STAGE_DENOISE)[0]
+                        stage=generation.STAGE_DENOISE, settled=settled)[0]

@@ -194,10 +194,12 @@ class KeywordTasks:
         """Text to image: `TextToImageTask(prompt, **options)` (its fields and defaults) by `text_to_image`."""
         return self.text_to_image(TextToImageTask(prompt, **options), progress=progress, should_cancel=should_cancel)
 
-    def understand_image(self, image, question: str, *, progress=None, should_cancel=None, **options: Any):
-        """Answer `question` about `image` (a PIL image, encoded bytes or a file path): `UnderstandTask`."""
+    def understand_image(self, image, question: str, *, progress=None, should_cancel=None, answer=None,
+                         **options: Any):
+        """Answer `question` about `image` (a PIL image, encoded bytes or a file path): `UnderstandTask`;
+        `answer(text)` sees the answer grow as its blocks settle."""
         return self.understand(image, UnderstandTask(question, **options), progress=progress,
-                               should_cancel=should_cancel)
+                               should_cancel=should_cancel, answer=answer)
 
     def edit_image(self, image, instruction: str, *, progress=None, should_cancel=None, **options: Any):
         """Edit `image` by `instruction`: `EditTask(instruction, **options)` by `edit`."""

@@ -145,6 +145,14 @@ class RequestState:
         self.stop_length = None if first_stop is None else first_stop + 1
         self.cache = None
 
+    def settled_ids(self) -> list[int]:
+        """The generated ids no later step can change: those of the finished blocks (§3.1: a block's tokens
+        are final once it closes), or the whole result once done. An answer can be shown growing by these."""
+        if self.done:
+            return self.result().ids
+        end = min(self.block_start, self.prompt_length + self.request.gen_length)
+        return self.x[0, self.prompt_length:end].tolist() if end > self.prompt_length else []
+
     def result(self) -> GenerationResult:
         """§3.1 step 5: generated ids only, cut after the first stop token (included).
 
