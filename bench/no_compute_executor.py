@@ -24,7 +24,7 @@ class NoComputeExecutor:
     def __init__(self, settings=None):
         self._png = _tiny_png()
 
-    def run(self, kind, params, inputs, *, progress, should_cancel) -> JobOutput:
+    def run(self, kind, params, inputs, *, progress, should_cancel, answer=None) -> JobOutput:
         if kind is JobKind.UNDERSTAND:
             return JobOutput(text="no compute")
         return JobOutput(objects={IMAGE_OUTPUT: self._png})

@@ -108,7 +108,7 @@ def claim_job(s: Session, job_id: str, worker_id: str, *, heartbeat_timeout_s: f
     # The conditional UPDATE is the atomic step on SQLite (and a no-op guard on Postgres, row locked).
     claimed = shift(s, [JobState.QUEUED, JobState.RUNNING], JobState.RUNNING, Job.id == job_id, claimable,
                     attempts=Job.attempts + 1, worker_id=worker_id, heartbeat_at=db_now(),
-                    started_at=utcnow(), stage=None, progress_step=0, progress_total=0)
+                    started_at=utcnow(), stage=None, progress_step=0, progress_total=0, output_text=None)
     if not claimed:
         s.rollback()
         return _settle_unclaimable(s, job_id, heartbeat_timeout_s)
@@ -126,14 +126,14 @@ def failed_attempts(job: Job) -> int:
 def _settle_unclaimable(s: Session, job_id: str, heartbeat_timeout_s: float) -> None:
     """A job we could not claim: if a cancel is pending and its worker is gone, finish the cancel."""
     shift(s, [JobState.CANCELLING], JobState.CANCELLED, Job.id == job_id, _stale(heartbeat_timeout_s),
-          finished_at=utcnow())
+          finished_at=utcnow(), output_text=None)
     s.commit()
     return None
 
 
 def _dead_letter(s: Session, job_id: str, heartbeat_timeout_s: float, attempts: int) -> bool:
     failed = shift(s, [JobState.RUNNING], JobState.FAILED, Job.id == job_id, _stale(heartbeat_timeout_s),
-                   finished_at=utcnow(), error_code=WORKER_LOST,
+                   finished_at=utcnow(), error_code=WORKER_LOST, output_text=None,
                    error_message=f"the worker stopped responding on each of {attempts} attempts; giving up")
     s.commit()
     return bool(failed)
@@ -159,6 +159,13 @@ def record_progress(s: Session, attempt: Attempt, stage: Stage | str, step: int,
         record_progress_event(s, attempt.job_id)
     s.commit()
     return stored is not None
+
+
+def record_answer(s: Session, attempt: Attempt, text: str) -> bool:
+    """Store an UNDERSTAND attempt's answer so far as the job's output text (it grows as blocks settle; a new
+    attempt, a failure or a cancel clears it, the finish replaces it with the answer). Renews the lease too.
+    False: fenced off."""
+    return _write_if_owned(s, attempt, {"output_text": text, "heartbeat_at": db_now()})
 
 
 def _write_if_owned(s: Session, attempt: Attempt, values: dict[str, Any]) -> bool:
@@ -198,13 +205,13 @@ def finish_job(s: Session, attempt: Attempt, *, output_keys: dict[str, str], out
 def fail_job(s: Session, attempt: Attempt, *, code: str, message: str, field: str | None = None,
              timings: dict[str, float] | None = None) -> Job:
     """RUNNING/CANCELLING → FAILED with an error code, message and optional request field."""
-    return _end(s, attempt, JobState.FAILED, {"error_code": code, "error_message": message, "error_field": field},
-                timings)
+    return _end(s, attempt, JobState.FAILED, {"error_code": code, "error_message": message, "error_field": field,
+                                              "output_text": None}, timings)
 
 
 def mark_cancelled(s: Session, attempt: Attempt) -> Job:
     """RUNNING/CANCELLING → CANCELLED: the attempt acknowledges a cancel request."""
-    return _end(s, attempt, JobState.CANCELLED, {"cancel_requested": True}, None)
+    return _end(s, attempt, JobState.CANCELLED, {"cancel_requested": True, "output_text": None}, None)
 
 
 def _end(s: Session, attempt: Attempt, new: JobState, values: dict[str, Any],
@@ -250,10 +257,11 @@ def hand_back(s: Session, attempt: Attempt) -> Job:
     cannot run jobs. RUNNING → QUEUED, not counted against `max_attempts` (`handed_back + 1`); a job with a
     cancel pending is CANCELLED instead, as nobody runs it now. Re-send the job's message after this.
     Raises AttemptFenced when the attempt no longer owns the job (then there is nothing to hand back)."""
-    if not shift(s, [JobState.CANCELLING], JobState.CANCELLED, _is_attempt(attempt), finished_at=utcnow()):
+    if not shift(s, [JobState.CANCELLING], JobState.CANCELLED, _is_attempt(attempt), finished_at=utcnow(),
+                 output_text=None):
         requeued = shift(s, [JobState.RUNNING], JobState.QUEUED, _is_attempt(attempt),
                          handed_back=Job.handed_back + 1, worker_id=None, heartbeat_at=None, stage=None,
-                         progress_step=0, progress_total=0)
+                         progress_step=0, progress_total=0, output_text=None)
         if not requeued:
             s.rollback()
             raise AttemptFenced(attempt, _why_fenced(s, attempt))
@@ -280,7 +288,7 @@ def reap_stale(s: Session, *, heartbeat_timeout_s: float, max_attempts: int) -> 
     for job_id, state, failed in candidates:
         if state == JobState.CANCELLING.value:
             cancelled = shift(s, [JobState.CANCELLING], JobState.CANCELLED, Job.id == job_id, stale,
-                              finished_at=utcnow())
+                              finished_at=utcnow(), output_text=None)
             s.commit()
             if cancelled:
                 dead.append(job_id)
@@ -290,7 +298,7 @@ def reap_stale(s: Session, *, heartbeat_timeout_s: float, max_attempts: int) -> 
         else:
             # Conditional on the same staleness, so a heartbeat that lands meanwhile keeps the job.
             moved = shift(s, [JobState.RUNNING], JobState.QUEUED, Job.id == job_id, stale, worker_id=None,
-                          heartbeat_at=None, stage=None, progress_step=0, progress_total=0)
+                          heartbeat_at=None, stage=None, progress_step=0, progress_total=0, output_text=None)
             s.commit()
             if moved:
                 requeued.append(job_id)

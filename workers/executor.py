@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from shared.jobs import EditParams, JobKind, TextToImageParams, UnderstandParams
-from workers.model.hooks import Progress, ShouldCancel
+from workers.model.hooks import Answer, Progress, ShouldCancel
 
 
 # docs/model.md §3.5's reference crop base; a deployment sets another through `Settings.edit_crop_base`.
@@ -37,8 +37,10 @@ class JobOutput:
 
 
 class Executor(Protocol):
+    # `answer(text)`: an UNDERSTAND job's answer so far, as its blocks settle (executors that cannot tell it
+    # early never call it; the final answer is the JobOutput's text either way).
     def run(self, kind: JobKind, params: Any, inputs: Mapping[str, bytes], *,
-            progress: Progress, should_cancel: ShouldCancel) -> JobOutput: ...
+            progress: Progress, should_cancel: ShouldCancel, answer: Answer | None = None) -> JobOutput: ...
 
     # Optional (looked up with getattr): `load()` loads the model now, raising ModelUnavailable when it
     # cannot; `close()` releases it (the engine stops its actors and Ray) as the worker shuts down.
@@ -101,7 +103,7 @@ class ModelExecutor:
             self._model = None
 
     def run(self, kind: JobKind, params: Any, inputs: Mapping[str, bytes], *,
-            progress: Progress, should_cancel: ShouldCancel) -> JobOutput:
+            progress: Progress, should_cancel: ShouldCancel, answer: Answer | None = None) -> JobOutput:
         model = self.model()
         task = task_for(kind, params, edit_crop_base=self.edit_crop_base)
         hooks = {"progress": progress, "should_cancel": should_cancel}
@@ -110,7 +112,7 @@ class ModelExecutor:
         elif kind is JobKind.UNDERSTAND:
             # Encoded bytes as stored: the model's own input path decodes them (bomb guard, 16-bit, EXIF,
             # alpha) and names the field "image" in its errors; the runner prefixes the job kind.
-            result = model.understand(inputs["image"], task, **hooks)
+            result = model.understand(inputs["image"], task, answer=answer, **hooks)
         else:
             result = model.edit(inputs["image"], task, **hooks)
         return output_of(result)

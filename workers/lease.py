@@ -121,3 +121,28 @@ class ProgressReporter:
             return
         self.ctx.publish(self.lease.attempt.job_id,
                          {"type": "progress", "stage": current.value, "step": step, "total": total})
+
+
+class AnswerReporter:
+    """The executor's `answer(text)` for an UNDERSTAND job: the answer so far, as its blocks settle, written fenced
+    as the job's output text (so GetJob, WatchJob and the front door's streamed completions show it grow), then an
+    event. Not throttled: a block settles every few denoising steps, and each text supersedes the last."""
+
+    def __init__(self, ctx: "WorkerContext", lease: Lease):
+        self.ctx = ctx
+        self.lease = lease
+
+    def __call__(self, text: str) -> None:
+        if self.lease.fenced.is_set():
+            return
+        try:
+            written = self.ctx.db(attempts.record_answer, self.lease.attempt, text)
+        except Exception as err:
+            if not is_transient_db_error(err):
+                raise
+            log.warning("answer write failed; skipped", extra=self.lease.log_fields(error=type(err).__name__))
+            return
+        if not written:
+            self.lease.lose("answer write refused")
+            return
+        self.ctx.publish(self.lease.attempt.job_id, {"type": "answer", "chars": len(text)})

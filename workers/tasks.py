@@ -34,7 +34,7 @@ from shared.objectstore import ObjectNotFound, result_key
 from shared.settings import Settings, get_settings
 from workers.executor import Executor, JobFailure, JobOutput, ModelUnavailable, classify_failure, is_cancellation
 from workers.executor_choice import executor_from_settings, jobs_at_once
-from workers.lease import Lease, ProgressReporter
+from workers.lease import AnswerReporter, Lease, ProgressReporter
 from workers.lifecycle import Lifecycle, lifecycle
 
 log = logging.getLogger("llada.worker")
@@ -203,8 +203,9 @@ class JobRunner:
         except JobFailure as err:
             return self._settle_error(lease, kind, err)
         try:
+            answer = AnswerReporter(self.ctx, lease) if kind is JobKind.UNDERSTAND else None
             output = self.ctx.executor.run(kind, params, inputs, progress=ProgressReporter(self.ctx, lease),
-                                           should_cancel=lease.should_cancel)
+                                           should_cancel=lease.should_cancel, answer=answer)
         except Exception as err:  # the model's own errors, Cancelled, out of memory, or infrastructure
             return self._settle_error(lease, kind, err)
         keys = self._store_outputs(lease, output, written)

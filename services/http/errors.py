@@ -6,6 +6,8 @@ the gateway's status in lower case (``invalid_argument``, ``not_found``, …), `
 
 from __future__ import annotations
 
+import json
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -51,6 +53,11 @@ def _default_code(status: int) -> str:
 def error_body(status: int, message: str, param: str | None, code: str) -> dict:
     return {"error": {"message": message, "type": OPENAI_TYPE.get(status, "api_error"), "param": param,
                       "code": code}}
+
+
+def error_json(err: ApiError) -> str:
+    """The body of an error told inside an event stream (its status line was already 200)."""
+    return json.dumps(error_body(err.status, err.message, err.param, err.code))
 
 
 def error_response(err: ApiError) -> JSONResponse:

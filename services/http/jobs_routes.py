@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
@@ -22,7 +21,7 @@ from client.async_client import AsyncLladaClient
 from client.errors import LladaError
 from client.jobs import parse_kind, parse_state
 from services.http.caller import gateway, idempotency_key
-from services.http.errors import ApiError, error_body
+from services.http.errors import ApiError, error_json
 from services.http.outputs import media_type, output_object, read_output
 from services.http.proto_json import parse_body, proto_response, to_json
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
@@ -123,14 +122,9 @@ async def job_events(job_id: str, request: Request, llada: AsyncLladaClient = De
                     yield ServerSentEvent(data=to_json(job), event="job", id=event_id, retry=SSE_RETRY_MS)
                 first = False
         except LladaError as err:
-            error = ApiError.from_llada(err)
-            yield ServerSentEvent(data=error_json(error), event="error")
+            yield ServerSentEvent(data=error_json(ApiError.from_llada(err)), event="error")
 
     return EventSourceResponse(events(), ping=SSE_PING_S)
-
-
-def error_json(error: ApiError) -> str:
-    return json.dumps(error_body(error.status, error.message, error.param, error.code))
 
 
 @router.get("/{job_id}/output", summary="A finished job's result",

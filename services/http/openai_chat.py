@@ -21,8 +21,9 @@ from sse_starlette import EventSourceResponse
 
 from client.async_client import AsyncLladaClient
 from client.errors import LladaError
+from client.jobs import is_terminal
 from services.http.caller import gateway, idempotency_key
-from services.http.errors import ApiError, error_body
+from services.http.errors import ApiError, error_json
 from services.http.openai_jobs import (JOB_ID_HEADER, MODEL_ID, check_model, check_succeeded, fill, run_job,
                                        webhook)
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
@@ -161,25 +162,37 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request,
 
 
 async def _stream(llada: AsyncLladaClient, submitted: pb.Job, timeout_s: float):
+    """The answer as chat.completion.chunk events: a delta each time the job's answer grows (its blocks settle
+    on the worker), the rest when it succeeds, then the stop chunk and [DONE]. A failure, a cancel or the wait
+    running out ends the stream with an error event instead (OpenAI's shape; the openai client raises it)."""
     completion_id, created = f"chatcmpl-{submitted.id}", submitted.created_at.seconds or int(time.time())
     yield {"data": _chunk(completion_id, created, {"role": "assistant", "content": ""})}
+    sent = ""
     try:
-        job = await _wait_bounded(llada, submitted.id, timeout_s)
-    except ApiError as err:
-        yield {"data": json.dumps(error_body(err.status, err.message, err.param, err.code))}
+        async with asyncio.timeout(timeout_s):
+            async for job in llada.watch(submitted.id):
+                if is_terminal(job):
+                    check_succeeded(job, CHAT_PARAMS)
+                text = job.outputs.text
+                if text.startswith(sent) and len(text) > len(sent):
+                    yield {"data": _chunk(completion_id, created, {"content": text[len(sent):]})}
+                    sent = text
+                elif is_terminal(job) and not text.startswith(sent):
+                    # A retried attempt answered differently from the one already streamed: say so.
+                    raise ApiError(500, f"job {job.id} was retried and its answer differs from the part already "
+                                        f"sent; read the whole answer at /v1/jobs/{job.id}", code="aborted")
+                if is_terminal(job):
+                    break
+    except TimeoutError:
+        error = ApiError(504, f"job {submitted.id} is still running after {timeout_s:.0f} s: follow it at "
+                              f"/v1/jobs/{submitted.id}", code="deadline_exceeded")
+        yield {"data": error_json(error)}
         return
-    yield {"data": _chunk(completion_id, created, {"content": job.outputs.text})}
+    except LladaError as err:
+        yield {"data": error_json(ApiError.from_llada(err))}
+        return
+    except ApiError as err:
+        yield {"data": error_json(err)}
+        return
     yield {"data": _chunk(completion_id, created, {}, "stop")}
     yield {"data": "[DONE]"}
-
-
-async def _wait_bounded(llada: AsyncLladaClient, job_id: str, timeout_s: float) -> pb.Job:
-    try:
-        job = await asyncio.wait_for(llada.wait(job_id), timeout_s)
-    except TimeoutError:
-        raise ApiError(504, f"job {job_id} is still running after {timeout_s:.0f} s: follow it at "
-                            f"/v1/jobs/{job_id}", code="deadline_exceeded") from None
-    except LladaError as err:
-        raise ApiError.from_llada(err) from None
-    check_succeeded(job, CHAT_PARAMS)
-    return job

@@ -84,6 +84,17 @@ def test_engine_results_equal_the_in_process_pipeline_for_each_kind(engine, pipe
     assert mine.codes == theirs.codes and png(mine.image) == png(theirs.image)
 
 
+def test_an_answer_is_told_as_the_denoisers_blocks_settle(engine):
+    told: list[str] = []
+    # 32 blocks of 8 steps: long enough for the caller's polls (every 50 ms) to see several blocks settle.
+    result = engine.understand_image(png(picture()), "Describe it.", gen_length=256, steps=8, block_length=8,
+                                     threshold=1.0, answer=told.append)
+    assert len(told) >= 2, told
+    for shorter, longer in zip(told, told[1:]):
+        assert longer.startswith(shorter) and longer != shorter
+    assert result.text.startswith(told[-1])
+
+
 def test_bad_input_names_the_field_before_any_work(engine):
     with pytest.raises(ModelInputError) as err:
         engine.generate_image("a fox", **{**T2I, "width": 100})

@@ -106,3 +106,28 @@ def test_a_refused_submit_shows_the_field_and_a_bad_key_asks_again(door, browser
     browser.execute_script("sessionStorage.setItem('llada-api-key', 'llada_not_a_key')")
     browser.get(door.url + "/")
     wait_until(browser, lambda d: d.find_element(By.ID, "api-key").is_displayed(), "a bad key is asked again")
+
+
+def test_understanding_and_editing_take_an_uploaded_image(door, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from tests.http.worker_double import answer_to, png
+
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(png(64, 64))
+    browser.get(door.url + "/")
+    browser.execute_script("sessionStorage.setItem('llada-api-key', arguments[0])", door.key("dashboard-uploads"))
+    browser.get(door.url + "/")
+    wait_until(browser, lambda d: d.find_element(By.ID, "app").is_displayed(), "the app shows")
+    for kind, text in (("understand", "what is it?"), ("edit", "make it blue")):
+        Select(browser.find_element(By.ID, "kind")).select_by_value(kind)
+        browser.find_element(By.ID, "image").send_keys(str(picture))
+        browser.find_element(By.ID, "text").send_keys(text)
+        browser.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").click()
+        wait_until(browser, lambda d: newest_row(d) is not None and newest_row(d).get_attribute("data-state") ==
+                   "SUCCEEDED" and kind.replace("_", " ") in newest_row(d).find_element(By.CSS_SELECTOR,
+                                                                                        "td.kind").text, kind)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#job-rows tr")
+    assert rows[0].find_elements(By.CSS_SELECTOR, "img.thumb")  # the edit's result
+    assert rows[1].find_element(By.CSS_SELECTOR, ".answer").text == answer_to("what is it?")

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from client.sync_client import LladaClient
+from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 from tests.http.worker_double import answer_to, png
 
 
@@ -78,6 +79,28 @@ def test_chat_completion_streams_chunks_that_join_to_the_answer(ai):
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == answer_to("what color?")
     assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_a_streamed_answer_arrives_as_its_blocks_settle_before_the_job_ends(door, ai, tenant):
+    door.worker.stepwise()
+    try:
+        stream = ai.chat.completions.create(model="llada2.0-uni", messages=ask("where is it?", png(64, 64)),
+                                            stream=True)
+        chunks = iter(stream)
+        assert next(chunks).choices[0].delta.role == "assistant"
+        for _ in range(3):  # claimed, a step, then the first block's words settle
+            door.worker.step()
+        first = next(chunks)
+        assert first.choices[0].delta.content == "an answer"
+        job_id = first.id.removeprefix("chatcmpl-")
+        with LladaClient(door.gw.address, api_key=tenant) as llada:
+            assert llada.get(job_id).state == pb.JOB_STATE_RUNNING  # the words came before the answer was done
+        door.worker.step()  # finished
+        rest = list(chunks)
+    finally:
+        door.worker.stepwise(False)
+    assert "".join(c.choices[0].delta.content or "" for c in rest) == " to: where is it?"
+    assert rest[-1].choices[0].finish_reason == "stop"
 
 
 def test_models_lists_the_served_model(ai):

@@ -2,7 +2,8 @@
 through the repository, as a worker would — claim, a progress step, then a result: a PNG of the asked size for an
 image job, an answer that names the question for an understanding job. A text holding "[fail]" makes the job
 fail with the field it names; ``hold()`` keeps new jobs queued until ``release()``; ``stepwise()`` makes every
-move (claim, progress, finish) wait for a ``step()``, so that a test sees each state before the next."""
+move (claim, progress, for an answer its first words as they settle, finish) wait for a ``step()``, so that a
+test sees each state before the next."""
 
 from __future__ import annotations
 
@@ -92,6 +93,10 @@ class WorkerDouble:
             self._publish(job_id, "FAILED")
             return
         if kind == "UNDERSTAND":
+            settled = " ".join(answer_to(text).split()[:2])  # the first block's words
+            self.gw.db(attempts.record_answer, attempt, settled)
+            self.gw.events.publish(job_id, {"type": "answer", "chars": len(settled)})
+            self._next_move()
             self.gw.db(attempts.finish_job, attempt, output_keys={}, output_text=answer_to(text),
                        timings={"tokenize": 0.01, "denoise": 0.02})
         else:

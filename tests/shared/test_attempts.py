@@ -296,3 +296,42 @@ def test_another_ending_or_another_attempts_row_is_still_fenced(s):
     attempts.finish_job(s, second, output_keys={})
     with pytest.raises(AttemptFenced, match="attempt 2 has claimed it since"):
         attempts.finish_job(s, first, output_keys={})  # same outputs, but the row is attempt 2's
+
+
+def understand_job(s, tenant="acme"):
+    return repo.submit_job(s, tenant=tenant, request_id=None, kind="UNDERSTAND", params={"question": "q"},
+                           input_keys={}, priority=0).job
+
+
+def test_an_answer_so_far_is_the_owners_to_write_and_each_new_start_clears_it(s):
+    job = understand_job(s)
+    first = claim(s, job.id)
+    assert attempts.record_answer(s, first, "a red")
+    assert repo.load_job(s, job.id).output_text == "a red"
+    age_heartbeat(s, job.id, 120)
+    second = claim(s, job.id, "w2")  # the first worker stalled: the next attempt starts from nothing
+    assert repo.load_job(s, job.id).output_text is None
+    assert not attempts.record_answer(s, first, "a red circle, late")  # the stalled one is fenced off
+    assert attempts.record_answer(s, second, "a blue")
+    attempts.hand_back(s, second)
+    assert repo.load_job(s, job.id).output_text is None
+    third = claim(s, job.id, "w3")
+    assert attempts.record_answer(s, third, "a blue square")
+    done = attempts.finish_job(s, third, output_keys={}, output_text="a blue square at the top")
+    assert done.output_text == "a blue square at the top"
+
+
+@pytest.mark.parametrize("end", ["fail", "cancel", "reap"])
+def test_a_job_that_ends_without_an_answer_keeps_no_partial_one(s, end):
+    job = understand_job(s)
+    attempt = claim(s, job.id)
+    assert attempts.record_answer(s, attempt, "half an ans")
+    if end == "fail":
+        attempts.fail_job(s, attempt, code="INTERNAL", message="boom")
+    elif end == "cancel":
+        attempts.mark_cancelled(s, attempt)
+    else:
+        age_heartbeat(s, job.id, 120)
+        attempts.reap_stale(s, heartbeat_timeout_s=60, max_attempts=1)  # its last attempt: dead letter
+    stored = repo.load_job(s, job.id)
+    assert stored.state in ("FAILED", "CANCELLED") and stored.output_text is None

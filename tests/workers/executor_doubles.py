@@ -59,7 +59,7 @@ class ScriptedExecutorDouble:
         self.markers = Path(markers) if markers else None
         self.steps_run = 0
 
-    def run(self, kind, params, inputs, *, progress, should_cancel) -> JobOutput:
+    def run(self, kind, params, inputs, *, progress, should_cancel, answer=None) -> JobOutput:
         text = job_text(kind, params)
         if self.markers is not None:
             with open(self.markers / "runs.log", "a") as log:
@@ -127,7 +127,7 @@ class PausingExecutorDouble(ScriptedExecutorDouble):
         self._runs = 0
         self._lock = threading.Lock()
 
-    def run(self, kind, params, inputs, *, progress, should_cancel) -> JobOutput:
+    def run(self, kind, params, inputs, *, progress, should_cancel, answer=None) -> JobOutput:
         with self._lock:
             self._runs += 1
             number = self._runs

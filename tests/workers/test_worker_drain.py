@@ -113,7 +113,7 @@ def test_a_message_taken_while_draining_is_sent_back_unstarted(drained):
 
 
 class UnloadableModelExecutorDouble:
-    def run(self, kind, params, inputs, *, progress, should_cancel):
+    def run(self, kind, params, inputs, *, progress, should_cancel, answer=None):
         raise ModelUnavailable("the model at /models/x could not be loaded: FileNotFoundError: config.json")
 
 

@@ -76,6 +76,32 @@ def test_understanding_answer_is_stored_as_text(harness):
     assert job.output_keys == {}
 
 
+class GrowingAnswerExecutorDouble:
+    """Tells an understanding answer in three settled pieces, noting what the job showed after each."""
+
+    def __init__(self, harness):
+        self.harness, self.shown = harness, []
+
+    def run(self, kind, params, inputs, *, progress, should_cancel, answer=None):
+        from workers.executor import JobOutput
+
+        for text in ("a red", "a red circle", "a red circle at the top"):
+            answer(text)
+            self.shown.append(self.harness.job(self.job_id).output_text)
+        return JobOutput(text="a red circle at the top left")
+
+
+def test_an_understanding_answer_grows_in_the_job_as_it_settles(harness):
+    double = harness.ctx.executor = GrowingAnswerExecutorDouble(harness)
+    job_id = double.job_id = harness.submit(JobKind.UNDERSTAND, question="where?", image=png_bytes())
+
+    assert harness.runner().run(job_id) == "SUCCEEDED"
+
+    assert double.shown == ["a red", "a red circle", "a red circle at the top"]
+    assert harness.job(job_id).output_text == "a red circle at the top left"
+    assert [e["chars"] for e in published(harness, job_id) if e["type"] == "answer"] == [5, 12, 23]
+
+
 def test_duplicate_delivery_of_a_finished_job_is_a_no_op(harness):
     job_id = harness.submit(JobKind.EDIT, instruction="make it blue", image=png_bytes())
     assert harness.runner().run(job_id) == "SUCCEEDED"
@@ -188,7 +214,7 @@ def test_a_run_whose_job_was_reaped_stops_and_writes_nothing(harness):
 class UnreachableStoreExecutorDouble:
     """Stands in for the executor when a backend drops away mid-job (an infrastructure error)."""
 
-    def run(self, kind, params, inputs, *, progress, should_cancel):
+    def run(self, kind, params, inputs, *, progress, should_cancel, answer=None):
         raise ConnectionError("object store unreachable")
 
 

@@ -24,7 +24,7 @@ class ThinkingExecutorDouble:
         self.ctx, self.job_id = ctx, job_id
         self.stage_while_thinking = None
 
-    def run(self, kind, params, inputs, *, progress, should_cancel):
+    def run(self, kind, params, inputs, *, progress, should_cancel, answer=None):
         progress("tokenize", 1, 1)
         for step in range(1, THINK_STEPS + 1):
             progress("think", step, THINK_STEPS)

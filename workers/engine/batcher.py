@@ -112,6 +112,11 @@ class StepBatcher:
         slot = self._slots.get(key)
         return self._finished.get(key) if slot is None else (slot.stage, *slot.progress)
 
+    def settled(self, key: str) -> list[int] | None:
+        """A running request's settled ids (its finished blocks: `RequestState.settled_ids`); None once it left."""
+        slot = self._slots.get(key)
+        return None if slot is None else slot.state.settled_ids()
+
     def occupancy(self) -> dict[str, int]:
         return {"active": len(self._active), "pending": len(self._pending), "max_batch": self.max_batch}
 

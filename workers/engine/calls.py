@@ -37,16 +37,18 @@ def call_stage(
     stage: str,
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
+    settled=None,
     poll_interval_s: float = 0.05,
     **kwargs,
 ):
     """Run `actor.<method>(key, *args, **kwargs)` to its result; raises what the method raised, or
-    `EngineCrashed` when the actor died meanwhile."""
+    `EngineCrashed` when the actor died meanwhile. `settled(ids)` (the denoiser's calls) is told a request's
+    settled ids each time they grew between polls."""
     ref = None
     finished = False
     try:
         ref = getattr(actor, method).remote(key, *args, **kwargs)
-        last = None
+        last, told = None, 0
         while True:
             ready, _ = ray.wait([ref], timeout=poll_interval_s)
             if ready:
@@ -66,6 +68,11 @@ def call_stage(
                 if now is not None and now != last and now[2] > 0:
                     progress(*now)
                     last = now
+            if settled is not None:
+                ids = _poll(actor, key, "settled")
+                if ids and len(ids) > told:
+                    told = len(ids)
+                    settled(ids)
     except RayTaskError as err:
         raise unwrap(err) from None
     except (RayActorError, WorkerCrashedError) as err:
@@ -84,8 +91,8 @@ def _abandon(actor, key: str) -> None:
         pass
 
 
-def _poll(actor, key: str):
+def _poll(actor, key: str, method: str = "progress"):
     try:
-        return ray.get(actor.progress.remote(key), timeout=POLL_ANSWER_TIMEOUT_S)
+        return ray.get(getattr(actor, method).remote(key), timeout=POLL_ANSWER_TIMEOUT_S)
     except (GetTimeoutError, RayActorError):
         return None

@@ -29,6 +29,9 @@ class DenoiserActor:
     async def progress(self, key: str) -> tuple[str, int, int] | None:
         return self.batcher.progress(key)
 
+    async def settled(self, key: str) -> list[int] | None:
+        return self.batcher.settled(key)
+
     async def cancel(self, key: str) -> bool:
         return self.batcher.cancel(key)
 

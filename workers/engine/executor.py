@@ -21,7 +21,7 @@ from workers.engine.config import EngineConfig
 from workers.engine.placement import device_kind, local_init_resources
 from workers.engine.replica import Replica
 from workers.model.errors import ModelInputError
-from workers.model.hooks import Progress, ShouldCancel
+from workers.model.hooks import Answer, Progress, ShouldCancel
 from workers.model.pipeline import ImageResult, TextResult
 from workers.model.tasks import EditTask, KeywordTasks, TextToImageTask, UnderstandTask
 
@@ -138,10 +138,12 @@ class EngineExecutor(KeywordTasks):
             return replica.text_to_image(task, progress=progress, should_cancel=should_cancel)
 
     def understand(self, image: Image.Image | bytes | str | Path, task: UnderstandTask, *,
-                   progress: Progress | None = None, should_cancel: ShouldCancel | None = None) -> TextResult:
+                   progress: Progress | None = None, should_cancel: ShouldCancel | None = None,
+                   answer: Answer | None = None) -> TextResult:
         task = task.checked()
         with self._replica() as replica:
-            return replica.understand(_image_input(image), task, progress=progress, should_cancel=should_cancel)
+            return replica.understand(_image_input(image), task, progress=progress, should_cancel=should_cancel,
+                                      answer=answer)
 
     def edit(self, image: Image.Image | bytes | str | Path, task: EditTask, *, progress: Progress | None = None,
              should_cancel: ShouldCancel | None = None) -> ImageResult:

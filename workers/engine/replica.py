@@ -23,7 +23,7 @@ from workers.engine.errors import EngineCrashed
 from workers.engine.placement import actor_options, reserve_replica, torch_device
 from workers.engine.tokenizer_actor import TokenizerActor
 from workers.model import generation
-from workers.model.hooks import Progress, ShouldCancel, StageClock
+from workers.model.hooks import Answer, Progress, ShouldCancel, StageClock
 from workers.model.pipeline import ImageResult, TextResult
 from workers.model.sampler import GenerationRequest, GenerationResult
 from workers.model.tasks import EditTask, TextToImageTask, UnderstandTask
@@ -73,10 +73,11 @@ class Replica:
             except (RayActorError, GetTimeoutError) as err:  # out of restarts, or too slow to come back
                 raise EngineCrashed(f"replica {self.index}: an actor is gone ({type(err).__name__})") from err
 
-    def _call(self, stage, method, key, *args, progress=None, should_cancel=None, **kwargs):
+    def _call(self, stage, method, key, *args, progress=None, should_cancel=None, settled=None, **kwargs):
         try:
             return call_stage(self.actors()[stage], method, key, *args, stage=stage, progress=progress,
-                              should_cancel=should_cancel, poll_interval_s=self.config.poll_interval_s, **kwargs)
+                              should_cancel=should_cancel, settled=settled,
+                              poll_interval_s=self.config.poll_interval_s, **kwargs)
         except EngineCrashed:
             self.crashed = True
             raise
@@ -95,15 +96,18 @@ class Replica:
                            seed=task.seed, thinking=drawn.thinking)
 
     def understand(self, image, task: UnderstandTask, *, progress: Progress | None = None,
-                   should_cancel: ShouldCancel | None = None) -> TextResult:
+                   should_cancel: ShouldCancel | None = None, answer: Answer | None = None) -> TextResult:
         key, clock = uuid.uuid4().hex, StageClock(progress, should_cancel)
         hooks = {"progress": progress, "should_cancel": should_cancel}
         with clock.stage("tokenize"):
             request, h, w = self._call("tokenizer", "understand_request", key, image, task,
                                        should_cancel=should_cancel)
             clock.report("tokenize")
+        # The denoiser's settled ids, polled with its progress, become text on the tokenizer actor.
+        settled = None if answer is None else (
+            lambda ids: answer(self._call("tokenizer", "partial_answer", key, ids)))
         with clock.stage("denoise"):
-            result = self._call("denoiser", "generate", key, request, "denoise", **hooks)
+            result = self._call("denoiser", "generate", key, request, "denoise", settled=settled, **hooks)
             text = self._call("tokenizer", "answer_text", key, result)
         return TextResult(text=text, timings=clock.timings, grid=(h, w))
 

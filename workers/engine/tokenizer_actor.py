@@ -60,6 +60,9 @@ class TokenizerActor:
     async def answer_text(self, key: str, result: GenerationResult) -> str:
         return G.answer_text(self.tok, result)
 
+    async def partial_answer(self, key: str, ids: list[int]) -> str:
+        return G.partial_answer(self.tok, ids)
+
     async def _encode(self, key: str, image):
         self.jobs.open(key, STAGE_TOKENIZE)
         try:

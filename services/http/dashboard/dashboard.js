@@ -114,20 +114,25 @@ function render(job) {
     .map(([stage, seconds]) => `${stage} ${seconds.toFixed(2)}`).join(", ");
   row.querySelector("button.cancel").disabled = TERMINAL.has(state);
   row.querySelector("button.delete").disabled = !TERMINAL.has(state);
-  if (state === "SUCCEEDED") showResult(job, cell(row, "result"));
+  if (kindOf(job) === "UNDERSTAND") showAnswer(job, cell(row, "result"));
+  else if (state === "SUCCEEDED") showImage(job, cell(row, "result"));
   return row;
 }
 
-async function showResult(job, td) {
+function showAnswer(job, td) {
+  // While it runs, the answer grows as its blocks settle; then it is the whole answer.
+  let answer = td.querySelector(".answer");
+  if (!answer) {
+    answer = document.createElement("div");
+    answer.className = "answer";
+    td.appendChild(answer);
+  }
+  answer.textContent = job.outputs?.text || "";
+}
+
+async function showImage(job, td) {
   if (td.dataset.filled) return;
   td.dataset.filled = "1";
-  if (kindOf(job) === "UNDERSTAND") {
-    const answer = document.createElement("div");
-    answer.className = "answer";
-    answer.textContent = job.outputs?.text || "";
-    td.appendChild(answer);
-    return;
-  }
   const image = (job.outputs?.objects || []).find((o) => o.name === "image");
   if (!image) return;
   let src = thumbnails.get(job.id);
