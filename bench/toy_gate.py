@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     tally = Tally()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="toy-gate-") as tmp:
-        settings = embedded.settings_for(Path(tmp) / "stack", f"127.0.0.1:{free_port()}", 0, f"127.0.0.1:{free_port()}", 0)
+        settings = embedded.settings_for(Path(tmp) / "stack", f"127.0.0.1:{free_port()}", 0,
+                                         f"127.0.0.1:{free_port()}", 0)
         if args.model is not None:
             settings.model_path = str(args.model.resolve())
         model = Path(settings.model_path)

@@ -126,14 +126,17 @@ class LladaClient:
             try:
                 stream = self._stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=self._metadata,
                                              timeout=remaining)
-                for job in stream:
-                    failures = 0
-                    if job == last:  # a resumed stream starts with the snapshot we already have
-                        continue
-                    last = job
-                    yield job
-                    if is_terminal(job):
-                        return
+                try:
+                    for job in stream:
+                        failures = 0
+                        if job == last:  # a resumed stream starts with the snapshot we already have
+                            continue
+                        last = job
+                        yield job
+                        if is_terminal(job):
+                            return
+                finally:
+                    stream.cancel()  # as the async client: a caller that stops early frees its watch slot
                 # The server closed the stream without a terminal snapshot (e.g. shutting down): resume.
             except grpc.RpcError as err:
                 if err.code() not in _RETRYABLE:

@@ -1,11 +1,13 @@
 """``llada-server up | down | status``: the embedded stack on one machine, nothing to install but Python packages.
 
-`up` starts the gateway (`python -m services.gateway`), one Celery worker, the reaper, the webhook
-dispatcher (`python -m services.webhooks`) and the HTTP front door (`python -m services.http`) as background processes, with SQLite, a local object folder, kombu's
-filesystem broker and the trained toy checkpoint shipped in models/toy-shapes (LLADA_MODEL_PATH for another), all under one data folder (`--data-dir`, default ./.llada) together with the logs
-(`logs/`), the API key (`api-key`) and the pid file (`stack.json`). It returns once the gateway's health
-check answers SERVING and the front door's /readyz answers. `down` stops them: SIGTERM, then SIGKILL after `--timeout` seconds (the worker finishes its
-job within EMBEDDED_DRAIN_TIMEOUT_S or hands it back, re-queued for the next `up`).
+`up` starts the gateway (`python -m services.gateway`), one Celery worker, the reaper, the webhook dispatcher
+(`python -m services.webhooks`) and the HTTP front door (`python -m services.http`) as background processes, with
+SQLite, a local object folder, kombu's filesystem broker and the trained toy checkpoint shipped in
+models/toy-shapes (LLADA_MODEL_PATH for another), all under one data folder (`--data-dir`, default ./.llada)
+together with the logs (`logs/`), the API key (`api-key`) and the pid file (`stack.json`). It returns once the
+gateway's health check answers SERVING and the front door's /readyz answers. `down` stops them: SIGTERM, then
+SIGKILL after `--timeout` seconds (the worker finishes its job within EMBEDDED_DRAIN_TIMEOUT_S or hands it back,
+re-queued for the next `up`).
 Production differs only in settings: LLADA_DATABASE_URL / LLADA_BROKER_URL / LLADA_OBJECT_STORE_URL …
 set in the environment reach every process.
 """

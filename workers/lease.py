@@ -92,6 +92,21 @@ class Lease:
         return status is AttemptStatus.CANCEL_REQUESTED
 
 
+def write_fenced(ctx: "WorkerContext", lease: Lease, what: str, write, *args) -> bool:
+    """One of the attempt's fenced writes while it runs. False when it did not land: skipped for a database
+    hiccup (the next one will do), or refused because the attempt is fenced off (the lease is then lost)."""
+    try:
+        written = ctx.db(write, lease.attempt, *args)
+    except Exception as err:
+        if not is_transient_db_error(err):
+            raise
+        log.warning(f"{what} write failed; skipped", extra=lease.log_fields(error=type(err).__name__))
+        return False
+    if not written:
+        lease.lose(f"{what} write refused")
+    return written
+
+
 class ProgressReporter:
     """The executor's `progress(stage, step, total)`: throttled, fenced writes to the database, then an event."""
 
@@ -109,15 +124,7 @@ class ProgressReporter:
                 stage_changed or step >= total or now - self._last_time >= PROGRESS_MIN_INTERVAL_S):
             return
         self._last, self._last_time = (current, step, total), now
-        try:
-            written = self.ctx.db(attempts.record_progress, self.lease.attempt, current, step, total)
-        except Exception as err:
-            if not is_transient_db_error(err):
-                raise
-            log.warning("progress write failed; skipped", extra=self.lease.log_fields(error=type(err).__name__))
-            return
-        if not written:
-            self.lease.lose("progress write refused")
+        if not write_fenced(self.ctx, self.lease, "progress", attempts.record_progress, current, step, total):
             return
         self.ctx.publish(self.lease.attempt.job_id,
                          {"type": "progress", "stage": current.value, "step": step, "total": total})
@@ -135,14 +142,6 @@ class AnswerReporter:
     def __call__(self, text: str) -> None:
         if self.lease.fenced.is_set():
             return
-        try:
-            written = self.ctx.db(attempts.record_answer, self.lease.attempt, text)
-        except Exception as err:
-            if not is_transient_db_error(err):
-                raise
-            log.warning("answer write failed; skipped", extra=self.lease.log_fields(error=type(err).__name__))
-            return
-        if not written:
-            self.lease.lose("answer write refused")
+        if not write_fenced(self.ctx, self.lease, "answer", attempts.record_answer, text):
             return
         self.ctx.publish(self.lease.attempt.job_id, {"type": "answer", "chars": len(text)})
