@@ -16,10 +16,13 @@ def api_key(request: Request) -> str | None:
     if header is None:
         return None
     scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
         raise ApiError(401, "Authorization: expected 'Bearer <API key>'", param="Authorization",
                        code="unauthenticated")
-    return key.strip()
+    if not (key.isascii() and key.isprintable()):  # gRPC metadata carries printable ASCII only: no key is else
+        raise ApiError(401, "invalid API key", param="Authorization", code="unauthenticated")
+    return key
 
 
 def gateway(request: Request) -> AsyncLladaClient:

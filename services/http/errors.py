@@ -7,6 +7,7 @@ the gateway's status in lower case (``invalid_argument``, ``not_found``, …), `
 from __future__ import annotations
 
 import json
+import logging
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +27,8 @@ HTTP_STATUS = {
 OPENAI_TYPE = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error",
                415: "invalid_request_error", 429: "rate_limit_error"}
+log = logging.getLogger("llada.http")
+
 # Statuses worth a retry: the caller is told when (the gateway's queue limits and outages are short-lived).
 RETRY_AFTER_S = {429: 1, 503: 1}
 
@@ -104,7 +107,14 @@ async def handle_http_error(request: Request, err: StarletteHTTPException) -> JS
     return error_response(ApiError(err.status_code, str(err.detail), headers=getattr(err, "headers", None)))
 
 
+async def handle_unexpected(request: Request, err: Exception) -> JSONResponse:
+    # The cause stays in the log; the caller gets the same shape as every other error, and nothing internal.
+    log.exception("unexpected error", extra={"path": request.url.path})
+    return error_response(ApiError(500, "internal error; see the service's log", code="internal"))
+
+
 def install(app) -> None:
+    app.add_exception_handler(Exception, handle_unexpected)
     app.add_exception_handler(ApiError, handle_api_error)
     app.add_exception_handler(LladaError, handle_llada_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)

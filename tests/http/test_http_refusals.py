@@ -104,3 +104,9 @@ def test_a_body_past_the_limit_is_a_413_before_it_is_read(make_front_door):
                           content=b'{"textToImage": {"prompt": "a fox"}}'.ljust(4096))
     assert at_limit.status_code == 202, at_limit.text
     assert small.gw.job_count() == 1
+
+
+@pytest.mark.parametrize("header", ["Bearer caf\xe9", "Bearer a\x7fb", "Token abc", "Bearer"])
+def test_an_unusable_authorization_header_is_a_401_in_the_error_shape(door, header):
+    reply = httpx.get(door.url + "/v1/jobs", headers={"Authorization": header.encode("latin-1")})
+    assert reply.status_code == 401 and reply.json()["error"]["param"] == "Authorization"
