@@ -110,21 +110,33 @@ def snapshot_id(job: pb.Job) -> str:
             response_class=Response,
             responses={"200": {"description": "an event stream", "content": {"text/event-stream": {}}}})
 async def job_events(job_id: str, request: Request, llada: AsyncLladaClient = Depends(gateway)) -> Response:
-    await llada.get(job_id)  # a bad id, a missing job or a bad key is an HTTP error, before the stream starts
     last_seen = request.headers.get("last-event-id")
+    snapshots = llada.watch(job_id)
+    try:
+        # The first snapshot before the status line: a bad id, a missing job, a bad key or no free watch slot
+        # is an HTTP error, not an event.
+        first = await anext(snapshots)
+    except BaseException:
+        await snapshots.aclose()
+        raise
 
     async def events():
-        first = True
+        job = first
         try:
-            async for job in llada.watch(job_id):
-                event_id = snapshot_id(job)
-                if not (first and event_id == last_seen):
-                    yield ServerSentEvent(data=to_json(job), event="job", id=event_id, retry=SSE_RETRY_MS)
-                first = False
+            if snapshot_id(job) != last_seen:
+                yield _job_event(job)
+            async for job in snapshots:
+                yield _job_event(job)
         except LladaError as err:
             yield ServerSentEvent(data=error_json(ApiError.from_llada(err)), event="error")
+        finally:
+            await snapshots.aclose()  # the gateway's watch slot is given back as the client goes
 
     return EventSourceResponse(events(), ping=SSE_PING_S)
+
+
+def _job_event(job: pb.Job) -> ServerSentEvent:
+    return ServerSentEvent(data=to_json(job), event="job", id=snapshot_id(job), retry=SSE_RETRY_MS)
 
 
 @router.get("/{job_id}/output", summary="A finished job's result",

@@ -147,7 +147,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request,
     message = _submit_request(body, request)
     timeout_s = request.app.state.settings.http_wait_timeout_s
     if not body.stream:
-        job = await run_job(llada, message, timeout_s, CHAT_PARAMS)
+        job = await run_job(llada, message, request, CHAT_PARAMS)
         if isinstance(job, Response):
             return job
         return JSONResponse(_completion(job), headers={JOB_ID_HEADER: job.id})

@@ -106,7 +106,7 @@ async def create_image(body: ImageGenerationRequest, request: Request,
     fill(message.text_to_image, {**params, **_size(body.size)})
     if body.sprint is not None:
         fill(message.text_to_image.sprint, body.sprint, "sprint.")
-    job = await run_job(llada, message, request.app.state.settings.http_wait_timeout_s, GENERATION_PARAMS)
+    job = await run_job(llada, message, request, GENERATION_PARAMS)
     if isinstance(job, Response):
         return job
     return await _image_response(job, body.response_format, request)
@@ -156,7 +156,7 @@ async def edit_image(request: Request, llada: AsyncLladaClient = Depends(gateway
                              exclude_none=True)
     message = pb.SubmitJobRequest(request_id=idempotency_key(request), webhook=webhook(body.webhook))
     fill(message.edit, {"image": image, "instruction": body.prompt, **params})
-    job = await run_job(llada, message, request.app.state.settings.http_wait_timeout_s, EDIT_PARAMS)
+    job = await run_job(llada, message, request, EDIT_PARAMS)
     if isinstance(job, Response):
         return job
     return await _image_response(job, body.response_format, request)

@@ -4,6 +4,8 @@ waiting for it (bounded by http_wait_timeout_s), and a failed or refused job tol
 from __future__ import annotations
 
 import asyncio
+
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -18,6 +20,9 @@ from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 MODEL_ID = "llada2.0-uni"
 # The header every answer about a job carries, so a caller can follow the job through the job API.
 JOB_ID_HEADER = "X-Llada-Job-Id"
+# How often a waiting call checks that its caller is still there. One that left stops waiting (its job runs on):
+# an abandoned wait would otherwise hold one of the tenant's watch slots on the gateway until its timeout.
+DISCONNECT_POLL_S = 1.0
 
 
 def check_model(model: str | None) -> None:
@@ -64,21 +69,34 @@ def job_param(field: str | None, renames: dict[str, str]) -> str | None:
     return renames.get(field, field)
 
 
-async def run_job(llada: AsyncLladaClient, request: pb.SubmitJobRequest, timeout_s: float,
+async def run_job(llada: AsyncLladaClient, message: pb.SubmitJobRequest, request: Request,
                   renames: dict[str, str]) -> pb.Job | JSONResponse:
-    """Submits and waits: the terminal Job, or — past ``timeout_s`` — a 202 answer naming the job to follow."""
+    """Submits and waits: the terminal Job, or — past http_wait_timeout_s, or once the caller has gone — a 202
+    answer naming the job to follow."""
     try:
-        job = await llada.submit(request)
+        job = await llada.submit(message)
     except LladaError as err:
         raise _renamed(ApiError.from_llada(err), renames) from None
-    try:
-        job = await asyncio.wait_for(llada.wait(job.id), timeout_s)
-    except TimeoutError:
+    waiting = asyncio.ensure_future(llada.wait(job.id))
+    left = asyncio.ensure_future(_caller_left(request))
+    done, _ = await asyncio.wait({waiting, left}, timeout=request.app.state.settings.http_wait_timeout_s,
+                                 return_when=asyncio.FIRST_COMPLETED)
+    for task in (waiting, left):
+        task.cancel()
+    await asyncio.gather(waiting, left, return_exceptions=True)  # the watch stream is closed before we go on
+    if waiting not in done or waiting.cancelled():
         job = await llada.get(job.id)
         if not is_terminal(job):
             return pending_response(job)
+    else:
+        job = waiting.result()  # a LladaError of the watch (the job deleted meanwhile) is the answer
     check_succeeded(job, renames)
     return job
+
+
+async def _caller_left(request: Request) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)
 
 
 def pending_response(job: pb.Job) -> JSONResponse:

@@ -129,5 +129,5 @@ def test_understanding_and_editing_take_an_uploaded_image(door, browser, tmp_pat
                    "SUCCEEDED" and kind.replace("_", " ") in newest_row(d).find_element(By.CSS_SELECTOR,
                                                                                         "td.kind").text, kind)
     rows = browser.find_elements(By.CSS_SELECTOR, "#job-rows tr")
-    assert rows[0].find_elements(By.CSS_SELECTOR, "img.thumb")  # the edit's result
+    wait_until(browser, lambda d: rows[0].find_elements(By.CSS_SELECTOR, "img.thumb"), "the edit's result shows")
     assert rows[1].find_element(By.CSS_SELECTOR, ".answer").text == answer_to("what is it?")

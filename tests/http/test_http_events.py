@@ -113,3 +113,18 @@ def test_a_closed_stream_gives_the_tenants_watch_slot_back(make_front_door):
                 assert job_of(next(events(stream.iter_lines()))).state == pb.JOB_STATE_QUEUED
     finally:
         one_watch.worker.release()
+
+
+def test_no_free_watch_slot_is_a_429_before_any_stream(make_front_door):
+    one_watch = make_front_door(max_watches_per_tenant=1)
+    headers = {"Authorization": f"Bearer {one_watch.key('greedy')}"}
+    one_watch.worker.hold()
+    try:
+        job = submit(one_watch, headers)
+        with open_stream(one_watch, headers, job.id) as holding:
+            assert holding.status_code == 200
+            refused = httpx.get(f"{one_watch.url}/v1/jobs/{job.id}/events", headers=headers)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "resource_exhausted"
+        assert refused.headers["retry-after"] == "1"
+    finally:
+        one_watch.worker.release()

@@ -4,6 +4,7 @@ follow. A job that fails answers in OpenAI's error shape with its field; a strea
 from __future__ import annotations
 
 import base64
+import time
 
 import httpx2 as httpx
 import openai
@@ -52,3 +53,28 @@ def test_a_streamed_answer_whose_job_fails_ends_with_an_error(door):
     with pytest.raises(openai.APIError) as caught:
         list(stream)
     assert "failed" in caught.value.message
+
+
+def test_a_caller_that_goes_away_stops_the_wait_and_frees_its_watch_slot(make_front_door):
+    """The job runs on; the wait (a WatchJob stream on the gateway) ends with its caller, not at the timeout."""
+    one_watch = make_front_door(max_watches_per_tenant=1, http_wait_timeout_s=120)
+    key = one_watch.key("leaver")
+    headers = {"Authorization": f"Bearer {key}"}
+    one_watch.worker.hold()
+    try:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(one_watch.url + "/v1/images/generations", json={"prompt": "a fox I will not wait for"},
+                       headers=headers, timeout=1.0)
+        [job] = httpx.get(one_watch.url + "/v1/jobs", headers=headers).json()["jobs"]
+        assert job["state"] == "JOB_STATE_QUEUED"  # the job stays
+        events = f"{one_watch.url}/v1/jobs/{job['id']}/events"
+        deadline = time.monotonic() + 10
+        while True:  # the slot comes back within a disconnect poll or two, not after 120 s
+            with httpx.stream("GET", events, headers=headers, timeout=10) as stream:
+                if stream.status_code == 200:
+                    break
+                assert stream.status_code == 429, stream.read()
+            assert time.monotonic() < deadline, "the abandoned wait still holds the tenant's only watch slot"
+            time.sleep(0.2)
+    finally:
+        one_watch.worker.release()
