@@ -124,7 +124,7 @@ def _openapi(app: FastAPI) -> dict:
         for operations in schema["paths"].values():
             for operation in operations.values():
                 operation["responses"].pop("422", None)
-                operation["responses"]["default"] = {
-                    "description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                operation["responses"]["default"] = {"description": "an error", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
         app.openapi_schema = schema
     return app.openapi_schema

@@ -56,7 +56,8 @@ async def submit_job(request: Request, llada: AsyncLladaClient = Depends(gateway
     return proto_response(job, 202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.get("", summary="List the caller's jobs, newest first", openapi_extra={"responses": _responses("ListJobsResponse")})
+@router.get("", summary="List the caller's jobs, newest first",
+            openapi_extra={"responses": _responses("ListJobsResponse")})
 async def list_jobs(state: str | None = None, kind: str | None = None, page_size: int = 0, page_token: str = "",
                     llada: AsyncLladaClient = Depends(gateway)) -> Response:
     _check_enum(parse_state, state, "state")

@@ -88,7 +88,8 @@ def _question_and_image(messages: list[ChatMessage]) -> tuple[str, bytes]:
                             "about one image (no system prompt, no history)", param="messages")
     content = messages[0].content
     if isinstance(content, str):
-        raise ApiError(400, "messages[0].content: needs one image_url part beside the text", param="messages[0].content")
+        raise ApiError(400, "messages[0].content: needs one image_url part beside the text",
+                       param="messages[0].content")
     texts = [part.text for part in content if isinstance(part, TextPart)]
     images = [(i, part) for i, part in enumerate(content) if isinstance(part, ImagePart)]
     if len(images) != 1:
@@ -120,9 +121,9 @@ def _submit_request(body: ChatCompletionRequest, request: Request) -> pb.SubmitJ
                        param="max_completion_tokens")
     question, image = _question_and_image(body.messages)
     message = pb.SubmitJobRequest(request_id=idempotency_key(request), webhook=webhook(body.webhook))
-    fill(message.understand, {"image": image, "question": question,
-                              "gen_length": body.max_tokens if body.max_tokens is not None else body.max_completion_tokens,
-                              "steps": body.steps, "block_length": body.block_length, "threshold": body.threshold})
+    gen_length = body.max_tokens if body.max_tokens is not None else body.max_completion_tokens
+    fill(message.understand, {"image": image, "question": question, "gen_length": gen_length, "steps": body.steps,
+                              "block_length": body.block_length, "threshold": body.threshold})
     if body.sprint is not None:
         fill(message.understand.sprint, body.sprint, "sprint.")
     return message

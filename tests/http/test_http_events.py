@@ -21,8 +21,8 @@ def carol(door):
 
 
 def submit(door, headers, prompt="a fox") -> pb.Job:
-    reply = httpx.post(door.url + "/v1/jobs", headers=headers,
-                       content=json_format.MessageToJson(pb.SubmitJobRequest(text_to_image=pb.TextToImageParams(prompt=prompt))))
+    body = pb.SubmitJobRequest(text_to_image=pb.TextToImageParams(prompt=prompt))
+    reply = httpx.post(door.url + "/v1/jobs", headers=headers, content=json_format.MessageToJson(body))
     assert reply.status_code == 202, reply.text
     return json_format.Parse(reply.text, pb.Job())
 

@@ -40,7 +40,8 @@ URL = "http://public.example:9000/llada/results/j/1/image.png?X-Amz-Signature=ab
 
 
 def test_a_dialled_fetch_keeps_the_signed_host_path_and_query(store):
-    assert fetch(URL, store).decode() == "public.example:9000 /llada/results/j/1/image.png?X-Amz-Signature=abc&X-Amz-Expires=60"
+    expected = "public.example:9000 /llada/results/j/1/image.png?X-Amz-Signature=abc&X-Amz-Expires=60"
+    assert fetch(URL, store).decode() == expected
 
 
 def test_without_an_address_the_urls_own_host_is_dialled(store):

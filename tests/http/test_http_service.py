@@ -20,7 +20,8 @@ def openapi(door):
 
 def validator(openapi, name):
     # The document's components ride along, so that "#/components/schemas/…" resolves inside the schema itself.
-    return jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": openapi["components"]})
+    schema = {"$ref": f"#/components/schemas/{name}", "components": openapi["components"]}
+    return jsonschema.Draft202012Validator(schema)
 
 
 def test_the_document_lists_every_route_the_app_serves(door, openapi):
@@ -61,8 +62,9 @@ def test_probes(door, make_front_door, http_loop):
 def test_requests_are_counted_by_route_template_not_by_id(door):
     headers = {"Authorization": f"Bearer {door.key('metrics')}"}
     route = "/v1/jobs/{job_id}"
-    before = REGISTRY.get_sample_value("llada_http_requests_total", {"route": route, "method": "GET", "status": "404"}) or 0
+    labels = {"route": route, "method": "GET", "status": "404"}
+    before = REGISTRY.get_sample_value("llada_http_requests_total", labels) or 0
     httpx.get(door.url + "/v1/jobs/00000000-0000-4000-8000-000000000001", headers=headers)
     httpx.get(door.url + "/v1/jobs/00000000-0000-4000-8000-000000000002", headers=headers)
-    after = REGISTRY.get_sample_value("llada_http_requests_total", {"route": route, "method": "GET", "status": "404"})
+    after = REGISTRY.get_sample_value("llada_http_requests_total", labels)
     assert after == before + 2

@@ -41,7 +41,8 @@ def test_each_openai_route_passes_the_webhook_to_the_job(door, tenant, ai):
                                               extra_body={"webhook": HOOK})
     uri = "data:image/png;base64," + base64.b64encode(png(32, 32)).decode()
     answered = ai.chat.completions.create(model="llada2.0-uni", extra_body={"webhook": HOOK}, messages=[
-        {"role": "user", "content": [{"type": "text", "text": "what?"}, {"type": "image_url", "image_url": {"url": uri}}]}])
+        {"role": "user", "content": [{"type": "text", "text": "what?"},
+                                     {"type": "image_url", "image_url": {"url": uri}}]}])
     for job_id in (generated.headers["x-llada-job-id"], edited.headers["x-llada-job-id"],
                    answered.id.removeprefix("chatcmpl-")):
         hook = webhook_of(door, tenant, job_id)
