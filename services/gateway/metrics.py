@@ -14,8 +14,12 @@ from prometheus_client.core import GaugeMetricFamily
 
 from services.gateway.handlers import wrap_handler
 from shared.jobs import JobState
+from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
 log = logging.getLogger(__name__)
+# A WatchJob stream that delivered one of these ended because its job did.
+TERMINAL_JOB_STATES = frozenset({pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED,
+                                 pb.JOB_STATE_EXPIRED})
 access_log = logging.getLogger("llada.gateway.access")
 
 
@@ -94,12 +98,15 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
         def streaming(behaviour):
             async def call(request, context):
-                start, code = time.perf_counter(), "OK"
+                start, code, ended = time.perf_counter(), "OK", False
                 try:
                     async for item in behaviour(request, context):
+                        ended = isinstance(item, pb.Job) and item.state in TERMINAL_JOB_STATES
                         yield item
                 except asyncio.CancelledError:
-                    code = "CANCELLED"  # the client went away (or the server is stopping)
+                    # The client went away (or the server is stopping) — unless it already holds the terminal
+                    # snapshot: a client closing its watch then (as the SDK does) races the stream's own end.
+                    code = "OK" if ended else "CANCELLED"
                     raise
                 except BaseException:
                     code = _code_name(context)

@@ -104,3 +104,72 @@ def test_gateway_and_client_import_only_what_they_may():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", client_probe], check=True)
+
+
+def test_a_watch_counts_ok_when_its_job_ended_and_cancelled_when_its_client_left(make_gateway):
+    """The SDK closes its stream as soon as it holds the terminal snapshot, racing the server's own end of it:
+    that is still a watch that ended because its job did. A client that leaves before the end is CANCELLED."""
+    from client import LladaClient
+    from shared import attempts
+
+    gw = make_gateway()
+    registry = gw.gateway.metrics.registry
+    key = dict(gw.key("watcher"))["x-api-key"]
+
+    def count(code):
+        return registry.get_sample_value("llada_gateway_requests_total", {"method": "WatchJob", "code": code}) or 0
+
+    with LladaClient(gw.address, api_key=key) as llada:
+        for _ in range(10):  # the job ends while it is watched, each time
+            job = llada.submit_text_to_image("a fox")
+            attempt = gw.db(attempts.claim_job, job.id, "w", heartbeat_timeout_s=60)
+            watching = llada.watch(job.id, timeout=10)
+            assert next(watching).state == pb.JOB_STATE_RUNNING
+            gw.db(attempts.finish_job, attempt, output_keys={})
+            gw.events.publish(job.id, {"type": "state", "state": "SUCCEEDED"})
+            assert next(watching).state == pb.JOB_STATE_SUCCEEDED
+            watching.close()  # as wait() does once it holds the terminal snapshot
+        left = llada.submit_text_to_image("a fox nobody waits for")
+        with pytest.raises(Exception):
+            llada.wait(left.id, timeout=0.5)  # the client's deadline ends the stream before the job does
+    deadline = time.monotonic() + 5
+    while count("OK") + count("CANCELLED") + count("DEADLINE_EXCEEDED") < 11 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert count("OK") == 10
+    assert count("CANCELLED") + count("DEADLINE_EXCEEDED") == 1
+
+
+@pytest.mark.parametrize("last, code", [(pb.JOB_STATE_SUCCEEDED, "OK"), (pb.JOB_STATE_RUNNING, "CANCELLED")])
+def test_a_stream_cancelled_after_its_terminal_snapshot_counts_ok_and_before_it_cancelled(last, code):
+    """The interceptor's rule, on a stream the client cancels while the server is still after its last message."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from services.gateway.metrics import GatewayMetrics, MetricsInterceptor
+
+    metrics = GatewayMetrics(CollectorRegistry())
+
+    async def watch(request, context):
+        yield pb.Job(state=last)
+        await asyncio.Event().wait()  # the server has more to do when the client goes
+
+    handler = grpc.unary_stream_rpc_method_handler(watch)
+
+    async def run():
+        async def continuation(details):
+            return handler
+        details = type("Details", (), {"method": "/llada.serve.v1.JobService/WatchJob"})()
+        wrapped = await MetricsInterceptor(metrics).intercept_service(continuation, details)
+        stream = wrapped.unary_stream(pb.WatchJobRequest(), None)
+        consumer = asyncio.ensure_future(anext(stream))
+        assert (await consumer).state == last
+        pending = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        pending.cancel()  # what grpc.aio does to the handler when its client cancels
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+
+    asyncio.run(run())
+    assert metrics.registry.get_sample_value("llada_gateway_requests_total",
+                                             {"method": "WatchJob", "code": code}) == 1
