@@ -76,6 +76,9 @@ def worker_config(settings: Settings) -> dict[str, Any]:
         # Celery's stdout/stderr proxies have no fileno(), which ray.init needs (faulthandler.enable):
         # with the engine, the worker keeps the process's real streams (its log output is unchanged).
         worker_redirect_stdouts=pool != "threads",
+        # Task events (received, started, succeeded, failed…) for Flower and `celery events`, on the production
+        # broker. The embedded filesystem broker would only write them as files that nobody reads.
+        worker_send_task_events=urlparse(settings.broker_url).scheme in ("redis", "rediss"),
     )
     return config
 
