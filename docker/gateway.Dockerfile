@@ -33,9 +33,15 @@ USER 10001
 # `llada-healthcheck reaper` and `llada-healthcheck webhooks`.
 ENV LLADA_GRPC_LISTEN=0.0.0.0:50051 \
     LLADA_METRICS_PORT=9464 \
+    LLADA_METRICS_HOST=0.0.0.0 \
+    LLADA_HTTP_METRICS_PORT=9465 \
+    LLADA_REAPER_METRICS_PORT=9467 \
+    LLADA_WEBHOOK_METRICS_PORT=9468 \
     LLADA_REAPER_PASS_FILE=/tmp/llada/reaper.pass \
     LLADA_WEBHOOK_PASS_FILE=/tmp/llada/webhooks.pass
-EXPOSE 50051 9464
+# The gateway's gRPC and metrics; the metrics of the HTTP front door, the reaper and the webhook dispatcher when
+# this image runs them.
+EXPOSE 50051 9464 9465 9467 9468
 
 # The check of the process CMD starts, the gateway: gRPC health where LLADA_GRPC_LISTEN says it listens (TLS
 # when configured). The reaper, the webhook dispatcher and the migrations run from this image too, each with its

@@ -43,7 +43,11 @@ RUN useradd --system --uid 10001 --gid 0 --create-home --home-dir /home/llada --
 USER 10001
 ENV HOME=/home/llada \
     LLADA_WORKER_READY_FILE=/tmp/llada/worker.ready \
-    LLADA_MODEL_PATH=/models/tiny
+    LLADA_MODEL_PATH=/models/tiny \
+    LLADA_METRICS_HOST=0.0.0.0 \
+    LLADA_WORKER_METRICS_PORT=9466
+# The worker's metrics (job life, steps, the process) for Prometheus.
+EXPOSE 9466
 
 STOPSIGNAL SIGTERM
 # Ready: Celery consumes and the model is loaded (the worker keeps LLADA_WORKER_READY_FILE fresh meanwhile and

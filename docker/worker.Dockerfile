@@ -35,7 +35,11 @@ RUN useradd --system --uid 10001 --gid 0 --create-home --home-dir /home/llada --
 USER 10001
 ENV HOME=/home/llada \
     LLADA_WORKER_READY_FILE=/tmp/llada/worker.ready \
-    LLADA_MODEL_PATH=/models/LLaDA2.0-Uni
+    LLADA_MODEL_PATH=/models/LLaDA2.0-Uni \
+    LLADA_METRICS_HOST=0.0.0.0 \
+    LLADA_WORKER_METRICS_PORT=9466
+# The worker's metrics (job life, steps, the process) for Prometheus.
+EXPOSE 9466
 
 # Drain on SIGTERM: no new job; the running ones finish within LLADA_DRAIN_TIMEOUT_S or are handed back.
 STOPSIGNAL SIGTERM

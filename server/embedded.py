@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,7 +47,9 @@ EXIT_OK, EXIT_FAILED, EXIT_NOT_RUNNING = 0, 1, 3
 # What the processes must agree on: where the data, the backends and the model are, and the addresses.
 EMBEDDED_WORKER_EXECUTOR = "pipeline"  # Settings.worker_executor for the embedded stack; see start_stack
 EXPORTED_SETTINGS = ("data_dir", "database_url", "broker_url", "object_store_url", "event_bus_url", "model_path",
-                     "grpc_listen", "metrics_port", "http_listen", "http_metrics_port", "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_secure",
+                     "grpc_listen", "metrics_port", "http_listen", "http_metrics_port", "metrics_host",
+                     "worker_metrics_port", "reaper_metrics_port", "webhook_metrics_port",
+                     "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_secure",
                      "s3_region", "s3_public_endpoint", "heartbeat_interval_s", "heartbeat_timeout_s",
                      "max_attempts", "edit_crop_base")
 
@@ -57,6 +60,7 @@ class StackInfo:
     grpc_address: str
     api_key: str
     http_url: str = ""
+    metrics: dict[str, str] = field(default_factory=dict)  # process -> host:port of its /metrics
     pids: dict[str, int] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
 
@@ -164,6 +168,29 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
         "webhooks": [python, "-m", "services.webhooks"],
         "http": [python, "-m", "services.http"],
     }
+
+
+# Each process's metrics port setting. One the caller did not set gets a free port (0 set explicitly is off), so
+# that two stacks on a machine, or a stack beside a deployment, never compete for the defaults.
+METRICS_PORTS = {"gateway": "metrics_port", "http": "http_metrics_port", "worker": "worker_metrics_port",
+                 "reaper": "reaper_metrics_port", "webhooks": "webhook_metrics_port"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def with_metrics_ports(settings: Settings) -> Settings:
+    free = {name: free_port() for name in METRICS_PORTS.values() if name not in settings.model_fields_set}
+    return settings.model_copy(update=free)
+
+
+def metrics_addresses(settings: Settings) -> dict[str, str]:
+    hosts = {"gateway": settings.grpc_listen.rpartition(":")[0], "http": settings.http_listen.rpartition(":")[0]}
+    return {process: f"{hosts.get(process, settings.metrics_host)}:{getattr(settings, name)}"
+            for process, name in METRICS_PORTS.items() if getattr(settings, name)}
 
 
 # ---------------------------------------------------------------- preparation
@@ -274,6 +301,7 @@ def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_
     api_key = ensure_api_key(data_dir)
     if prepare_model:
         ensure_model(settings, log)
+    settings = with_metrics_ports(settings)
     from shared.db import upgrade
 
     upgrade(settings.database_url)
@@ -291,7 +319,7 @@ def start_stack(settings: Settings, *, timeout_s: float = DEFAULT_START_TIMEOUT_
     env.setdefault("LLADA_DRAIN_TIMEOUT_S", str(EMBEDDED_DRAIN_TIMEOUT_S))
     env.update({"LLADA_DEFAULT_API_KEY": api_key, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
     info = StackInfo(data_dir=str(data_dir), grpc_address=settings.grpc_listen, api_key=api_key,
-                     http_url=f"http://{settings.http_listen}")
+                     http_url=f"http://{settings.http_listen}", metrics=metrics_addresses(settings))
     project_root = Path(__file__).resolve().parent.parent
     try:
         for name, command in process_commands(settings).items():
@@ -337,6 +365,8 @@ def stack_status(data_dir: Path) -> dict[str, str]:
         status["health"] = f"SERVING at {info.grpc_address}"
     except TimeoutError:
         status["health"] = f"not serving at {info.grpc_address}"
+    for name, address in info.metrics.items():
+        status[f"metrics {name}"] = f"http://{address}/metrics"
     if info.http_url:
         try:
             wait_http_ready(info.http_url, 2.0)
@@ -357,11 +387,12 @@ def main(argv: list[str] | None = None) -> int:
                          help="data folder (default: $LLADA_DATA_DIR or ./.llada)")
         if name == "up":
             sub.add_argument("--grpc-listen", help="gRPC address (default: $LLADA_GRPC_LISTEN or 127.0.0.1:50051)")
-            sub.add_argument("--metrics-port", type=int, help="Prometheus port, 0 = off (default 9464)")
+            sub.add_argument("--metrics-port", type=int, help="the gateway's Prometheus port, 0 = off (default: "
+                             "$LLADA_METRICS_PORT, else a free port, as for every process's metrics)")
             sub.add_argument("--http-listen", help="HTTP front door address (default: $LLADA_HTTP_LISTEN or "
                              "127.0.0.1:8080)")
             sub.add_argument("--http-metrics-port", type=int, help="the front door's Prometheus port, 0 = off "
-                             "(default 9465)")
+                             "(default: $LLADA_HTTP_METRICS_PORT, else a free port)")
             sub.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT_S,
                              help="seconds to wait for the gateway to serve")
         if name == "down":
@@ -381,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llada-serve is up: gRPC at {info.grpc_address}, data and logs in {info.data_dir}")
         print(f"HTTP at {info.http_url}: the dashboard, the job API as JSON (/v1/jobs) and OpenAI-compatible "
               f"routes (base_url {info.http_url}/v1); API docs at {info.http_url}/docs")
+        if info.metrics:
+            listed = ", ".join(f"{name} http://{address}/metrics" for name, address in info.metrics.items())
+            print(f"metrics: {listed}")
         print(f"export LLADA_SERVER={info.grpc_address}")
         print(f"export LLADA_API_KEY=$(cat {Path(info.data_dir) / API_KEY_FILE})")
         return EXIT_OK
@@ -397,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NOT_RUNNING
     for name, state in status.items():
         print(f"{name:8} {state}")
-    running = all(state.startswith("running") for name, state in status.items() if name not in ("health", "http"))
+    running = all(state.startswith("running") for name, state in status.items()
+                  if name not in ("health", "http") and not name.startswith("metrics "))
     http_ready = status.get("http", "ready").startswith("ready")
     return EXIT_OK if running and status["health"].startswith("SERVING") and http_ready else EXIT_NOT_RUNNING
 

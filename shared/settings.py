@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     # Network services.
     grpc_listen: str = "127.0.0.1:50051"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # The Prometheus ports of the other processes (0 = off): a worker (served by the process that runs its jobs),
+    # the reaper and the webhook dispatcher, on metrics_host (the images set 0.0.0.0 for the scraper to reach).
+    # The gateway's metrics_port listens on grpc_listen's host.
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9466, ge=0, le=65535)
+    reaper_metrics_port: int = Field(default=9467, ge=0, le=65535)
+    webhook_metrics_port: int = Field(default=9468, ge=0, le=65535)
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
 

@@ -106,8 +106,17 @@ def _load_model_in_background(**_kwargs) -> None:
     """Each prefork pool process starts loading the model at once, so the first job does not wait for it
     alone. In a thread: the process keeps answering the parent meanwhile (which gives a child a few seconds
     to come up); the first job waits on the same lock. A load that fails marks the lifecycle, and the
-    parent's watcher stops the worker."""
+    parent's watcher stops the worker. Its metrics are served from here: this process runs the jobs."""
+    _serve_metrics()
     threading.Thread(target=_warm_up, name="model-warm-up", daemon=True).start()
+
+
+def _serve_metrics() -> None:
+    from shared.metrics_server import serve_metrics
+    from workers.metrics import REGISTRY
+
+    settings = get_settings()
+    serve_metrics(REGISTRY, settings.worker_metrics_port, settings.metrics_host)
 
 
 def _warm_up() -> bool:
@@ -132,8 +141,10 @@ def _prepare_worker(sender=None, **_kwargs) -> None:
     _readiness.clear()  # a file a killed predecessor left in this container is not this worker's
     threading.Thread(target=_stop_when_unready, name="lifecycle-watch", daemon=True).start()
     app_conf = getattr(getattr(sender, "app", None), "conf", None)
-    if app_conf is not None and app_conf.worker_pool == "threads" and not _warm_up():
-        raise SystemExit(EXIT_MODEL_UNAVAILABLE)
+    if app_conf is not None and app_conf.worker_pool == "threads":
+        _serve_metrics()  # the jobs run in this process's threads
+        if not _warm_up():
+            raise SystemExit(EXIT_MODEL_UNAVAILABLE)
 
 
 @worker_ready.connect

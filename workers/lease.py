@@ -18,6 +18,7 @@ from shared import attempts
 from shared.attempts import Attempt, AttemptStatus
 from shared.db.errors import is_transient_db_error
 from shared.jobs import Stage
+from workers import metrics
 
 if TYPE_CHECKING:
     from workers.tasks import WorkerContext
@@ -115,8 +116,10 @@ class ProgressReporter:
         self.lease = lease
         self._last: tuple[Stage, int, int] | None = None
         self._last_time = 0.0
+        self._steps = metrics.StepClock(lease.attempt.job.kind)
 
     def __call__(self, stage: str, step: int, total: int) -> None:
+        self._steps.report(stage, step)  # every report, before the throttle below
         current = STAGE_OF.get(stage, Stage.DENOISE)
         now = time.monotonic()
         stage_changed = self._last is None or self._last[0] is not current

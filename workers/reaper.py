@@ -37,9 +37,11 @@ from shared.db import make_engine, session_factory
 from shared.db.types import utcnow
 from shared.health_file import remove_health_file, write_health_file
 from shared.logs import configure_logging
+from shared.metrics_server import serve_metrics
 from shared.objectstore import job_prefixes
 from shared.settings import Settings, get_settings
 from shared.webhooks.deliveries import purge_settled
+from workers import reaper_metrics
 from workers.sweep import OrphanSweep
 
 log = logging.getLogger("llada.reaper")
@@ -166,12 +168,14 @@ def run_forever(reaper: Reaper, interval_s: float, stop: threading.Event, pass_f
     if pass_file is not None:
         remove_health_file(pass_file)  # a predecessor's passes are not this reaper's
     while not stop.is_set():
-        error = None
+        error, started = None, time.perf_counter()
         try:
-            reaper.run_once()
+            report = reaper.run_once()
         except Exception as err:  # a database or broker outage: keep going, the next pass retries
             log.exception("reaper pass failed")
             error = f"last pass failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+            report = None
+        reaper_metrics.record_pass(report, time.perf_counter() - started)
         if pass_file is not None:
             _record_pass(pass_file, interval_s, error)
         stop.wait(interval_s)
@@ -210,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    serve_metrics(reaper_metrics.REGISTRY, settings.reaper_metrics_port, settings.metrics_host)
     log.info("reaper started", extra={"interval_s": args.interval})
     run_forever(reaper, args.interval, stop, settings.reaper_pass_file)
     return 0

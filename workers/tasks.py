@@ -35,6 +35,7 @@ from shared.settings import Settings, get_settings
 from workers.executor import Executor, JobFailure, JobOutput, ModelUnavailable, classify_failure, is_cancellation
 from workers.executor_choice import executor_from_settings, jobs_at_once
 from workers.lease import AnswerReporter, Lease, ProgressReporter
+from workers import metrics
 from workers.lifecycle import Lifecycle, lifecycle
 
 log = logging.getLogger("llada.worker")
@@ -184,14 +185,19 @@ class JobRunner:
             # Finished, running elsewhere with a fresh heartbeat, cancelled while queued, or deleted.
             log.info("duplicate delivery ignored", extra={"job_id": job_id})
             return "skipped"
+        metrics.attempt_started(attempt.job.kind, attempt.number, attempt.job.created_at, attempt.job.started_at)
+        started, outcome = time.perf_counter(), "interrupted"  # an infrastructure error leaves it to the reaper
         with Lease(ctx, attempt) as lease:
             log.info("job claimed", extra=lease.log_fields())
             ctx.publish(job_id, {"type": "state", "state": JobState.RUNNING.value, "attempt": attempt.number})
             written: list[str] = []
             try:
-                return self._run_attempt(lease, written)
+                outcome = self._run_attempt(lease, written)
             except AttemptLost as lost:
-                return self._lost(lease, written, lost.reason)
+                outcome = self._lost(lease, written, lost.reason)
+            finally:
+                metrics.attempt_ended(attempt.job.kind, outcome, time.perf_counter() - started)
+            return outcome
 
     def _run_attempt(self, lease: Lease, written: list[str]) -> str:
         attempt = lease.attempt
@@ -208,12 +214,16 @@ class JobRunner:
                                            should_cancel=lease.should_cancel, answer=answer)
         except Exception as err:  # the model's own errors, Cancelled, out of memory, or infrastructure
             return self._settle_error(lease, kind, err)
+        uploading = time.perf_counter()
         keys = self._store_outputs(lease, output, written)
         timings = dict(output.timings)
+        uploaded = {"upload": time.perf_counter() - uploading} if output.objects else {}
         timings.setdefault("total", time.perf_counter() - started)
         text = output.thinking if kind is JobKind.TEXT_TO_IMAGE else output.text
-        return self._terminal(lease, JobState.SUCCEEDED, attempts.finish_job, output_keys=keys, output_text=text,
-                              timings=timings, seed=output.seed)
+        ended = self._terminal(lease, JobState.SUCCEEDED, attempts.finish_job, output_keys=keys, output_text=text,
+                               timings=timings, seed=output.seed)
+        metrics.stages(kind.value, {**timings, **uploaded})
+        return ended
 
     # ------------------------------------------------------------------ steps
 

@@ -23,6 +23,7 @@ from shared import repository as repo
 from shared.db.models import Job
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
+from shared.metrics_server import process_registry
 from shared.settings import Settings
 
 log = logging.getLogger("llada.gateway")
@@ -114,7 +115,7 @@ async def serve(deps: GatewayDeps) -> None:
     settings = deps.settings
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="gateway"))
-    registry = CollectorRegistry()
+    registry = process_registry()  # with the process, platform and GC collectors
     gateway = await start_gateway(deps, registry=registry)
     if settings.metrics_port:
         host = settings.grpc_listen.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import Counter, Histogram
 
-REGISTRY = CollectorRegistry(auto_describe=True)
+from shared.metrics_server import process_registry
+
+REGISTRY = process_registry()
 REQUESTS = Counter("llada_http_requests", "HTTP requests answered, by route template, method and status",
                    ["route", "method", "status"], registry=REGISTRY)
 LATENCY = Histogram("llada_http_request_seconds", "Time to the response's status line, by route template and method "

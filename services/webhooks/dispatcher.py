@@ -28,6 +28,7 @@ from typing import Callable
 from google.protobuf import json_format
 from sqlalchemy.orm import sessionmaker
 
+from services.webhooks import metrics as webhook_metrics
 from services.webhooks.addresses import AddressPolicy
 from services.webhooks.sender import WebhookSender
 from services.webhooks.wakeup import listen
@@ -35,6 +36,7 @@ from shared.db import make_engine, session_factory
 from shared.health_file import remove_health_file, write_health_file
 from shared.job_message import job_json
 from shared.logs import configure_logging
+from shared.metrics_server import serve_metrics
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 from shared.settings import Settings, get_settings
 from shared.webhooks.deliveries import Claim, Outcome, Policy, claim_due, give_up_exhausted, record_outcome
@@ -103,7 +105,9 @@ class Dispatcher:
 
     def _try(self, claim: Claim) -> None:
         try:
+            started = time.perf_counter()
             outcome = self.deliver(claim)
+            webhook_metrics.record_try(claim.event, outcome.delivered, time.perf_counter() - started)
             recorded = self._db(record_outcome, claim, outcome, self.policy, self.rng)
             log.info("webhook try", extra={"job_id": claim.job_id, "webhook_id": claim.id, "event": claim.event,
                                            "try": claim.tries, "status_code": outcome.status_code,
@@ -180,6 +184,7 @@ def run_forever(dispatcher: Dispatcher, stop: threading.Event, *, grace_s: float
         except Exception as err:  # a database outage: the next pass retries
             log.exception("webhook pass failed")
             error = f"last pass failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+        webhook_metrics.PASSES.labels("ok" if error is None else "error").inc()
         if pass_file is not None:
             try:
                 write_health_file(pass_file, stale_after_s=MISSED_PASSES * interval + SLOW_PASS_ALLOWANCE_S,
@@ -229,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    serve_metrics(webhook_metrics.REGISTRY, settings.webhook_metrics_port, settings.metrics_host)
     log.info("webhook dispatcher started", extra={"dispatcher": dispatcher.name})
     grace = settings.webhook_timeout_s + 5.0 if args.grace is None else args.grace
     run_forever(dispatcher, stop, grace_s=grace)

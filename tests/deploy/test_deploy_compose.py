@@ -217,3 +217,16 @@ def test_the_front_door_calls_the_gateway_where_it_listens_and_holds_no_credenti
     assert any(str(p).endswith(f":{listen_port}") for p in http["ports"])
     assert not any(name.endswith(("_URL", "_KEY", "_PASSWORD")) for name in env)  # no database, no secrets
     assert env["LLADA_HTTP_OBJECT_STORE_ADDRESS"] == "minio:9000"
+
+
+def test_every_llada_service_exposes_its_metrics_port(compose):
+    """The images set each process's metrics port (docker/*.Dockerfile); a Prometheus on the compose network scrapes
+    it by service name. The gateway's is also published on the host's loopback."""
+    expected = {"gateway": "9464", "http": "9465", "worker": "9466", "worker-cpu": "9466", "reaper": "9467",
+                "webhooks": "9468"}
+    for name, port in expected.items():
+        service = compose["services"][name]
+        exposed = {str(p).split(":")[-1].split("/")[0] for p in service.get("expose", [])}
+        published = {str(p.get("target") if isinstance(p, dict) else p).split(":")[-1]
+                     for p in service.get("ports", [])}
+        assert port in exposed | published, name

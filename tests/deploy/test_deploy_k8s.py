@@ -313,7 +313,8 @@ def test_the_front_door_is_probed_served_and_routed_and_holds_no_secrets(name):
     env = {e["name"]: e["value"] for e in container["env"]}
     port = int(env["LLADA_HTTP_LISTEN"].rsplit(":", 1)[1])
     assert env["LLADA_HTTP_LISTEN"].startswith("0.0.0.0:")
-    paths = {probe: container[probe]["httpGet"]["path"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")}
+    probes = ("startupProbe", "readinessProbe", "livenessProbe")
+    paths = {probe: container[probe]["httpGet"]["path"] for probe in probes}
     assert paths == {"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
     assert all(container[p]["httpGet"]["port"] == port for p in paths)
     assert {p["containerPort"] for p in container["ports"] if p["name"] == "http"} == {port}
@@ -328,3 +329,38 @@ def test_the_front_door_is_probed_served_and_routed_and_holds_no_secrets(name):
     backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
     assert backends and all(b == {"name": "llada-http", "port": {"name": "http"}} for b in backends)
     assert "/metrics" not in {path["path"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]}
+
+
+# Each long-running component's metrics port setting, as its image sets it (docker/*.Dockerfile ENV).
+METRICS_PORT_VARIABLES = {"gateway": "LLADA_METRICS_PORT", "http": "LLADA_HTTP_METRICS_PORT",
+                          "worker": "LLADA_WORKER_METRICS_PORT", "reaper": "LLADA_REAPER_METRICS_PORT",
+                          "webhooks": "LLADA_WEBHOOK_METRICS_PORT"}
+
+
+def _image_env() -> dict[str, str]:
+    """LLADA_* values the images set (the gateway image for all but the worker, whose images agree)."""
+    import re
+
+    env = {}
+    for name in ("gateway.Dockerfile", "worker.Dockerfile", "worker-cpu.Dockerfile"):
+        env.update(re.findall(r"(LLADA_[A-Z_]+)=(\S+)", (REPO / "docker" / name).read_text()))
+    return env
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_every_long_running_component_is_scraped_where_its_metrics_listen(name):
+    image_env = _image_env()
+    assert image_env["LLADA_METRICS_HOST"] == "0.0.0.0", "metrics on loopback cannot be scraped"
+    seen = set()
+    for owner, spec, labels in pod_specs(overlay(name)):
+        component = labels.get("app.kubernetes.io/component")
+        if labels.get("app.kubernetes.io/name") != "llada-serve" or component not in METRICS_PORT_VARIABLES:
+            continue
+        container = spec["containers"][0]
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        port = int(env.get(METRICS_PORT_VARIABLES[component], image_env[METRICS_PORT_VARIABLES[component]]))
+        assert {p["containerPort"] for p in container["ports"] if p["name"] == "metrics"} == {port}, component
+        annotations = owner["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == str(port)
+        seen.add(component)
+    assert seen == set(METRICS_PORT_VARIABLES)

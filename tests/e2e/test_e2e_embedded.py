@@ -1,10 +1,13 @@
 """End to end through gRPC on the embedded backends: `llada-server up`, the three job kinds with the real tiny
 model, progress seen by the watcher, outputs downloaded, a signed webhook from the stack's dispatcher, the openai
-client over the HTTP front door, `llada-server status`, `llada-server down`."""
+client over the HTTP front door, every process's metrics checked by promtool, `llada-server status`,
+`llada-server down`."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +33,8 @@ def stack(tmp_path_factory, tiny_checkpoint):
            # The webhook test's receiver listens on loopback over http: allowed here, refused by default.
            "LLADA_WEBHOOK_ALLOW_HTTP": "true", "LLADA_WEBHOOK_ALLOW_NETWORKS": '["127.0.0.0/8"]'}
     address, http_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    up = llada_server("up", "--grpc-listen", address, "--metrics-port", "0", "--http-listen", http_address,
-                      "--http-metrics-port", "0", env=env)
+    # Every process's metrics on a free port of the stack's choosing (checked by the last test).
+    up = llada_server("up", "--grpc-listen", address, "--http-listen", http_address, env=env)
     assert up.returncode == 0, up.stdout + up.stderr
     assert f"gRPC at {address}" in up.stdout and f"HTTP at http://{http_address}" in up.stdout
     try:
@@ -141,3 +144,59 @@ def test_the_openai_client_over_the_stacks_http_front_door(stack):
                                                {"type": "image_url", "image_url": {"url": uri}}]}]))
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert isinstance("".join(c.choices[0].delta.content or "" for c in chunks), str)
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+def scrape(address: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
+        return reply.read().decode()
+
+
+def sample(text: str, name: str, **labels) -> float:
+    """The value of one sample in a scrape (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def test_every_process_serves_metrics_that_promtool_accepts_and_that_count_the_jobs(stack):
+    """Runs last: after the jobs above (three kinds twice, a cancel, webhooks) and one failed job here."""
+    from client import LladaClient, state_name
+
+    data_dir, address, api_key, _ = stack
+    with LladaClient(address, api_key=api_key) as client:
+        png = next((data_dir / "objects").rglob("image.png")).read_bytes()
+        failing = client.submit_understand(png, "what is it?", gen_length=8192)  # past the model's positions
+        assert state_name(client.wait(failing.id, timeout=120)) == "FAILED"
+    endpoints = json.loads((data_dir / "stack.json").read_text())["metrics"]
+    assert set(endpoints) == {"gateway", "http", "worker", "reaper", "webhooks"}
+    scrapes = {name: scrape(address) for name, address in endpoints.items()}
+    for name, text in scrapes.items():
+        assert "process_resident_memory_bytes" in text, name  # the process collectors, in every process
+        if PROMTOOL:
+            checked = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True,
+                                     timeout=30)
+            assert checked.returncode == 0, f"{name}: {checked.stdout}{checked.stderr}"
+    worker = scrapes["worker"]
+    assert sample(worker, "llada_jobs_finished_total", kind="TEXT_TO_IMAGE", state="SUCCEEDED") >= 2
+    assert sample(worker, "llada_jobs_finished_total", kind="UNDERSTAND", state="FAILED") == 1
+    assert sample(worker, "llada_jobs_finished_total", kind="TEXT_TO_IMAGE", state="CANCELLED") == 1
+    assert sample(worker, "llada_job_cancels_honoured_total", kind="TEXT_TO_IMAGE") == 1
+    assert sample(worker, "llada_job_queue_wait_seconds_count", kind="EDIT") >= 1
+    assert sample(worker, "llada_job_stage_seconds_count", kind="EDIT", stage="decode") >= 1
+    assert sample(worker, "llada_job_stage_seconds_count", kind="TEXT_TO_IMAGE", stage="upload") >= 1
+    assert sample(worker, "llada_denoise_step_seconds_count", kind="UNDERSTAND", stage="denoise") >= 1
+    assert sample(worker, "llada_job_attempt_seconds_count", kind="UNDERSTAND", outcome="succeeded") >= 1
+    assert sample(scrapes["reaper"], "llada_reaper_passes_total", outcome="ok") >= 1
+    assert sample(scrapes["webhooks"], "llada_webhook_tries_total", event="completed", result="delivered") >= 1
+    assert sample(scrapes["gateway"], "llada_jobs", state="FAILED") == 1
+    assert sample(scrapes["http"], "llada_http_requests_total", route="/v1/images/generations", method="POST",
+                  status="200") >= 1
