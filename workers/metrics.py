@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from shared.metrics_server import process_registry
+from workers.lifecycle import lifecycle
 
 REGISTRY = process_registry()
 JOB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800)
@@ -32,6 +33,10 @@ FINISHED = Counter("llada_jobs_finished", "Jobs this worker ended, by kind and t
                    registry=REGISTRY)
 CANCELS = Counter("llada_job_cancels_honoured", "Running jobs stopped for a cancel request", ["kind"],
                   registry=REGISTRY)
+
+READY = Gauge("llada_worker_ready", "1 while this worker takes jobs: its model is loaded and it is neither draining "
+              "nor stopping (what its readiness file and probe say)", registry=REGISTRY)
+READY.set_function(lambda: 1.0 if lifecycle.ready() else 0.0)
 
 # JobRunner.run's answers for an attempt, as the `outcome` label.
 OUTCOMES = {"SUCCEEDED": "succeeded", "FAILED": "failed", "CANCELLED": "cancelled", "handed back": "handed_back",

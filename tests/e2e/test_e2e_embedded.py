@@ -195,6 +195,7 @@ def test_every_process_serves_metrics_that_promtool_accepts_and_that_count_the_j
     assert sample(worker, "llada_job_stage_seconds_count", kind="TEXT_TO_IMAGE", stage="upload") >= 1
     assert sample(worker, "llada_denoise_step_seconds_count", kind="UNDERSTAND", stage="denoise") >= 1
     assert sample(worker, "llada_job_attempt_seconds_count", kind="UNDERSTAND", outcome="succeeded") >= 1
+    assert sample(worker, "llada_worker_ready") == 1
     assert sample(scrapes["reaper"], "llada_reaper_passes_total", outcome="ok") >= 1
     assert sample(scrapes["webhooks"], "llada_webhook_tries_total", event="completed", result="delivered") >= 1
     assert sample(scrapes["gateway"], "llada_jobs", state="FAILED") == 1
