@@ -31,6 +31,7 @@ def exported_sample_names() -> set[str]:
     from services.gateway.metrics import GatewayMetrics, JobsByStateCollector
     from services.http.metrics import REGISTRY as HTTP
     from services.webhooks.metrics import REGISTRY as WEBHOOKS
+    from workers.engine.engine_backed import ENGINE_METRICS  # noqa: F401 (registers the engine's families)
     from workers.metrics import REGISTRY as WORKER
     from workers.reaper_metrics import REGISTRY as REAPER
 

@@ -95,6 +95,26 @@ def test_an_answer_is_told_as_the_denoisers_blocks_settle(engine):
     assert result.text.startswith(told[-1])
 
 
+def test_the_workers_endpoint_shows_the_denoisers_batching(engine):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from workers.engine.metrics import EngineCollector
+
+    registry = CollectorRegistry()
+    registry.register(EngineCollector(engine))
+    before = denoiser_stats(engine)["forwards"]
+    with ThreadPoolExecutor(3) as pool:  # three jobs at once: their steps share batches
+        list(pool.map(lambda q: engine.understand_image(png(picture()), q, **UNDERSTAND), ("a?", "b?", "c?")))
+    stats = denoiser_stats(engine)
+    assert stats["forwards"] > before
+    counted = sum(registry.get_sample_value("llada_engine_denoise_forwards_total",
+                                            {"replica": "0", "batch_size": str(size)}) or 0
+                  for size in stats["batch_sizes"])
+    assert counted == stats["forwards"]  # every forward, under the batch size it ran with
+    assert registry.get_sample_value("llada_engine_batch_requests", {"replica": "0", "state": "max_batch"}) == 8
+    assert b"llada_engine_denoise_step_seconds_total" in generate_latest(registry)
+
+
 def test_bad_input_names_the_field_before_any_work(engine):
     with pytest.raises(ModelInputError) as err:
         engine.generate_image("a fox", **{**T2I, "width": 100})

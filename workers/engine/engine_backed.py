@@ -6,8 +6,14 @@ that API across its actors, so here it is the model, started on first use.
 
 from __future__ import annotations
 
+from workers import metrics
 from workers.engine.config import EngineConfig
 from workers.engine.executor import EngineExecutor, stop_ray
+from workers.engine.metrics import EngineCollector
+
+# On the worker's metrics endpoint (one engine per worker process): empty until an engine has loaded.
+ENGINE_METRICS = EngineCollector()
+metrics.REGISTRY.register(ENGINE_METRICS)
 from workers.executor import REFERENCE_EDIT_CROP_BASE, ModelExecutor, ModelUnavailable
 
 
@@ -29,11 +35,14 @@ class EngineBackedExecutor(ModelExecutor):
         except Exception as err:
             raise ModelUnavailable(f"the engine's actors could not load the model at {self.model_path}: "
                                    f"{type(err).__name__}: {err}") from err
+        ENGINE_METRICS.engine = engine  # the worker's endpoint shows the engine's batching
 
     def close(self) -> None:
         """Stops the actors, then Ray (before the process exits, in that order)."""
         with self._lock:
             engine, self._model = self._model, None
+        if engine is not None and ENGINE_METRICS.engine is engine:
+            ENGINE_METRICS.engine = None
         if engine is not None:
             engine.close()
         stop_ray()
