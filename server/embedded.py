@@ -370,9 +370,9 @@ def stack_status(data_dir: Path) -> dict[str, str]:
     if info.http_url:
         try:
             wait_http_ready(info.http_url, 2.0)
-            status["http"] = f"ready at {info.http_url}"
+            status["http health"] = f"ready at {info.http_url}"
         except TimeoutError:
-            status["http"] = f"not ready at {info.http_url}"
+            status["http health"] = f"not ready at {info.http_url}"
     return status
 
 
@@ -432,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, state in status.items():
         print(f"{name:8} {state}")
     running = all(state.startswith("running") for name, state in status.items()
-                  if name not in ("health", "http") and not name.startswith("metrics "))
-    http_ready = status.get("http", "ready").startswith("ready")
+                  if name not in ("health", "http health") and not name.startswith("metrics "))
+    http_ready = status.get("http health", "ready").startswith("ready")
     return EXIT_OK if running and status["health"].startswith("SERVING") and http_ready else EXIT_NOT_RUNNING
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,8 @@ def test_up_keeps_data_logs_key_and_pids_in_one_folder_and_serves(stack):
     status = llada_server("status", env=env, timeout=60)
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"SERVING at {address}" in status.stdout and f"ready at {env['http']}" in status.stdout
+    for process in ("gateway", "worker", "reaper", "webhooks", "http"):
+        assert re.search(rf"^{process}\s+running \(pid \d+\)$", status.stdout, re.M), (process, status.stdout)
     # The embedded stack runs the in-process Pipeline, one job per prefork child, not the Ray engine.
     assert "concurrency: 1 (prefork)" in (data_dir / "logs/worker.log").read_text()
 
