@@ -13,8 +13,9 @@
 # 4. migrations, an API key, then the gateway, the reaper and a CPU worker on the host network, against this
 #    machine's Postgres (a throwaway database) and Redis (an empty database number of its own) and a loopback
 #    moto S3 server; each container's health check must pass;
-# 5. one job of each kind through the SDK (scripts/image_check_jobs.py), then the worker is stopped during a
-#    job: the job must still succeed with one attempt and the container exit 0;
+# 5. one job of each kind through the SDK (scripts/image_check_jobs.py), the worker's and the reaper's metrics
+#    scraped from their containers, then the worker is stopped during a job: the job must still succeed with
+#    one attempt and the container exit 0;
 # 6. each image's build time and size, and the total time.
 # Everything it started or made is removed at the end, whatever happened (--keep keeps the images and the
 # work folder). crun fails on this kind of machine ("cgroups in hybrid mode"): every container runs with runc,
@@ -184,6 +185,8 @@ S3_PORT=$(free_port)
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" > "$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
 GRPC_PORT=$(free_port)
+WORKER_METRICS_PORT=$(free_port)
+REAPER_METRICS_PORT=$(free_port)
 cat > "$WORK/llada.env" <<EOF
 LLADA_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/$DB
 LLADA_BROKER_URL=redis://127.0.0.1:6379/$REDIS_DB
@@ -197,6 +200,8 @@ LLADA_S3_SECRET_KEY=image-check
 LLADA_S3_SECURE=false
 LLADA_GRPC_LISTEN=127.0.0.1:$GRPC_PORT
 LLADA_METRICS_PORT=0
+LLADA_WORKER_METRICS_PORT=$WORKER_METRICS_PORT
+LLADA_REAPER_METRICS_PORT=$REAPER_METRICS_PORT
 LLADA_EDIT_CROP_BASE=128
 LLADA_DRAIN_TIMEOUT_S=60
 EOF
@@ -240,6 +245,19 @@ done
 say "one job of each kind through the SDK"
 JOBS=(env PYTHONPATH="$ROOT" "$PY" "$ROOT/scripts/image_check_jobs.py")
 "${JOBS[@]}" kinds --server "127.0.0.1:$GRPC_PORT" --api-key "$API_KEY" --output "$WORK/results" || fail "jobs"
+
+say "the worker's and the reaper's metrics, served from their images"
+scrape() {  # scrape PORT FAMILY: the endpoint answers and holds FAMILY
+    "$PY" - "$1" "$2" <<'PYEOF' || fail "metrics on port $1 lack $2"
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode()
+found = [line for line in text.splitlines() if line.startswith(sys.argv[2])]
+print("  " + (found[0] if found else f"no {sys.argv[2]}"))
+sys.exit(0 if found else 1)
+PYEOF
+}
+scrape "$WORKER_METRICS_PORT" llada_jobs_finished_total
+scrape "$REAPER_METRICS_PORT" llada_reaper_passes_total
 
 say "stopping the worker during a job"
 "${JOBS[@]}" stop-during-job --server "127.0.0.1:$GRPC_PORT" --api-key "$API_KEY" --container "$RUN_ID-worker" \
