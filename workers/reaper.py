@@ -214,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    serve_metrics(reaper_metrics.REGISTRY, settings.reaper_metrics_port, settings.metrics_host)
     log.info("reaper started", extra={"interval_s": args.interval})
+    serve_metrics(reaper_metrics.REGISTRY, settings.reaper_metrics_port, settings.metrics_host)
     run_forever(reaper, args.interval, stop, settings.reaper_pass_file)
     return 0
 

@@ -32,10 +32,10 @@ from shared.db.errors import is_transient_db_error
 from shared.jobs import PARAMS_FIELD, InvalidArgument, JobKind, JobState, validate_params
 from shared.objectstore import ObjectNotFound, result_key
 from shared.settings import Settings, get_settings
+from workers import metrics
 from workers.executor import Executor, JobFailure, JobOutput, ModelUnavailable, classify_failure, is_cancellation
 from workers.executor_choice import executor_from_settings, jobs_at_once
 from workers.lease import AnswerReporter, Lease, ProgressReporter
-from workers import metrics
 from workers.lifecycle import Lifecycle, lifecycle
 
 log = logging.getLogger("llada.worker")

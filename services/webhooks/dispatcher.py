@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    serve_metrics(webhook_metrics.REGISTRY, settings.webhook_metrics_port, settings.metrics_host)
     log.info("webhook dispatcher started", extra={"dispatcher": dispatcher.name})
+    serve_metrics(webhook_metrics.REGISTRY, settings.webhook_metrics_port, settings.metrics_host)
     grace = settings.webhook_timeout_s + 5.0 if args.grace is None else args.grace
     run_forever(dispatcher, stop, grace_s=grace)
     return 0
