@@ -153,8 +153,9 @@ def cmd_submit(args) -> int:
 def cmd_get(args) -> int:
     with _client(args) as client:
         job = client.get(args.job_id)
+    trace = [f"trace {job.trace_id} (quote it in a support request)"] if job.trace_id else []
     print(MessageToJson(job, preserving_proto_field_name=True) if args.json
-          else "\n".join([summary(job), *delivery_lines(job)]))
+          else "\n".join([summary(job), *delivery_lines(job), *trace]))
     return EXIT_OK
 
 

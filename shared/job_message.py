@@ -11,6 +11,7 @@ from google.protobuf import json_format
 from shared.db.models import Job, WebhookDelivery
 from shared.jobs import JobKind, JobState
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
+from shared.tracing import trace_id_of
 
 
 def state_to_pb(state: str) -> int:
@@ -31,7 +32,7 @@ def job_to_pb(job: Job, *, queue_position: int = 0, presign: Presign | None = No
     msg = pb.Job(
         id=job.id, request_id=job.request_id or "", kind=pb.JobKind.Value("JOB_KIND_" + job.kind),
         priority=job.priority, state=state_to_pb(job.state), queue_position=queue_position,
-        attempts=job.attempts, cancel_requested=bool(job.cancel_requested),
+        attempts=job.attempts, cancel_requested=bool(job.cancel_requested), trace_id=trace_id_of(job.trace_context),
     )
     if job.stage:
         msg.stage = pb.Stage.Value("STAGE_" + job.stage.upper())

@@ -125,6 +125,7 @@ def submit_job(
     limits: QueueLimits | None = None,
     fingerprint: str | None = None,
     webhook: WebhookSubscription | None = None,
+    trace_context: str | None = None,
 ) -> Submitted:
     """Create a QUEUED job, or return the tenant's existing job with the same `request_id`.
 
@@ -159,6 +160,7 @@ def submit_job(
         state=INITIAL_STATE.value,
         webhook_url=webhook.url if webhook is not None else None,
         webhook_events=list(webhook.events) if webhook is not None else None,
+        trace_context=trace_context,
     )
     try:
         if limits is not None and s.get_bind().dialect.name == "postgresql":

@@ -183,6 +183,10 @@ class Settings(BaseSettings):
     # Its Prometheus port; 0 = off. Not the gateway's metrics_port: both run side by side in the embedded stack.
     http_metrics_port: int = Field(default=9465, ge=0, le=65535)
 
+    # Traces (shared.tracing): the OTLP/HTTP traces URL of a collector (e.g. http://otel-collector:4318/v1/traces);
+    # None: off. One trace per job, from its submit through every attempt's stages.
+    otlp_endpoint: str | None = None
+
     # Logs (shared.logs): the level of every process, and its lines: "json" (one object per line, with the
     # job_id, attempt and tenant of a job as fields) or "text" (for a person reading a terminal).
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

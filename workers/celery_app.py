@@ -107,16 +107,19 @@ def _load_model_in_background(**_kwargs) -> None:
     alone. In a thread: the process keeps answering the parent meanwhile (which gives a child a few seconds
     to come up); the first job waits on the same lock. A load that fails marks the lifecycle, and the
     parent's watcher stops the worker. Its metrics are served from here: this process runs the jobs."""
-    _serve_metrics()
+    _serve_telemetry()
     threading.Thread(target=_warm_up, name="model-warm-up", daemon=True).start()
 
 
-def _serve_metrics() -> None:
+def _serve_telemetry() -> None:
+    """This process's metrics endpoint and its traces' exporter (a thread each: started after any fork)."""
     from shared.metrics_server import serve_metrics
+    from shared.tracing import setup_tracing
     from workers.metrics import REGISTRY
 
     settings = get_settings()
     serve_metrics(REGISTRY, settings.worker_metrics_port, settings.metrics_host)
+    setup_tracing(settings, "worker")
 
 
 def _warm_up() -> bool:
@@ -142,7 +145,7 @@ def _prepare_worker(sender=None, **_kwargs) -> None:
     threading.Thread(target=_stop_when_unready, name="lifecycle-watch", daemon=True).start()
     app_conf = getattr(getattr(sender, "app", None), "conf", None)
     if app_conf is not None and app_conf.worker_pool == "threads":
-        _serve_metrics()  # the jobs run in this process's threads
+        _serve_telemetry()  # the jobs run in this process's threads
         if not _warm_up():
             raise SystemExit(EXIT_MODEL_UNAVAILABLE)
 

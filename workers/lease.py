@@ -18,6 +18,7 @@ from shared import attempts
 from shared.attempts import Attempt, AttemptStatus
 from shared.db.errors import is_transient_db_error
 from shared.jobs import Stage
+from shared.tracing import trace_id_of
 from workers import metrics
 
 if TYPE_CHECKING:
@@ -60,8 +61,12 @@ class Lease:
             self.fenced.set()
 
     def log_fields(self, **more) -> dict:
-        return {"job_id": self.attempt.job_id, "attempt": self.attempt.number, "tenant": self.attempt.job.tenant,
-                "worker_id": self.attempt.worker_id, **more}
+        fields = {"job_id": self.attempt.job_id, "attempt": self.attempt.number, "tenant": self.attempt.job.tenant,
+                  "worker_id": self.attempt.worker_id}
+        trace_id = trace_id_of(self.attempt.job.trace_context)
+        if trace_id:  # where tracing is on: a log line leads to the job's trace
+            fields["trace_id"] = trace_id
+        return {**fields, **more}
 
     def _loop(self) -> None:
         while not self._stop.wait(self.ctx.settings.heartbeat_interval_s):

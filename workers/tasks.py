@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from opentelemetry.trace import SpanKind
 from sqlalchemy.orm import sessionmaker
 
 from shared import attempts
@@ -32,6 +33,7 @@ from shared.db.errors import is_transient_db_error
 from shared.jobs import PARAMS_FIELD, InvalidArgument, JobKind, JobState, validate_params
 from shared.objectstore import ObjectNotFound, result_key
 from shared.settings import Settings, get_settings
+from shared.tracing import context_of, trace_stages, tracer
 from workers import metrics
 from workers.executor import Executor, JobFailure, JobOutput, ModelUnavailable, classify_failure, is_cancellation
 from workers.executor_choice import executor_from_settings, jobs_at_once
@@ -185,6 +187,17 @@ class JobRunner:
             # Finished, running elsewhere with a fresh heartbeat, cancelled while queued, or deleted.
             log.info("duplicate delivery ignored", extra={"job_id": job_id})
             return "skipped"
+        # Each attempt continues the trace its submit began (stored with the job: shared.tracing).
+        with tracer().start_as_current_span(
+                "llada.run_job", context=context_of(attempt.job.trace_context), kind=SpanKind.CONSUMER,
+                attributes={"llada.job_id": job_id, "llada.kind": attempt.job.kind,
+                            "llada.attempt": attempt.number}) as span:
+            outcome = self._run_claimed(attempt)
+            span.set_attribute("llada.outcome", outcome)
+            return outcome
+
+    def _run_claimed(self, attempt: Attempt) -> str:
+        ctx, job_id = self.ctx, attempt.job_id
         metrics.attempt_started(attempt.job.kind, attempt.number, attempt.job.created_at, attempt.job.started_at)
         started, outcome = time.perf_counter(), "interrupted"  # an infrastructure error leaves it to the reaper
         with Lease(ctx, attempt) as lease:
@@ -208,14 +221,17 @@ class JobRunner:
             params, inputs = self._prepare(attempt, kind)
         except JobFailure as err:
             return self._settle_error(lease, kind, err)
+        run_started_ns = time.time_ns()
         try:
             answer = AnswerReporter(self.ctx, lease) if kind is JobKind.UNDERSTAND else None
             output = self.ctx.executor.run(kind, params, inputs, progress=ProgressReporter(self.ctx, lease),
                                            should_cancel=lease.should_cancel, answer=answer)
         except Exception as err:  # the model's own errors, Cancelled, out of memory, or infrastructure
             return self._settle_error(lease, kind, err)
+        trace_stages(run_started_ns, output.timings)
         uploading = time.perf_counter()
-        keys = self._store_outputs(lease, output, written)
+        with tracer().start_as_current_span("llada.upload", attributes={"llada.objects": len(output.objects)}):
+            keys = self._store_outputs(lease, output, written)
         timings = dict(output.timings)
         uploaded = {"upload": time.perf_counter() - uploading} if output.objects else {}
         timings.setdefault("total", time.perf_counter() - started)
@@ -288,6 +304,10 @@ class JobRunner:
 
     def _terminal(self, lease: Lease, state: JobState, write: Callable, **values) -> str:
         """The fenced terminal write, tried again through a database outage while the lease holds."""
+        with tracer().start_as_current_span("llada.finish", attributes={"llada.state": state.value}):
+            return self._terminal_write(lease, state, write, **values)
+
+    def _terminal_write(self, lease: Lease, state: JobState, write: Callable, **values) -> str:
         deadline = time.monotonic() + self.ctx.settings.heartbeat_timeout_s
         pause = 0.05
         while True:

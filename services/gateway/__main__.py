@@ -11,6 +11,7 @@ from services.gateway.server import serve
 from services.gateway.wiring import deps_from_settings
 from shared.logs import configure_logging
 from shared.settings import describe_settings_error, get_settings
+from shared.tracing import setup_tracing
 
 SERVICE = "gateway"
 
@@ -24,6 +25,7 @@ def main() -> None:
         log.error("invalid settings: %s", describe_settings_error(err))
         raise SystemExit(2)
     configure_logging(settings, service=SERVICE)
+    setup_tracing(settings, SERVICE)
     try:
         deps = deps_from_settings(settings)
     except Exception:

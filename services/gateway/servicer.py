@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from opentelemetry.trace import SpanKind
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.gateway.auth import current_tenant
@@ -32,6 +33,7 @@ from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 from shared.settings import Settings
 from shared.states import TERMINAL_STATES
 from shared.webhooks.deliveries import deliveries_of
+from shared.tracing import trace_id_of, traceparent, tracer
 from shared.webhooks.secrets import signing_secrets
 
 log = logging.getLogger("llada.gateway")
@@ -117,6 +119,13 @@ class JobServicer(pb_grpc.JobServiceServicer):
 
     # --- SubmitJob -----------------------------------------------------------------------------------
     async def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.Job:
+        # The job's trace starts here (shared.tracing); its context is stored with the job for every attempt.
+        with tracer().start_as_current_span("llada.SubmitJob", kind=SpanKind.SERVER) as span:
+            job = await self._submit(request, context, traceparent(span))
+            span.set_attribute("llada.job_id", job.id)
+            return job
+
+    async def _submit(self, request: pb.SubmitJobRequest, context, trace_context: str | None) -> pb.Job:
         tenant = current_tenant()
         async with rpc_errors(context):
             member = request.WhichOneof("params")
@@ -167,7 +176,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 submitted = await self._outliving_the_caller(self._store_insert_enqueue(
                     images, tenant=tenant, request_id=request_id, kind=kind,
                     params=params_json, priority=priority, limits=limits, fingerprint=fingerprint,
-                    webhook=webhook))
+                    webhook=webhook, trace_context=trace_context))
             except repo.QueueFull as err:
                 raise ResourceExhausted(_queue_full_message(err)) from None
             if submitted.created:  # no outputs to presign: build the snapshot here, without a thread hop
@@ -208,8 +217,9 @@ class JobServicer(pb_grpc.JobServiceServicer):
         if not submitted.created:  # an earlier submit with the same request_id: answer with its job
             await self._remove_objects(list(input_keys.values()))
             return submitted
-        log.info("job submitted", extra={"job_id": job.id, "tenant": tenant, "kind": job.kind,
-                                         "priority": job.priority})
+        trace_id = trace_id_of(job.trace_context)
+        log.info("job submitted", extra={"job_id": job.id, "tenant": tenant, "kind": job.kind, "priority": job.priority,
+                                         **({"trace_id": trace_id} if trace_id else {})})
         try:
             await asyncio.to_thread(self.deps.enqueue, job.id, job.priority)
         except Exception:

@@ -72,6 +72,8 @@ class Job(Base):
     # The submit's webhook (shared.webhooks.subscription, migration 0006): where, and the event names wanted.
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
+    # The W3C traceparent of the job's trace when tracing is on (shared.tracing): every attempt continues it.
+    trace_context: Mapped[str | None] = mapped_column(String(64))
 
     @property
     def job_state(self) -> JobState:
