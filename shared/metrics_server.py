@@ -14,7 +14,10 @@ log = logging.getLogger("llada.metrics")
 
 
 def process_registry() -> CollectorRegistry:
+    from shared.job_metrics import JOBS_FINISHED
+
     registry = CollectorRegistry(auto_describe=True)
+    registry.register(JOBS_FINISHED)  # every process that can end a job counts the jobs it ended
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

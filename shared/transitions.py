@@ -6,7 +6,7 @@ it was. Each `source → new` is checked against the state machine (shared.state
 (`move`), so a write the machine forbids fails in the code that asks for it, before it reaches the database.
 The extra WHERE clauses are the caller's conditions on top of the state (the attempt's fence, a stale lease).
 The moved jobs' webhook events are written in the same transaction (shared.webhooks.outbox): they commit
-with the change or not at all.
+with the change or not at all; so are their counts as finished jobs (shared.job_metrics).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy import Update, update
 from sqlalchemy.orm import Session
 
 from shared.db.models import Job
+from shared.job_metrics import note_finished
 from shared.jobs import JobState
 from shared.states import check_transition
 from shared.webhooks.outbox import record_state_events
@@ -28,8 +29,9 @@ def shift(s: Session, sources: Iterable[JobState | str], new: JobState | str, *w
     commits. Returns the ids moved: empty when the job was no longer in a source state or failed `where`."""
     new = JobState(new)
     moved = s.execute(move(sources, new, *where, **values)
-                      .returning(Job.id, Job.webhook_url, Job.webhook_events)).all()
+                      .returning(Job.id, Job.kind, Job.webhook_url, Job.webhook_events)).all()
     record_state_events(s, moved, new)
+    note_finished(s, [row.kind for row in moved], new)
     return [row.id for row in moved]
 
 

@@ -29,8 +29,6 @@ STAGE_SECONDS = Histogram("llada_job_stage_seconds", "Seconds of a succeeded att
                           "denoise, decode, upload)", ["kind", "stage"], buckets=JOB_BUCKETS, registry=REGISTRY)
 STEP_SECONDS = Histogram("llada_denoise_step_seconds", "One denoising step of a running job (think and denoise), as "
                          "its progress reports it", ["kind", "stage"], buckets=STEP_BUCKETS, registry=REGISTRY)
-FINISHED = Counter("llada_jobs_finished", "Jobs this worker ended, by kind and terminal state", ["kind", "state"],
-                   registry=REGISTRY)
 CANCELS = Counter("llada_job_cancels_honoured", "Running jobs stopped for a cancel request", ["kind"],
                   registry=REGISTRY)
 
@@ -52,8 +50,6 @@ def attempt_started(kind: str, number: int, created_at: datetime, claimed_at: da
 def attempt_ended(kind: str, outcome: str, seconds: float) -> None:
     label = OUTCOMES.get(outcome, outcome)
     ATTEMPT_SECONDS.labels(kind, label).observe(seconds)
-    if outcome in ("SUCCEEDED", "FAILED", "CANCELLED"):
-        FINISHED.labels(kind, outcome).inc()
     if outcome == "CANCELLED":
         CANCELS.labels(kind).inc()
 

@@ -42,7 +42,7 @@ def new_delivery_id() -> str:
 
 
 def record_state_events(s: Session, moved: Iterable, new: JobState) -> None:
-    """For each moved row (id, webhook_url, webhook_events) whose webhook wants the event of `new`."""
+    """For each moved row (id, kind, webhook_url, webhook_events) whose webhook wants the event of `new`."""
     event = EVENT_OF_STATE.get(new)
     if event is None:
         return
