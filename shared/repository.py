@@ -12,6 +12,7 @@ Postgres and SQLite alike: of two racing writers exactly one wins, and the loser
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import json
 import re
@@ -20,16 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import String, and_, case, func, literal, or_, select, update
+from sqlalchemy import String, and_, bindparam, exists, func, insert, literal, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.db.models import ApiKey, Job
+from shared.db.models import ApiKey, Job, JobQueueCount
 from shared.db.models import new_job_id
 from shared.db.types import utcnow
 from shared.ids import validate_job_id
 from shared.jobs import InvalidArgument, JobKind, JobState, parse_kind, parse_state
-from shared.states import (ACTIVE_STATES, INITIAL_STATE, TERMINAL_STATES, IllegalTransition, check_transition,
+from shared.states import (INITIAL_STATE, TERMINAL_STATES, IllegalTransition, check_transition,
                            sources_of)
 from shared.transitions import shift
 from shared.webhooks.subscription import WebhookSubscription
@@ -59,10 +61,6 @@ class FailedPrecondition(Exception):
 
 
 # ---------------------------------------------------------------- submit and read
-
-
-# Any fixed 64-bit number: the Postgres advisory lock that serialises checked submits (see submit_job).
-SUBMIT_LOCK_KEY = 0x11ADA_5B317
 
 
 @dataclass(frozen=True)
@@ -138,17 +136,15 @@ def submit_job(
     objects before the row exists); by default a uuid4. With `limits`, raises `QueueFull` instead of
     inserting past them; an idempotent retry of an existing job is answered even when the queue is full.
 
-    One transaction of one read and one insert: the read (`_submit_read`) finds a job with the same
-    request id, counts the queued jobs (total and the tenant's) and those ahead of the new one.
-    With `limits` the check is atomic with the insert, so concurrent submits never overshoot: SQLite's
-    `BEGIN IMMEDIATE` already serialises writers; on Postgres a transaction-scoped advisory lock
-    serialises checked submits (held for those few statements, released by the commit).
+    On Postgres, one statement in autocommit (`_postgres_submit`): the admission check of migration 0008
+    (the limits, under the advisory lock that serialises checked submits, held only while the server runs
+    the statement), the insert, and what the new job goes behind, in one round trip. An idempotent replay
+    costs a second read. On SQLite, one transaction of one read and one insert under `BEGIN IMMEDIATE`,
+    which already serialises writers. Either way concurrent checked submits never overshoot a limit.
     """
     kind = parse_kind(kind)
     request_id = request_id or None
-    # The id (and, below, the creation time) are fixed before the row exists, so the job's place in
-    # line can be counted in the same read as the backpressure counts.
-    job = Job(
+    job = _new_job(Job(
         id=job_id or new_job_id(),
         tenant=tenant,
         request_id=request_id,
@@ -161,20 +157,17 @@ def submit_job(
         webhook_url=webhook.url if webhook is not None else None,
         webhook_events=list(webhook.events) if webhook is not None else None,
         trace_context=trace_context,
-    )
+    ))
+    if s.get_bind().dialect.name == "postgresql":
+        return _postgres_submit(s, job, limits, fingerprint)
     try:
-        if limits is not None and s.get_bind().dialect.name == "postgresql":
-            s.execute(select(func.pg_advisory_xact_lock(SUBMIT_LOCK_KEY)))
-        job.created_at = utcnow()  # after the lock: checked submits line up in the order they commit
         existing_id, total, mine, ahead = _submit_read(s, job)
         if existing_id is not None:
             existing = _same_request(s.get(Job, existing_id, populate_existing=True), fingerprint)
-            position = _position_in_open_transaction(s, existing)
-            s.commit()
-            return Submitted(existing, False, position)
+            return Submitted(existing, False, queue_position(s, existing))
         if limits is not None:
             _raise_if_full(limits, total=total, mine=mine)
-        s.add(job)
+        s.execute(insert(Job).values(_job_row(job)))
         s.commit()
     except IntegrityError:
         # A concurrent unchecked submit with the same request id won the unique constraint.
@@ -189,6 +182,77 @@ def submit_job(
     return Submitted(job, True, ahead + 1)
 
 
+# The columns a submit writes (the ticket is the trigger's), and their Python-side defaults.
+_SUBMIT_COLUMNS = [column for column in Job.__table__.columns if column.key != "queue_ticket"]
+
+
+def _new_job(job: Job) -> Job:
+    """`job` with every column default filled in, as a flush would: the caller's snapshot reads them all."""
+    for column in _SUBMIT_COLUMNS:
+        if getattr(job, column.key) is None and column.default is not None:
+            default = column.default
+            setattr(job, column.key, default.arg(None) if default.is_callable else default.arg)
+    return job
+
+
+def _job_row(job: Job) -> dict[str, Any]:
+    return {column.key: getattr(job, column.key) for column in _SUBMIT_COLUMNS}
+
+
+def _postgres_admitted_insert():
+    """One statement, built once:
+        WITH existing AS (the tenant's job with this request id),
+             gate AS (the admission, only when there is no such job),
+             inserted AS (INSERT … SELECT … FROM gate WHERE refused IS NULL
+                          ON CONFLICT (tenant, request_id) DO NOTHING RETURNING queue_ticket)
+        SELECT refused, ahead, the new ticket, the existing id
+    A replay takes no lock (the gate's filter is decided once, before its function runs)."""
+    existing = select(Job.id).where(Job.tenant == bindparam("new_tenant"),
+                                    Job.request_id == bindparam("new_request_id")).cte("existing")
+    admission = func.llada_queue_admission(bindparam("new_tenant"), bindparam("new_priority"),
+                                           bindparam("per_tenant"), bindparam("total")).table_valued("refused", "ahead")
+    gate = select(admission.c.refused, admission.c.ahead).where(~exists(select(existing.c.id))).cte("gate")
+    values = select(*[bindparam(f"new_{column.key}", type_=column.type) for column in _SUBMIT_COLUMNS]) \
+        .select_from(gate).where(gate.c.refused.is_(None))
+    inserted = (postgresql.insert(Job.__table__).from_select([column.key for column in _SUBMIT_COLUMNS], values)
+                .on_conflict_do_nothing(index_elements=["tenant", "request_id"])
+                .returning(Job.__table__.c.queue_ticket).cte("inserted"))
+    return select(select(gate.c.refused).scalar_subquery(), select(gate.c.ahead).scalar_subquery(),
+                  select(inserted.c.queue_ticket).scalar_subquery(), select(existing.c.id).scalar_subquery())
+
+
+_POSTGRES_ADMITTED_INSERT = _postgres_admitted_insert()
+
+
+def _postgres_submit(s: Session, job: Job, limits: QueueLimits | None, fingerprint: str | None) -> Submitted:
+    # Autocommit: the statement commits as it ends, releasing the lock without another round trip (inside a
+    # transaction the caller left open, it commits with that one, below).
+    connection = s.connection(execution_options={} if s.in_transaction() else {"isolation_level": "AUTOCOMMIT"})
+    try:
+        for _ in range(3):
+            refused, ahead, ticket, existing_id = connection.execute(_POSTGRES_ADMITTED_INSERT, {
+                "per_tenant": limits.per_tenant if limits is not None else None,
+                "total": limits.total if limits is not None else None,
+                **{f"new_{key}": value for key, value in _job_row(job).items()}}).one()
+            if ticket is not None:
+                job.queue_ticket = ticket
+                return Submitted(job, True, int(ahead) + 1)
+            if existing_id is None and job.request_id is not None and refused is None:
+                # Lost the insert race to a concurrent submit of the same request id, committed since.
+                existing_id = connection.scalar(select(Job.id).where(Job.tenant == job.tenant,
+                                                                     Job.request_id == job.request_id))
+            if existing_id is not None:  # answered even when the queue is full
+                existing = s.get(Job, existing_id, populate_existing=True)
+                if existing is not None:
+                    return Submitted(_same_request(existing, fingerprint), False, queue_position(s, existing))
+            elif refused is not None:
+                raise QueueFull(refused, limits.per_tenant if refused == "tenant" else limits.total)
+            # The job holding the request id was deleted in between: try again.
+        raise FailedPrecondition(f"request_id {job.request_id!r} keeps changing; try again")
+    finally:
+        s.commit()
+
+
 def precheck_submit(s: Session, *, tenant: str, request_id: str | None,
                     limits: QueueLimits | None = None, fingerprint: str | None = None) -> Submitted | None:
     """What `submit_job` would answer without inserting, for callers with costly work to do first
@@ -201,7 +265,7 @@ def precheck_submit(s: Session, *, tenant: str, request_id: str | None,
         existing_id, total, mine, _ = _submit_read(s, probe)
         if existing_id is not None:
             existing = _same_request(s.get(Job, existing_id, populate_existing=True), fingerprint)
-            return Submitted(existing, False, _position_in_open_transaction(s, existing))
+            return Submitted(existing, False, queue_position(s, existing))
         if limits is not None:
             _raise_if_full(limits, total=total, mine=mine)
         return None
@@ -218,19 +282,21 @@ def _raise_if_full(limits: QueueLimits, *, total: int, mine: int) -> None:
 
 def _submit_read(s: Session, job: Job) -> tuple[str | None, int, int, int]:
     """One query for everything a submit decides on: the id of the tenant's job with the same request
-    id (or None), the QUEUED jobs in total and of this tenant, and those that run before `job`."""
+    id (or None), the QUEUED jobs in total and of this tenant, and those that run before `job` — every
+    queued job of its priority or higher, as a new job takes the last ticket at its priority. The counts
+    are the trigger-kept `job_queue_counts` (migration 0008): a few rows, however long the queue."""
     if job.request_id is None:
         existing = literal(None, String)
     else:
         existing = (select(Job.id).where(Job.tenant == job.tenant, Job.request_id == job.request_id)
                     .scalar_subquery())
-    # COUNT skips NULLs, so each CASE counts only the rows its condition picks.
-    row = s.execute(
-        select(existing, func.count(), func.count(case((Job.tenant == job.tenant, 1))),
-               func.count(case((_ahead_of(job), 1))))
-        .select_from(Job).where(Job.state == JobState.QUEUED.value)
-    ).one()
+    row = s.execute(select(existing, _queued_sum(), _queued_sum(JobQueueCount.tenant == job.tenant),
+                           _queued_sum(JobQueueCount.priority >= job.priority))).one()
     return row[0], int(row[1]), int(row[2]), int(row[3])
+
+
+def _queued_sum(*where):
+    return select(func.coalesce(func.sum(JobQueueCount.queued), 0)).where(*where).scalar_subquery()
 
 
 def find_job_by_request_id(s: Session, tenant: str, request_id: str) -> Job | None:
@@ -318,42 +384,75 @@ def _decode_page_token(token: str) -> tuple[datetime, str]:
         raise refused from None
 
 
-def _ahead_of(job: Job):
-    """Queued jobs that run before `job`: higher priority first, then older, then smaller id."""
-    return or_(
-        Job.priority > job.priority,
-        and_(Job.priority == job.priority, Job.created_at < job.created_at),
-        and_(Job.priority == job.priority, Job.created_at == job.created_at, Job.id < job.id),
-    )
+# How many queued jobs at the head of a priority are read one by one (an index range of at most this many
+# entries): a job among them has its exact place; past them, the upper bound `queue_positions` describes.
+EXACT_POSITION_AHEAD = 100
+
+# Built once: the queued jobs per priority (trigger-kept counts), and the first tickets in line at a priority.
+_QUEUED_BY_PRIORITY = (select(JobQueueCount.priority, func.sum(JobQueueCount.queued))
+                       .group_by(JobQueueCount.priority))
+_HEAD_TICKETS = (select(Job.queue_ticket)
+                 .where(Job.state == JobState.QUEUED.value, Job.priority == bindparam("priority"))
+                 .order_by(Job.queue_ticket).limit(bindparam("head")))
+_TICKET = select(Job.queue_ticket).where(Job.id == bindparam("job_id"))
 
 
 def queue_position(s: Session, job: Job) -> int:
-    """1-based place in line among all QUEUED jobs (all tenants); 0 when the job is not queued."""
-    position = _position_in_open_transaction(s, job)
+    """1-based place in line among all QUEUED jobs (all tenants); 0 when the job is not queued. See
+    `queue_positions` for how exact it is."""
+    return queue_positions(s, [job])[job.id]
+
+
+def queue_positions(s: Session, jobs: Iterable[Job]) -> dict[str, int]:
+    """Each job's 1-based place in line among all QUEUED jobs, 0 for a job that is not queued. Higher
+    priorities first, then tickets (submit order) within a priority.
+
+    One read of the counts, and one of at most EXACT_POSITION_AHEAD + 1 index entries per priority among
+    `jobs` — whatever the length of the queue:
+    - queued jobs of higher priorities: exact, from `job_queue_counts`;
+    - queued jobs of the same priority with a smaller ticket: exact for a job among the first
+      EXACT_POSITION_AHEAD + 1 in line at its priority; further back, `min(ticket - first ticket in line,
+      queued at the priority - 1)`: an upper bound, exact unless jobs between the head and this one left
+      out of turn (a cancel, a worker taking a later job first), and never below the true place.
+    """
+    jobs = list(jobs)
+    positions = {job.id: 0 for job in jobs}
+    queued = [job for job in jobs if job.state == JobState.QUEUED.value]
+    if queued:
+        by_priority = {int(p): int(n) for p, n in s.execute(_QUEUED_BY_PRIORITY)}
+        heads: dict[int, list[int]] = {}
+        for job in queued:
+            if job.queue_ticket is None:  # an object made by this process's insert: the trigger gave the ticket
+                job.queue_ticket = s.scalar(_TICKET, {"job_id": job.id})
+                if job.queue_ticket is None:  # deleted meanwhile
+                    continue
+            if job.priority not in heads:
+                heads[job.priority] = list(s.scalars(_HEAD_TICKETS, {"priority": job.priority,
+                                                                      "head": EXACT_POSITION_AHEAD + 1}))
+            positions[job.id] = 1 + sum(n for p, n in by_priority.items() if p > job.priority) + _ahead_at_priority(
+                job.queue_ticket, heads[job.priority], by_priority.get(job.priority, 0))
     s.commit()
-    return position
+    return positions
 
 
-def _position_in_open_transaction(s: Session, job: Job) -> int:
-    if job.state != JobState.QUEUED.value:
-        return 0
-    ahead = s.scalar(select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED.value, _ahead_of(job)))
-    return int(ahead or 0) + 1
+def _ahead_at_priority(ticket: int, head: list[int], queued: int) -> int:
+    """Queued jobs of the priority ahead of `ticket`, given the first tickets in line (`head`) and the count."""
+    ahead = bisect.bisect_left(head, ticket)
+    if ahead <= EXACT_POSITION_AHEAD:
+        return ahead
+    return max(EXACT_POSITION_AHEAD + 1, min(ticket - head[0], queued - 1))
 
 
 def count_queued(s: Session, tenant: str | None = None) -> int:
-    query = select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED.value)
-    if tenant is not None:
-        query = query.where(Job.tenant == tenant)
-    count = int(s.scalar(query) or 0)
+    """QUEUED jobs, of a tenant or all: read from the trigger-kept counts, not counted row by row."""
+    count = int(s.scalar(select(_queued_sum(*([JobQueueCount.tenant == tenant] if tenant is not None else [])))))
     s.commit()
     return count
 
 
 def count_backlog(s: Session) -> int:
     """Queued plus running jobs: what the autoscaler sizes the workers by (ARCHITECTURE §5)."""
-    states = [JobState.QUEUED.value, *(st.value for st in ACTIVE_STATES)]
-    count = int(s.scalar(select(func.count()).select_from(Job).where(Job.state.in_(states))) or 0)
+    count = int(s.scalar(select(func.coalesce(func.sum(JobQueueCount.queued + JobQueueCount.active), 0))))
     s.commit()
     return count
 

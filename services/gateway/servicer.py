@@ -55,6 +55,9 @@ class GatewayDeps:
     store: object          # shared.objectstore.ObjectStore
     events: object         # shared.events.EventBus
     enqueue: Callable[[str, int], None]
+    # Sessions for the reads of GetJob, ListJobs and WatchJob; None: `sessions`. On Postgres the wiring
+    # gives them autocommit connections: a read is its statements alone, with no BEGIN and COMMIT round trips.
+    read_sessions: sessionmaker | None = None
 
 
 def _queue_full_message(err: repo.QueueFull) -> str:
@@ -89,6 +92,10 @@ class JobServicer(pb_grpc.JobServiceServicer):
         with self.deps.sessions() as s:
             return fn(s, *args, **kwargs)
 
+    def _read_sync(self, fn, *args, **kwargs):
+        with (self.deps.read_sessions or self.deps.sessions)() as s:
+            return fn(s, *args, **kwargs)
+
     async def _db(self, fn, *args, **kwargs):
         return await asyncio.to_thread(self._db_sync, fn, *args, **kwargs)
 
@@ -100,9 +107,12 @@ class JobServicer(pb_grpc.JobServiceServicer):
             return ""
 
     def _snapshot_sync(self, s: Session, job: Job, *, presign: bool = True) -> pb.Job:
-        return job_to_pb(job, queue_position=repo.queue_position(s, job),
-                         presign=self._presign if presign else None,
-                         presign_expiry_s=self.settings.presign_expiry_s)
+        return self._snapshots_sync(s, [job], presign=presign)[0]
+
+    def _snapshots_sync(self, s: Session, jobs: list[Job], *, presign: bool = True) -> list[pb.Job]:
+        positions = repo.queue_positions(s, jobs)  # one read for them all, however long the queue
+        return [job_to_pb(job, queue_position=positions[job.id], presign=self._presign if presign else None,
+                          presign_expiry_s=self.settings.presign_expiry_s) for job in jobs]
 
     def _get_sync(self, s: Session, tenant: str, job_id: str, *, presign: bool = True) -> tuple[pb.Job, bool]:
         job = repo.get_job(s, tenant, job_id)
@@ -155,8 +165,13 @@ class JobServicer(pb_grpc.JobServiceServicer):
 
             params_json = params.model_dump(mode="json")
             # What this request asks for: a reused request_id must ask for the same (shared.idempotency).
-            fingerprint = None if request_id is None else await asyncio.to_thread(
-                request_fingerprint, kind, params_json, {name: image.data for name, image in images.items()})
+            if request_id is None:
+                fingerprint = None
+            elif images:  # hashing megabytes: off the event loop
+                fingerprint = await asyncio.to_thread(request_fingerprint, kind, params_json,
+                                                      {name: image.data for name, image in images.items()})
+            else:  # a few hundred bytes of parameters: cheaper than a thread hop
+                fingerprint = request_fingerprint(kind, params_json, {})
             limits = repo.QueueLimits(per_tenant=self.settings.max_queued_per_tenant,
                                       total=self.settings.max_queued_total)
             if images:
@@ -202,8 +217,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
         # One transaction: idempotency lookup (a retry is answered even when the queue is full),
         # both backpressure counts, insert and queue position; the limit check is atomic with
         # the insert, so concurrent submits cannot overshoot it.
-        insert = in_thread(self._db_sync, repo.submit_job, tenant=tenant, input_keys=input_keys,
-                           job_id=job_id, **submit)
+        insert = in_thread(self._insert_and_enqueue_sync, tenant=tenant, input_keys=input_keys, job_id=job_id,
+                           **submit)
         try:
             submitted = await asyncio.shield(insert)
         except BaseException:
@@ -213,18 +228,25 @@ class JobServicer(pb_grpc.JobServiceServicer):
             if insert.exception() is not None:
                 await self._remove_objects(list(input_keys.values()))
             raise
-        job = submitted.job
         if not submitted.created:  # an earlier submit with the same request_id: answer with its job
             await self._remove_objects(list(input_keys.values()))
-            return submitted
-        trace_id = trace_id_of(job.trace_context)
-        log.info("job submitted", extra={"job_id": job.id, "tenant": tenant, "kind": job.kind, "priority": job.priority,
-                                         **({"trace_id": trace_id} if trace_id else {})})
-        try:
-            await asyncio.to_thread(self.deps.enqueue, job.id, job.priority)
-        except Exception:
-            # The row is committed and QUEUED: the reaper re-sends queued jobs whose message was lost.
-            log.exception("enqueue failed; the reaper will re-send", extra={"job_id": job.id})
+        return submitted
+
+    def _insert_and_enqueue_sync(self, **submit) -> repo.Submitted:
+        """The insert (one transaction: idempotency lookup — a retry is answered even when the queue is full —,
+        both backpressure checks atomic with the insert, queue position), then the run_job message, in one
+        thread hop."""
+        submitted = self._db_sync(repo.submit_job, **submit)
+        if submitted.created:
+            job = submitted.job
+            trace_id = trace_id_of(job.trace_context)
+            log.info("job submitted", extra={"job_id": job.id, "tenant": job.tenant, "kind": job.kind,
+                                             "priority": job.priority, **({"trace_id": trace_id} if trace_id else {})})
+            try:
+                self.deps.enqueue(job.id, job.priority)
+            except Exception:
+                # The row is committed and QUEUED: the reaper re-sends queued jobs whose message was lost.
+                log.exception("enqueue failed; the reaper will re-send", extra={"job_id": job.id})
         return submitted
 
     def _submitted_to_pb(self, submitted: repo.Submitted) -> pb.Job:
@@ -254,7 +276,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:
         tenant = current_tenant()
         async with rpc_errors(context):
-            return await self._db(self._get_with_deliveries_sync, tenant, validate_job_id(request.job_id))
+            return await asyncio.to_thread(self._read_sync, self._get_with_deliveries_sync, tenant,
+                                           validate_job_id(request.job_id))
 
     def _get_with_deliveries_sync(self, s: Session, tenant: str, job_id: str) -> pb.Job:
         snapshot, _ = self._get_sync(s, tenant, job_id)
@@ -277,9 +300,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
             def page(s: Session) -> pb.ListJobsResponse:
                 jobs, token = repo.list_jobs(s, tenant, state=state, kind=kind, page_size=request.page_size,
                                              page_token=request.page_token or None)
-                return pb.ListJobsResponse(jobs=[self._snapshot_sync(s, j) for j in jobs],
-                                           next_page_token=token or "")
-            return await self._db(page)
+                return pb.ListJobsResponse(jobs=self._snapshots_sync(s, jobs), next_page_token=token or "")
+            return await asyncio.to_thread(self._read_sync, page)
 
     async def WatchJob(self, request: pb.WatchJobRequest, context):
         tenant = current_tenant()
@@ -303,7 +325,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
 
     async def _watch_read(self, tenant: str, job_id: str) -> tuple[pb.Job, bool]:
         async with self._watch_reads:  # held until the read really ends, even for a stream cancelled meanwhile
-            return await run_to_end(self._db_sync, self._get_sync, tenant, job_id)
+            return await run_to_end(self._read_sync, self._get_sync, tenant, job_id)
 
     async def _wait_for_change(self, wake: asyncio.Event) -> None:
         # Events wake the stream; the poll is the safety net for an event the bus lost (or that a process

@@ -7,13 +7,16 @@ cannot tell whether an insert committed or a decode still holds its memory. Thes
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 
 
 def in_thread(fn, *args, **kwargs) -> asyncio.Future:
     """``fn`` in the loop's default executor, as a plain future: not a task, so neither a caller's
-    cancellation nor the loop's shutdown cancels it — it ends when the thread does."""
-    return asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+    cancellation nor the loop's shutdown cancels it — it ends when the thread does. It runs in a copy of the
+    caller's context, as `asyncio.to_thread` would (the current trace span, the call's tenant)."""
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return asyncio.get_running_loop().run_in_executor(None, call)
 
 
 async def run_to_end(fn, *args, **kwargs):

@@ -34,10 +34,15 @@ def deps_from_settings(settings: Settings) -> GatewayDeps:
     from services.gateway.server import BLOCKING_THREADS
 
     # Every blocking call of the RPCs runs on one of BLOCKING_THREADS threads: one connection for each.
-    sessions = session_factory(make_engine(settings.database_url, threads=BLOCKING_THREADS))
+    engine = make_engine(settings.database_url, threads=BLOCKING_THREADS)
+    sessions = session_factory(engine)
+    # Reads on Postgres: the same pool's connections in autocommit, so each read costs its statements only.
+    read_sessions = None if is_sqlite(settings.database_url) else session_factory(
+        engine.execution_options(isolation_level="AUTOCOMMIT"))
 
     def enqueue(job_id: str, priority: int) -> None:
         enqueue_run_job(job_id, priority=priority, settings=settings)
 
     return GatewayDeps(settings=settings, sessions=sessions, store=object_store_from_settings(settings),
-                       events=event_bus_from_settings(settings, client_name=EVENT_CLIENT_NAME), enqueue=enqueue)
+                       events=event_bus_from_settings(settings, client_name=EVENT_CLIENT_NAME), enqueue=enqueue,
+                       read_sessions=read_sessions)

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db.types import UTCDateTime, utcnow
@@ -29,8 +29,11 @@ class Job(Base):
         UniqueConstraint("tenant", "request_id", name="uq_jobs_tenant_request_id"),
         # ListJobs: a tenant's jobs newest first (keyset pagination on created_at, id).
         Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
-        # Queue position / backlog / reaper scans.
+        # The reaper's scans of queued and running jobs.
         Index("ix_jobs_state_priority_created", "state", "priority", "created_at"),
+        # Queue position: the queued jobs of a priority in ticket order (migration 0008).
+        Index("ix_jobs_queued_ticket", "priority", "queue_ticket", postgresql_where=text("state = 'QUEUED'"),
+              sqlite_where=text("state = 'QUEUED'")),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_job_id)
@@ -72,6 +75,8 @@ class Job(Base):
     # The submit's webhook (shared.webhooks.subscription, migration 0006): where, and the event names wanted.
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
+    # The job's place in line at its priority, given on insert by a trigger (migration 0008): 1, 2, 3, …
+    queue_ticket: Mapped[int | None] = mapped_column(BigInteger)
     # The W3C traceparent of the job's trace when tracing is on (shared.tracing): every attempt continues it.
     trace_context: Mapped[str | None] = mapped_column(String(64))
 
@@ -89,6 +94,27 @@ class Job(Base):
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, tenant={self.tenant!r}, kind={self.kind}, state={self.state})"
+
+
+class JobQueueCount(Base):
+    """How many of a tenant's jobs at a priority are QUEUED and active (RUNNING, CANCELLING). Written only by
+    the triggers of migration 0008, in the transaction that inserts, moves or deletes a job."""
+
+    __tablename__ = "job_queue_counts"
+
+    tenant: Mapped[str] = mapped_column(String(128), primary_key=True)
+    priority: Mapped[int] = mapped_column(Integer, primary_key=True)
+    queued: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    active: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class JobQueueTicket(Base):
+    """The last ticket given at a priority (migration 0008's insert trigger)."""
+
+    __tablename__ = "job_queue_tickets"
+
+    priority: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issued: Mapped[int] = mapped_column(BigInteger)
 
 
 class ApiKey(Base):

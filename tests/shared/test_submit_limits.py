@@ -44,9 +44,12 @@ def test_an_idempotent_retry_is_answered_when_the_queue_is_full(s):
     assert again.job.id == first.job.id and not again.created and again.queue_position == 1
 
 
-def test_concurrent_submits_never_exceed_the_limit(Session):
-    """Many threads submitting at once: exactly `total` jobs get in, the rest are refused."""
-    limits = repo.QueueLimits(per_tenant=100, total=6)
+@pytest.mark.parametrize("scope, limits, tenants", [
+    ("total", repo.QueueLimits(per_tenant=100, total=6), 2),
+    ("tenant", repo.QueueLimits(per_tenant=6, total=100), 1),
+])
+def test_concurrent_submits_never_exceed_the_limit(Session, scope, limits, tenants):
+    """Many threads submitting at once: exactly the limit's number of jobs get in, the rest are refused."""
     threads, results = 8, []
     start = threading.Barrier(threads)
 
@@ -55,10 +58,10 @@ def test_concurrent_submits_never_exceed_the_limit(Session):
             start.wait()
             for _ in range(3):
                 try:
-                    checked_submit(s, f"t{i % 2}", limits=limits)
+                    checked_submit(s, f"t{i % tenants}", limits=limits)
                     results.append("ok")
-                except repo.QueueFull:
-                    results.append("full")
+                except repo.QueueFull as refused:
+                    results.append(refused.scope)
 
     workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
     for w in workers:
@@ -66,8 +69,8 @@ def test_concurrent_submits_never_exceed_the_limit(Session):
     for w in workers:
         w.join(30)
     with Session() as s:
-        assert repo.count_queued(s) == limits.total
-    assert results.count("ok") == limits.total and results.count("full") == 3 * threads - limits.total
+        assert repo.count_queued(s) == 6
+    assert results.count("ok") == 6 and results.count(scope) == 3 * threads - 6
 
 
 def test_precheck_answers_a_retry_refuses_a_full_queue_and_inserts_nothing(s):
