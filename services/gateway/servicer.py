@@ -8,6 +8,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from opentelemetry.trace import SpanKind
@@ -46,6 +47,10 @@ WATCH_READ_SLOTS = 8
 WATCH_POLL_JITTER = 0.25
 
 
+# A factory of sessions, each used as `with read_sessions() as s:` (a sessionmaker is one).
+ReadSessions = Callable[[], AbstractContextManager[Session]]
+
+
 @dataclass
 class GatewayDeps:
     """What the servicer talks to. ``enqueue(job_id, priority)`` sends the run_job task."""
@@ -56,8 +61,8 @@ class GatewayDeps:
     events: object         # shared.events.EventBus
     enqueue: Callable[[str, int], None]
     # Sessions for the reads of GetJob, ListJobs and WatchJob; None: `sessions`. On Postgres the wiring
-    # gives them autocommit connections: a read is its statements alone, with no BEGIN and COMMIT round trips.
-    read_sessions: sessionmaker | None = None
+    # gives each read one autocommit connection: its statements alone, with no BEGIN and COMMIT round trips.
+    read_sessions: ReadSessions | None = None
 
 
 def _queue_full_message(err: repo.QueueFull) -> str:

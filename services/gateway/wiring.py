@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
-from services.gateway.servicer import GatewayDeps
+from services.gateway.servicer import GatewayDeps, ReadSessions
 from shared.db import make_engine, normalize_url, session_factory, upgrade
 from shared.settings import Settings
 
@@ -16,6 +19,22 @@ EVENT_CLIENT_NAME = "llada-gateway"
 
 def is_sqlite(url: str) -> bool:
     return make_url(normalize_url(url)).get_backend_name() == "sqlite"
+
+
+def gateway_sessions(database_url: str, *, threads: int | None = None) -> tuple[sessionmaker, ReadSessions | None]:
+    """The gateway's sessions, and those for its reads: on Postgres one connection of the same pool for a whole
+    read, in autocommit, so a read costs its statements alone (one checkout and its ping, no BEGIN, no
+    COMMIT); on SQLite None (the same sessions)."""
+    engine = make_engine(database_url, threads=threads)
+    if is_sqlite(database_url):
+        return session_factory(engine), None
+    reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextlib.contextmanager
+    def read_session() -> Iterator[Session]:
+        with reads.connect() as connection, Session(bind=connection, expire_on_commit=False) as session:
+            yield session
+    return session_factory(engine), read_session
 
 
 def deps_from_settings(settings: Settings) -> GatewayDeps:
@@ -34,11 +53,7 @@ def deps_from_settings(settings: Settings) -> GatewayDeps:
     from services.gateway.server import BLOCKING_THREADS
 
     # Every blocking call of the RPCs runs on one of BLOCKING_THREADS threads: one connection for each.
-    engine = make_engine(settings.database_url, threads=BLOCKING_THREADS)
-    sessions = session_factory(engine)
-    # Reads on Postgres: the same pool's connections in autocommit, so each read costs its statements only.
-    read_sessions = None if is_sqlite(settings.database_url) else session_factory(
-        engine.execution_options(isolation_level="AUTOCOMMIT"))
+    sessions, read_sessions = gateway_sessions(settings.database_url, threads=BLOCKING_THREADS)
 
     def enqueue(job_id: str, priority: int) -> None:
         enqueue_run_job(job_id, priority=priority, settings=settings)

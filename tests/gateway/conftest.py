@@ -16,8 +16,9 @@ import pytest
 
 from services.gateway.server import start_gateway
 from services.gateway.servicer import GatewayDeps
+from services.gateway.wiring import gateway_sessions
 from shared import repository as repo
-from shared.db import make_engine, session_factory, upgrade
+from shared.db import upgrade
 from shared.db.models import Job
 from shared.events import EmbeddedEventBus
 from shared.objectstore import LocalObjectStore
@@ -86,11 +87,12 @@ def _make_harness(tmp_path, loop: LoopThread, *, events=None, store=None, **over
     overrides.setdefault("watch_poll_interval_s", 0.25)
     settings = Settings(data_dir=tmp_path, metrics_port=0, **overrides)
     upgrade(settings.database_url)
-    sessions = session_factory(make_engine(settings.database_url))
+    sessions, read_sessions = gateway_sessions(settings.database_url)  # as the gateway's wiring makes them
     store = store or LocalObjectStore(tmp_path / "objects")
     events = events or EmbeddedEventBus(tmp_path / "events.db", poll_interval_s=0.02)
     queue = QueueProducerDouble()
-    deps = GatewayDeps(settings=settings, sessions=sessions, store=store, events=events, enqueue=queue)
+    deps = GatewayDeps(settings=settings, sessions=sessions, store=store, events=events, enqueue=queue,
+                       read_sessions=read_sessions)
     gateway = loop.run(start_gateway(deps, listen="127.0.0.1:0"))
     address = f"127.0.0.1:{gateway.port}"
     channel = grpc.insecure_channel(address)

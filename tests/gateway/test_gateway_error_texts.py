@@ -141,13 +141,13 @@ def test_refusals_say_what_was_wrong_and_nothing_more(gw, secrets_):
 def database_swapped(gw, url: str):
     """The gateway's database (for the RPCs and the key lookups alike) replaced by `url` for a while."""
     deps = gw.gateway.servicer.deps
-    saved = deps.sessions
+    saved = deps.sessions, deps.read_sessions
     engine = create_engine(url, pool_pre_ping=True)
-    deps.sessions = session_factory(engine)
+    deps.sessions, deps.read_sessions = session_factory(engine), None  # reads too: None is "the same sessions"
     try:
         yield
     finally:
-        deps.sessions = saved
+        deps.sessions, deps.read_sessions = saved
         engine.dispose()
 
 
