@@ -3,7 +3,8 @@
     .venv/bin/python bench/queue_plans.py [--backlog 1000000] [--postgres-admin-url postgresql://postgres@…/postgres]
 
 Creates a throwaway database (dropped afterwards), migrates it, bulk-loads `--backlog` queued jobs of 50
-tenants (as bench/submit_throughput.py does) plus a few running and finished ones, and runs the real
+tenants (as bench/submit_throughput.py does) and `--finished` finished jobs (half within retention, half
+expired long ago), and runs the real
 repository and attempt functions — the gateway's submit and reads, the worker's claim, heartbeat, progress and
 finish, the reaper's scans — capturing each SQL statement they send. Each is shown with its plan: EXPLAIN
 ANALYZE for reads (run against the real rows), plain EXPLAIN for writes (so nothing is changed twice).
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import psycopg  # noqa: E402
 from sqlalchemy import event, update  # noqa: E402
 
 from shared import attempts  # noqa: E402
@@ -33,9 +35,27 @@ from submit_throughput import drop_database, load_backlog, make_database  # noqa
 HEARTBEAT_TIMEOUT_S = 60
 
 
+def load_finished(libpq_url: str, n: int) -> None:
+    """n finished jobs: half SUCCEEDED an hour ago (inside retention), half EXPIRED 40 days ago."""
+    with psycopg.connect(libpq_url) as conn:
+        conn.execute("SET session_replication_role = replica")  # a bulk load: no per-row triggers
+        conn.execute("""
+            INSERT INTO jobs (id, tenant, kind, params, priority, input_keys, state, progress_step, progress_total,
+                              attempts, handed_back, timings, output_keys, created_at, finished_at, cancel_requested)
+            SELECT gen_random_uuid()::text, 'done-' || (g %% 50), 'TEXT_TO_IMAGE', '{"prompt": "done"}', 0, '{}',
+                   CASE WHEN g %% 2 = 0 THEN 'SUCCEEDED' ELSE 'EXPIRED' END, 0, 0, 1, 0, '{}', '{}',
+                   now() - interval '41 days', now() - CASE WHEN g %% 2 = 0 THEN interval '1 hour'
+                                                            ELSE interval '40 days' END, false
+            FROM generate_series(1, %s) AS g""", (n,))
+        conn.execute("SET session_replication_role = origin")
+        conn.commit()
+        conn.execute("ANALYZE jobs")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument("--finished", type=int, default=200_000)
     parser.add_argument("--postgres-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args(argv)
     if not 0 <= args.backlog <= 5_000_000:
@@ -46,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         upgrade(database_url)
         load_backlog(libpq_url, args.backlog)
+        load_finished(libpq_url, args.finished)
         engine = make_engine(database_url)
         Session = session_factory(engine)
         captured: list[tuple[str, str, object]] = []
@@ -73,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         run("gateway: ListJobs (queued)", repo.list_jobs, "bench", state="QUEUED")
         attempt = run("worker: claim", attempts.claim_job, job.id, "w1", heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
         run("worker: heartbeat", attempts.heartbeat, attempt)
-        run("worker: progress", attempts.record_progress, attempt, "DENOISE", 1, 8)
+        run("worker: progress", attempts.record_progress, attempt, "denoise", 1, 8)
         run("worker: finish", attempts.finish_job, attempt, output_keys={})
         stale = run("setup", repo.submit_job, tenant="bench", request_id=None, kind="TEXT_TO_IMAGE",
                     params={"prompt": "p"}, input_keys={}).job
@@ -104,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                     print("    " + line)
                 if any("Seq Scan on jobs" in line for line in plan):
                     sequential.append(label)
-        print(f"\n{args.backlog} queued jobs in the table; sequential scans of jobs: {sequential or 'none'}")
+        print(f"\n{args.backlog} queued and {args.finished} finished jobs in the table; sequential scans of jobs: "
+              f"{sequential or 'none'}")
         return 1 if sequential else 0
     finally:
         if engine is not None:

@@ -30,7 +30,7 @@ from shared.db.models import ApiKey, Job, JobQueueCount
 from shared.db.models import new_job_id
 from shared.db.types import utcnow
 from shared.ids import validate_job_id
-from shared.jobs import InvalidArgument, JobKind, JobState, parse_kind, parse_state
+from shared.jobs import PRIORITY_MAX, PRIORITY_MIN, InvalidArgument, JobKind, JobState, parse_kind, parse_state
 from shared.states import (INITIAL_STATE, TERMINAL_STATES, IllegalTransition, check_transition,
                            sources_of)
 from shared.transitions import shift
@@ -458,15 +458,22 @@ def count_backlog(s: Session) -> int:
 
 
 def queued_before(s: Session, cutoff: datetime, *, limit: int = 1000) -> list[tuple[str, int]]:
-    """(id, priority) of jobs QUEUED since before `cutoff`: their broker message may be lost, re-send."""
-    rows = s.execute(
-        select(Job.id, Job.priority)
-        .where(Job.state == JobState.QUEUED.value, Job.created_at < cutoff)
-        .order_by(Job.priority.desc(), Job.created_at)
-        .limit(limit)
-    ).all()
+    """(id, priority) of jobs QUEUED since before `cutoff`, highest priority first, then oldest: their broker
+    message may be lost, re-send. One index range per priority (ix_jobs_state_priority_created): a single
+    ORDER BY priority DESC, created_at cannot walk that index and would sort the whole queue."""
+    rows: list[tuple[str, int]] = []
+    for priority in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1):
+        if len(rows) >= limit:
+            break
+        rows += s.execute(_QUEUED_BEFORE, {"priority": priority, "cutoff": cutoff, "limit": limit - len(rows)}).all()
     s.commit()
-    return [(row.id, row.priority) for row in rows]
+    return [(job_id, priority) for job_id, priority in rows]
+
+
+_QUEUED_BEFORE = (select(Job.id, Job.priority)
+                  .where(Job.state == JobState.QUEUED.value, Job.priority == bindparam("priority"),
+                         Job.created_at < bindparam("cutoff"))
+                  .order_by(Job.created_at).limit(bindparam("limit")))
 
 
 # ---------------------------------------------------------------- state changes
@@ -535,7 +542,8 @@ def delete_job(s: Session, tenant: str, job_id: str) -> Job:
 
 
 def finished_before(s: Session, older_than: datetime, *, limit: int = 1000) -> list[tuple[str, str]]:
-    """(id, state) of finished jobs whose `finished_at` is before `older_than`, oldest first: past retention."""
+    """(id, state) of finished jobs whose `finished_at` is before `older_than`, oldest first: past retention.
+    Read in order from the partial index ix_jobs_retention (finished, not yet expired jobs only)."""
     finished = [st.value for st in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
     rows = s.execute(
         select(Job.id, Job.state).where(Job.state.in_(finished), Job.finished_at < older_than)

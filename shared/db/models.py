@@ -22,6 +22,9 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
+_RETENTION_STATES = "state IN ('SUCCEEDED', 'FAILED', 'CANCELLED')"
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -31,6 +34,9 @@ class Job(Base):
         Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
         # The reaper's scans of queued and running jobs.
         Index("ix_jobs_state_priority_created", "state", "priority", "created_at"),
+        # The reaper's retention pass: finished jobs not yet expired, oldest first (migration 0008).
+        Index("ix_jobs_retention", "finished_at", postgresql_where=text(_RETENTION_STATES),
+              sqlite_where=text(_RETENTION_STATES)),
         # Queue position: the queued jobs of a priority in ticket order (migration 0008).
         Index("ix_jobs_queued_ticket", "priority", "queue_ticket", postgresql_where=text("state = 'QUEUED'"),
               sqlite_where=text("state = 'QUEUED'")),

@@ -169,12 +169,28 @@ def test_retention_lists_old_finished_jobs_and_marks_them_expired(s):
     assert stored.state == "EXPIRED" and stored.output_keys == {} and stored.output_text is None
     assert not repo.mark_expired(s, old.id, "SUCCEEDED")  # moved on: nothing to do
     assert repo.load_job(s, recent.id).state == "SUCCEEDED"
+    assert repo.finished_before(s, utcnow() - timedelta(days=7)) == []  # an expired job is not listed again
 
 
 def test_queued_before_finds_jobs_to_resend(s):
     job = submit(s, priority=4)
     assert repo.queued_before(s, utcnow() - timedelta(minutes=5)) == []
     assert repo.queued_before(s, utcnow() + timedelta(seconds=1)) == [(job.id, 4)]
+
+
+def test_queued_before_lists_the_highest_priority_first_then_the_oldest_up_to_its_limit(s):
+    now = utcnow()
+    ages = {(0, 30): None, (9, 10): None, (5, 20): None, (9, 40): None, (5, 50): None, (9, 1): None}
+    for priority, minutes in ages:
+        job = submit(s, priority=priority)
+        s.execute(update(Job).where(Job.id == job.id).values(created_at=now - timedelta(minutes=minutes)))
+        ages[priority, minutes] = job.id
+    s.commit()
+    cutoff = now - timedelta(minutes=5)  # the one-minute-old job is too young to be re-sent
+    expected = [(ages[9, 40], 9), (ages[9, 10], 9), (ages[5, 50], 5), (ages[5, 20], 5), (ages[0, 30], 0)]
+    assert repo.queued_before(s, cutoff) == expected
+    for limit in (1, 2, 3, 5, 6):
+        assert repo.queued_before(s, cutoff, limit=limit) == expected[:limit]
 
 
 def test_api_keys_are_stored_hashed(s):
