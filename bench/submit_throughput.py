@@ -8,8 +8,8 @@ The production path on loopback: a throwaway PostgreSQL database per backlog (cr
 here), the Celery producer on a Redis broker with a queue name of its own (no worker consumes it; its keys are
 deleted afterwards), Redis pub/sub events, and the gateway wired by `deps_from_settings` as in production.
 
-For each `--backlog N`, N queued jobs of other tenants are put into `jobs` by SQL first (one bulk statement,
-with the counts and tickets a bulk load must set itself, as the per-row triggers are off for it), all at the
+For each `--backlog N`, N queued jobs of other tenants are put into `jobs` by SQL first (one bulk statement
+with the per-row triggers off, then `python -m shared.db recount`'s rebuild of the counts), all at the
 bench's priority, so every job the bench submits queues behind them. Then, with the gateway in this process
 and `--clients` concurrent clients (one channel each), `--calls` calls of each of:
 - SubmitJob: a text-to-image job, each with its own request_id as a careful client sends;
@@ -53,8 +53,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from services.gateway.server import BLOCKING_THREADS, start_gateway  # noqa: E402
 from services.gateway.wiring import deps_from_settings  # noqa: E402
 from shared import repository as repo  # noqa: E402
-from shared.db import upgrade  # noqa: E402
+from shared.db import make_engine, session_factory, upgrade  # noqa: E402
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb  # noqa: E402
+from shared.queue_counts import recount_queue  # noqa: E402
 from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
@@ -195,30 +196,30 @@ def health_call(channel):
     return call
 
 
-def load_backlog(libpq_url: str, n: int) -> float:
+def load_backlog(database_url: str, libpq_url: str, n: int) -> float:
     """N queued jobs of 50 other tenants, older than anything the bench submits, in one statement; returns
-    seconds. The per-row triggers are off for the bulk load (as for any bulk load), so it sets the tickets
-    and the counts itself, as migration 0008 does for the rows it finds."""
+    seconds. The per-row triggers are off for the bulk load (as for any bulk load): the rows carry their
+    tickets, and `recount_queue` (python -m shared.db recount) sets the counts from them afterwards."""
     start = time.perf_counter()
     with psycopg.connect(libpq_url) as conn:
-        tickets = conn.execute("SELECT to_regclass('job_queue_tickets') IS NOT NULL").fetchone()[0]
         conn.execute("SET session_replication_role = replica")
-        ticket = ", g" if tickets else ""
-        conn.execute(f"""
+        conn.execute("""
             INSERT INTO jobs (id, tenant, kind, params, priority, input_keys, state, progress_step, progress_total,
-                              attempts, handed_back, timings, output_keys, created_at, cancel_requested
-                              {", queue_ticket" if tickets else ""})
-            SELECT gen_random_uuid()::text, 'backlog-' || (g %% 50), 'TEXT_TO_IMAGE',
-                   '{{"prompt": "backlog"}}', 0, '{{}}', 'QUEUED', 0, 0, 0, 0, '{{}}', '{{}}',
-                   now() - interval '1 hour' + g * interval '1 microsecond', false{ticket}
+                              attempts, handed_back, timings, output_keys, created_at, cancel_requested, queue_ticket)
+            SELECT gen_random_uuid()::text, 'backlog-' || (g %% 50), 'TEXT_TO_IMAGE', '{"prompt": "backlog"}', 0,
+                   '{}', 'QUEUED', 0, 0, 0, 0, '{}', '{}', now() - interval '1 hour' + g * interval '1 microsecond',
+                   false, g
             FROM generate_series(1, %s) AS g""", (n,))
-        if tickets and n:
-            conn.execute("INSERT INTO job_queue_tickets (priority, issued) VALUES (0, %s)", (n,))
-            conn.execute("INSERT INTO job_queue_counts (tenant, priority, queued, active) "
-                         "SELECT tenant, priority, count(*), 0 FROM jobs GROUP BY tenant, priority")
         conn.execute("SET session_replication_role = origin")
         conn.commit()
-        conn.execute("ANALYZE jobs")
+    engine = make_engine(database_url)
+    try:
+        with session_factory(engine)() as s:
+            recount_queue(s)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE jobs")
+    finally:
+        engine.dispose()
     return time.perf_counter() - start
 
 
@@ -253,7 +254,7 @@ def measure_backlog(args, n: int, run_id: str, token: str) -> dict[str, Result]:
     try:
         with tempfile.TemporaryDirectory(prefix="llada-bench-") as data_dir:
             upgrade(database_url)
-            loaded_s = load_backlog(libpq_url, n)
+            loaded_s = load_backlog(database_url, libpq_url, n)
             deps = deps_from_settings(bench_settings(database_url, data_dir, args.redis_url, token))
             with deps.sessions() as s:
                 api_key = repo.create_api_key(s, TENANT)
@@ -312,7 +313,7 @@ def measure_replicas(args, replicas: int, n: int, run_id: str, token: str) -> di
     try:
         with tempfile.TemporaryDirectory(prefix="llada-bench-") as data_dir:
             upgrade(database_url)
-            load_backlog(libpq_url, n)
+            load_backlog(database_url, libpq_url, n)
             settings = bench_settings(database_url, data_dir, args.redis_url, token)
             with deps_from_settings(settings).sessions() as s:
                 api_key = repo.create_api_key(s, TENANT)

@@ -203,3 +203,31 @@ def _row_of_0007(s, tenant: str, priority: int, state: JobState, created_at) -> 
         output_keys={}, created_at=created_at, cancel_requested=False))
     s.commit()
     return Job(id=job_id)
+
+
+def test_recount_puts_right_what_writes_without_the_triggers_left_wrong(s, db_url):
+    from shared.queue_counts import recount_queue
+
+    kept = [submit(s), submit(s, priority=2)]
+    attempts.claim_job(s, kept[1].id, "w1", heartbeat_timeout_s=60)
+    # As a bulk load with the triggers off would leave them: two queued jobs without tickets or counts.
+    loaded = [_row_of_0007(s, "bulk", 0, JobState.QUEUED, utcnow() - timedelta(seconds=age)) for age in (1, 2)]
+    s.execute(update(JobQueueCount).values(queued=JobQueueCount.queued + 7))
+    s.commit()
+    s.execute(delete(JobQueueCount).where(JobQueueCount.tenant == "bulk"))
+    s.execute(update(Job).where(Job.tenant == "bulk").values(queue_ticket=None))
+    s.commit()
+
+    assert recount_queue(s) == {"queued": 3, "active": 1, "ticketed": 2}
+    assert_counts(s, {("acme", 0): (1, 0), ("acme", 2): (0, 1), ("bulk", 0): (2, 0)})
+    # The loaded jobs line up behind the queued job that had its ticket, the older of them first.
+    positions = repo.queue_positions(s, fresh(s, [kept[0], *loaded]))
+    assert [positions[j.id] for j in (kept[0], loaded[1], loaded[0])] == [1, 2, 3]
+    assert repo.queue_position(s, submit(s)) == 4  # and new jobs behind them
+
+
+def test_the_recount_command_prints_what_it_found(db_url, capsys):
+    from shared.db.__main__ import main
+
+    assert main(["recount", "--url", db_url]) == 0
+    assert capsys.readouterr().out.strip() == "0 queued and 0 running jobs counted; 0 queued jobs given a ticket"
