@@ -67,6 +67,11 @@ LIST_PAGE = 20
 TENANT = "bench"
 
 
+# The clients' event loop, one for the whole run: grpc.aio keeps its poller bound to the first loop it meets,
+# so a loop per measurement (asyncio.run) leaves callbacks aimed at closed loops.
+CLIENTS = asyncio.Runner()
+
+
 def percentile(values: list[float], q: int) -> float:
     if len(values) == 1:
         return values[0]
@@ -262,13 +267,13 @@ def measure_backlog(args, n: int, run_id: str, token: str) -> dict[str, Result]:
             gateway = server.run(start_gateway(deps, listen="127.0.0.1:0"))
             addresses = [f"127.0.0.1:{gateway.port}"]
             submitted: list[str] = []
-            results = {"SubmitJob": asyncio.run(drive(addresses, args.clients, args.calls,
+            results = {"SubmitJob": CLIENTS.run(drive(addresses, args.clients, args.calls,
                                                       submit_call(api_key, f"{run_id}-{n}", submitted)))}
             back = submitted[-1]
-            results["GetJob"] = asyncio.run(drive(addresses, args.clients, args.calls, get_call(api_key, back, n + 1)))
-            results["ListJobs"] = asyncio.run(drive(addresses, args.clients, args.calls, list_call(api_key)))
-            results["WatchJob"] = asyncio.run(drive(addresses, args.clients, args.calls, watch_call(api_key, back)))
-            results["health Check"] = asyncio.run(drive(addresses, args.clients, args.calls, health_call))
+            results["GetJob"] = CLIENTS.run(drive(addresses, args.clients, args.calls, get_call(api_key, back, n + 1)))
+            results["ListJobs"] = CLIENTS.run(drive(addresses, args.clients, args.calls, list_call(api_key)))
+            results["WatchJob"] = CLIENTS.run(drive(addresses, args.clients, args.calls, watch_call(api_key, back)))
+            results["health Check"] = CLIENTS.run(drive(addresses, args.clients, args.calls, health_call))
             with deps.sessions() as s:
                 queued = repo.count_queued(s)
             expected = n + len(submitted)
@@ -331,11 +336,11 @@ def measure_replicas(args, replicas: int, n: int, run_id: str, token: str) -> di
                 wait_serving(address, process)
             submitted: list[str] = []
             clients = max(args.clients, replicas)
-            results = {"SubmitJob": asyncio.run(drive(addresses, clients, args.calls,
+            results = {"SubmitJob": CLIENTS.run(drive(addresses, clients, args.calls,
                                                       submit_call(api_key, f"{run_id}-r{replicas}", submitted)))}
-            results["GetJob"] = asyncio.run(drive(addresses, clients, args.calls,
+            results["GetJob"] = CLIENTS.run(drive(addresses, clients, args.calls,
                                                   get_call(api_key, submitted[-1], n + 1)))
-            results["health Check"] = asyncio.run(drive(addresses, clients, args.calls, health_call))
+            results["health Check"] = CLIENTS.run(drive(addresses, clients, args.calls, health_call))
     finally:
         for process in processes:
             process.terminate()
@@ -391,8 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     run_id = uuid.uuid4().hex[:10]
     token = f"llada-bench-{run_id}"
     try:
-        by_backlog = {n: measure_backlog(args, n, run_id, token) for n in args.backlog}
-        by_replicas = {r: measure_replicas(args, r, max(args.backlog), run_id, token) for r in args.replicas}
+        with CLIENTS:
+            by_backlog = {n: measure_backlog(args, n, run_id, token) for n in args.backlog}
+            by_replicas = {r: measure_replicas(args, r, max(args.backlog), run_id, token) for r in args.replicas}
     finally:
         removed = delete_redis_keys(args.redis_url, token)
     print(f"{args.calls} calls per kind from {args.clients} concurrent clients; gateway in-process on loopback, "
