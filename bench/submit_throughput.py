@@ -303,7 +303,8 @@ def wait_serving(address: str, process: subprocess.Popen) -> None:
             if process.poll() is not None:
                 raise SystemExit(f"gateway replica at {address} exited with {process.returncode}")
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
                 time.sleep(0.2)

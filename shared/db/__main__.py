@@ -1,4 +1,5 @@
-"""`python -m shared.db upgrade|current|revision|recount [--url URL]`: the jobs database (default: LLADA_DATABASE_URL)."""
+"""`python -m shared.db upgrade|current|revision|recount [--url URL]`: the jobs database (default:
+LLADA_DATABASE_URL)."""
 
 from __future__ import annotations
 

@@ -166,7 +166,8 @@ def upgrade() -> None:
     # Existing jobs get tickets in the order the queue position used to read them: by age, then id.
     op.execute("""
         UPDATE jobs SET queue_ticket = ranked.ticket
-        FROM (SELECT id, row_number() OVER (PARTITION BY priority ORDER BY created_at, id) AS ticket FROM jobs) AS ranked
+        FROM (SELECT id, row_number() OVER (PARTITION BY priority ORDER BY created_at, id) AS ticket
+              FROM jobs) AS ranked
         WHERE jobs.id = ranked.id
     """)
     op.execute("INSERT INTO job_queue_tickets (priority, issued) SELECT priority, max(queue_ticket) FROM jobs "
