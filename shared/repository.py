@@ -12,7 +12,6 @@ Postgres and SQLite alike: of two racing writers exactly one wins, and the loser
 from __future__ import annotations
 
 import base64
-import bisect
 import hashlib
 import json
 import re
@@ -21,10 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import String, and_, bindparam, exists, func, insert, literal, or_, select, update
+from sqlalchemy import String, and_, bindparam, case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from shared.db.models import ApiKey, Job, JobQueueCount
 from shared.db.models import new_job_id
@@ -242,9 +241,9 @@ def _postgres_submit(s: Session, job: Job, limits: QueueLimits | None, fingerpri
                 existing_id = connection.scalar(select(Job.id).where(Job.tenant == job.tenant,
                                                                      Job.request_id == job.request_id))
             if existing_id is not None:  # answered even when the queue is full
-                existing = s.get(Job, existing_id, populate_existing=True)
-                if existing is not None:
-                    return Submitted(_same_request(existing, fingerprint), False, queue_position(s, existing))
+                found = get_job_and_position(s, job.tenant, existing_id)
+                if found is not None:
+                    return Submitted(_same_request(found[0], fingerprint), False, found[1])
             elif refused is not None:
                 raise QueueFull(refused, limits.per_tenant if refused == "tenant" else limits.total)
             # The job holding the request id was deleted in between: try again.
@@ -318,6 +317,17 @@ def get_job(s: Session, tenant: str, job_id: str) -> Job | None:
     return job
 
 
+def get_job_and_position(s: Session, tenant: str, job_id: str) -> tuple[Job, int] | None:
+    """The tenant's job and its queue position (see `queue_positions`), in one statement; None as `get_job`."""
+    row = s.execute(select(Job, *_POSITION_INPUTS).where(Job.id == job_id, Job.tenant == tenant)
+                    .execution_options(populate_existing=True), _position_params()).one_or_none()
+    s.commit()
+    if row is None:
+        return None
+    job, *inputs = row
+    return job, _place(job.state, job.queue_ticket, *inputs)
+
+
 def load_job(s: Session, job_id: str) -> Job:
     """Any tenant's job, fresh from the database (for workers and the reaper)."""
     job = s.get(Job, job_id, populate_existing=True)
@@ -337,10 +347,25 @@ def list_jobs(
     page_token: str | None = None,
 ) -> tuple[list[Job], str | None]:
     """The tenant's jobs, newest first. `next_page_token` is None on the last page; 0 = default size."""
+    placed, token = list_jobs_and_positions(s, tenant, state=state, kind=kind, page_size=page_size,
+                                            page_token=page_token)
+    return [job for job, _ in placed], token
+
+
+def list_jobs_and_positions(
+    s: Session,
+    tenant: str,
+    *,
+    state: JobState | str | None = None,
+    kind: JobKind | str | None = None,
+    page_size: int = 0,
+    page_token: str | None = None,
+) -> tuple[list[tuple[Job, int]], str | None]:
+    """`list_jobs` with each job's queue position, in the same one statement."""
     if page_size < 0:
         raise InvalidArgument("page_size", "must not be negative")
     page_size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    query = select(Job).where(Job.tenant == tenant)
+    query = select(Job, *_POSITION_INPUTS).where(Job.tenant == tenant)
     if state is not None:
         query = query.where(Job.state == parse_state(state).value)
     if kind is not None:
@@ -349,12 +374,13 @@ def list_jobs(
         created_at, last_id = _decode_page_token(page_token)
         query = query.where(or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < last_id)))
     query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(page_size + 1)
-    jobs = list(s.scalars(query))
+    placed = [(job, _place(job.state, job.queue_ticket, *inputs))
+              for job, *inputs in s.execute(query, _position_params())]
     s.commit()
-    if len(jobs) <= page_size:
-        return jobs, None
-    jobs = jobs[:page_size]
-    return jobs, _encode_page_token(jobs[-1])
+    if len(placed) <= page_size:
+        return placed, None
+    placed = placed[:page_size]
+    return placed, _encode_page_token(placed[-1][0])
 
 
 def _encode_page_token(job: Job) -> str:
@@ -384,17 +410,43 @@ def _decode_page_token(token: str) -> tuple[datetime, str]:
         raise refused from None
 
 
-# How many queued jobs at the head of a priority are read one by one (an index range of at most this many
-# entries): a job among them has its exact place; past them, the upper bound `queue_positions` describes.
+# How many queued jobs ahead of a job at its own priority are counted one by one (an index range of at most
+# this many + 1 entries); past that, the position is the upper bound `queue_positions` describes.
 EXACT_POSITION_AHEAD = 100
 
-# Built once: the queued jobs per priority (trigger-kept counts), and the first tickets in line at a priority.
-_QUEUED_BY_PRIORITY = (select(JobQueueCount.priority, func.sum(JobQueueCount.queued))
-                       .group_by(JobQueueCount.priority))
-_HEAD_TICKETS = (select(Job.queue_ticket)
-                 .where(Job.state == JobState.QUEUED.value, Job.priority == bindparam("priority"))
-                 .order_by(Job.queue_ticket).limit(bindparam("head")))
-_TICKET = select(Job.queue_ticket).where(Job.id == bindparam("job_id"))
+
+def _position_input_columns() -> list:
+    """Columns that, read beside a job (`select(Job, *_POSITION_INPUTS)`), give its place in line (`_place`);
+    NULL for a job that is not queued. Each is a few counter rows or a bounded index range, whatever the
+    length of the queue."""
+    line = aliased(Job, name="line")
+    queued = Job.state == JobState.QUEUED.value
+    same = and_(line.state == JobState.QUEUED.value, line.priority == Job.priority)
+    ahead = (select(literal(1)).where(same, line.queue_ticket < Job.queue_ticket).limit(bindparam("count_up_to"))
+             .correlate(Job).subquery("ahead"))
+    return [
+        case((queued, _queued_sum(JobQueueCount.priority > Job.priority))).label("higher"),
+        case((queued, _queued_sum(JobQueueCount.priority == Job.priority))).label("at_priority"),
+        case((queued, select(func.count()).select_from(ahead).scalar_subquery())).label("counted"),
+        case((queued, select(func.min(line.queue_ticket)).where(same).scalar_subquery())).label("first"),
+    ]
+
+
+_POSITION_INPUTS = _position_input_columns()
+
+
+def _position_params() -> dict[str, int]:
+    return {"count_up_to": EXACT_POSITION_AHEAD + 1}
+
+
+def _place(state: str, ticket: int | None, higher: int | None, at_priority: int | None, counted: int | None,
+           first: int | None) -> int:
+    """A job's 1-based place in line from `_POSITION_INPUTS`; 0 when it is not queued."""
+    if state != JobState.QUEUED.value or counted is None or ticket is None:
+        return 0
+    if counted <= EXACT_POSITION_AHEAD:
+        return int(higher) + int(counted) + 1
+    return int(higher) + max(EXACT_POSITION_AHEAD + 1, min(ticket - int(first), int(at_priority) - 1)) + 1
 
 
 def queue_position(s: Session, job: Job) -> int:
@@ -404,43 +456,23 @@ def queue_position(s: Session, job: Job) -> int:
 
 
 def queue_positions(s: Session, jobs: Iterable[Job]) -> dict[str, int]:
-    """Each job's 1-based place in line among all QUEUED jobs, 0 for a job that is not queued. Higher
-    priorities first, then tickets (submit order) within a priority.
-
-    One read of the counts, and one of at most EXACT_POSITION_AHEAD + 1 index entries per priority among
-    `jobs` — whatever the length of the queue:
+    """Each job's 1-based place in line among all QUEUED jobs, as the database has it now; 0 for a job that is
+    not queued (or no longer exists). Higher priorities first, then tickets (submit order) within a priority.
+    One statement for them all, whatever the length of the queue:
     - queued jobs of higher priorities: exact, from `job_queue_counts`;
-    - queued jobs of the same priority with a smaller ticket: exact for a job among the first
-      EXACT_POSITION_AHEAD + 1 in line at its priority; further back, `min(ticket - first ticket in line,
-      queued at the priority - 1)`: an upper bound, exact unless jobs between the head and this one left
-      out of turn (a cancel, a worker taking a later job first), and never below the true place.
+    - queued jobs of the same priority with a smaller ticket: counted exactly up to EXACT_POSITION_AHEAD;
+      further back, `min(ticket - first ticket in line, queued at the priority - 1)`: an upper bound, exact
+      unless jobs between the head and this one left out of turn (a cancel, a worker taking a later job
+      first), and never below the true place.
     """
-    jobs = list(jobs)
-    positions = {job.id: 0 for job in jobs}
-    queued = [job for job in jobs if job.state == JobState.QUEUED.value]
-    if queued:
-        by_priority = {int(p): int(n) for p, n in s.execute(_QUEUED_BY_PRIORITY)}
-        heads: dict[int, list[int]] = {}
-        for job in queued:
-            if job.queue_ticket is None:  # an object made by this process's insert: the trigger gave the ticket
-                job.queue_ticket = s.scalar(_TICKET, {"job_id": job.id})
-                if job.queue_ticket is None:  # deleted meanwhile
-                    continue
-            if job.priority not in heads:
-                heads[job.priority] = list(s.scalars(_HEAD_TICKETS, {"priority": job.priority,
-                                                                      "head": EXACT_POSITION_AHEAD + 1}))
-            positions[job.id] = 1 + sum(n for p, n in by_priority.items() if p > job.priority) + _ahead_at_priority(
-                job.queue_ticket, heads[job.priority], by_priority.get(job.priority, 0))
+    ids = sorted({job.id for job in jobs})
+    positions = dict.fromkeys(ids, 0)
+    if ids:
+        rows = s.execute(select(Job.id, Job.state, Job.queue_ticket, *_POSITION_INPUTS).where(Job.id.in_(ids)),
+                         _position_params())
+        positions.update({job_id: _place(*row) for job_id, *row in rows})
     s.commit()
     return positions
-
-
-def _ahead_at_priority(ticket: int, head: list[int], queued: int) -> int:
-    """Queued jobs of the priority ahead of `ticket`, given the first tickets in line (`head`) and the count."""
-    ahead = bisect.bisect_left(head, ticket)
-    if ahead <= EXACT_POSITION_AHEAD:
-        return ahead
-    return max(EXACT_POSITION_AHEAD + 1, min(ticket - head[0], queued - 1))
 
 
 def count_queued(s: Session, tenant: str | None = None) -> int:

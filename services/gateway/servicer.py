@@ -112,19 +112,19 @@ class JobServicer(pb_grpc.JobServiceServicer):
             return ""
 
     def _snapshot_sync(self, s: Session, job: Job, *, presign: bool = True) -> pb.Job:
-        return self._snapshots_sync(s, [job], presign=presign)[0]
+        return self._to_pb(job, repo.queue_position(s, job), presign=presign)
 
-    def _snapshots_sync(self, s: Session, jobs: list[Job], *, presign: bool = True) -> list[pb.Job]:
-        positions = repo.queue_positions(s, jobs)  # one read for them all, however long the queue
-        return [job_to_pb(job, queue_position=positions[job.id], presign=self._presign if presign else None,
-                          presign_expiry_s=self.settings.presign_expiry_s) for job in jobs]
+    def _to_pb(self, job: Job, position: int, *, presign: bool = True) -> pb.Job:
+        return job_to_pb(job, queue_position=position, presign=self._presign if presign else None,
+                         presign_expiry_s=self.settings.presign_expiry_s)
 
     def _get_sync(self, s: Session, tenant: str, job_id: str, *, presign: bool = True) -> tuple[pb.Job, bool]:
-        job = repo.get_job(s, tenant, job_id)
-        if job is None:
+        found = repo.get_job_and_position(s, tenant, job_id)  # one statement, however long the queue
+        if found is None:
             raise repo.JobNotFound(job_id)
+        job, position = found
         terminal = job.state in {st.value for st in TERMINAL_STATES}
-        return self._snapshot_sync(s, job, presign=presign), terminal
+        return self._to_pb(job, position, presign=presign), terminal
 
     async def _publish(self, job_id: str, event: dict) -> None:
         try:
@@ -303,9 +303,11 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 raise InvalidArgument("kind", f"unknown job kind {request.kind}") from None
 
             def page(s: Session) -> pb.ListJobsResponse:
-                jobs, token = repo.list_jobs(s, tenant, state=state, kind=kind, page_size=request.page_size,
-                                             page_token=request.page_token or None)
-                return pb.ListJobsResponse(jobs=self._snapshots_sync(s, jobs), next_page_token=token or "")
+                placed, token = repo.list_jobs_and_positions(s, tenant, state=state, kind=kind,
+                                                             page_size=request.page_size,
+                                                             page_token=request.page_token or None)
+                return pb.ListJobsResponse(jobs=[self._to_pb(job, position) for job, position in placed],
+                                           next_page_token=token or "")
             return await asyncio.to_thread(self._read_sync, page)
 
     async def WatchJob(self, request: pb.WatchJobRequest, context):
