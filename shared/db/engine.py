@@ -22,10 +22,16 @@ def normalize_url(url: str) -> str:
 
 # Connections a pool may open beyond one per thread (a thread that briefly holds two sessions).
 POOL_OVERFLOW = 2
+# Postgres ends a session left idle inside a transaction this long (idle_in_transaction_session_timeout),
+# releasing its locks. Every transaction here is a few statements sent back to back, so only a stalled
+# process reaches it: a worker frozen (SIGSTOP, a paused VM) between an UPDATE of its job and the COMMIT would
+# otherwise hold that row, and the reaper's take-over of the job would wait for as long as it sleeps. Well
+# under the default lease (LLADA_HEARTBEAT_TIMEOUT_S, 60 s).
+IDLE_IN_TRANSACTION_TIMEOUT_S = 10.0
 
 
 def make_engine(url: str, *, threads: int | None = None, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
-                **kwargs) -> Engine:
+                idle_in_transaction_timeout_s: float = IDLE_IN_TRANSACTION_TIMEOUT_S, **kwargs) -> Engine:
     """`threads`: how many threads of the process may use the database at once; the pool keeps one
     connection for each (SQLAlchemy's default of 5 + 10 overflow makes the 16th concurrent caller wait
     `pool_timeout` and fail), and never more, so that replicas × pool stays under the server's limit."""
@@ -36,7 +42,10 @@ def make_engine(url: str, *, threads: int | None = None, sqlite_busy_timeout_ms:
         kwargs.setdefault("max_overflow", POOL_OVERFLOW)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database, sqlite_busy_timeout_ms, **kwargs)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    timeout = f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_timeout_s * 1000)}"
+    connect_args["options"] = f"{connect_args['options']} {timeout}" if connect_args.get("options") else timeout
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
 def _sqlite_engine(url: str, database: str | None, busy_timeout_ms: int, **kwargs) -> Engine:

@@ -4,7 +4,8 @@ from datetime import timedelta, timezone
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+import pytest
+from sqlalchemy import delete, inspect
 
 from shared.db import Base, Job, make_engine, session_factory, upgrade
 from shared.db.types import utcnow
@@ -89,3 +90,38 @@ def test_a_pool_sized_for_its_threads_serves_them_all_at_once(db_url):
         [w.join(10) for w in workers]
         engine.dispose()
     assert failures == []
+
+
+def test_a_session_stalled_inside_a_transaction_loses_its_locks(postgres_url):
+    """A process frozen between an UPDATE and its COMMIT (a SIGSTOPped worker) must not hold the job's row
+    for as long as it sleeps: Postgres ends the session after the idle-in-transaction timeout, and a take-over
+    proceeds. The frozen side's commit then fails, so it writes nothing."""
+    from sqlalchemy import text, update
+    from sqlalchemy.exc import DBAPIError
+
+    from shared.db.errors import is_transient_db_error
+
+    from shared import repository as repo
+
+    stalled_engine = make_engine(postgres_url, idle_in_transaction_timeout_s=0.3)
+    engine = make_engine(postgres_url)
+    try:
+        with session_factory(engine)() as s:
+            job = repo.submit_job(s, tenant="stall", request_id=None, kind="TEXT_TO_IMAGE", params={},
+                                  input_keys={}).job
+        with session_factory(stalled_engine)() as frozen, engine.connect() as other:
+            frozen.execute(update(Job).where(Job.id == job.id).values(progress_step=1))  # …and then no COMMIT
+            other.execute(text("SET statement_timeout = '10s'"))  # the take-over would fail here if never freed
+            moved = other.execute(update(Job).where(Job.id == job.id).values(progress_step=2)).rowcount
+            other.commit()
+            assert moved == 1
+            with pytest.raises(DBAPIError) as ended:
+                frozen.commit()
+            assert is_transient_db_error(ended.value)  # an outage to the worker, never a FAILED job
+        with session_factory(engine)() as s:
+            assert repo.load_job(s, job.id).progress_step == 2
+            s.execute(delete(Job).where(Job.id == job.id))
+            s.commit()
+    finally:
+        stalled_engine.dispose()
+        engine.dispose()
