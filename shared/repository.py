@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import String, and_, bindparam, case, exists, func, insert, literal, or_, select, update
+from sqlalchemy import Row, String, and_, bindparam, case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -48,6 +48,11 @@ API_KEY_PREFIX_CHARS = 12
 API_KEY_MIN_CHARS = 16
 API_KEY_MAX_CHARS = 256
 MAX_TENANT_CHARS = 128  # the width of the tenant columns
+
+# A job read to be shown: the jobs table's columns as attributes (a SQLAlchemy `Row`), tracked by no session.
+# Cheaper to read than an ORM `Job`, and all that `shared.job_message.job_to_pb` needs.
+JobRow = Row
+
 
 class JobNotFound(LookupError):
     def __init__(self, job_id: str):
@@ -102,9 +107,10 @@ def _same_request(existing: Job, fingerprint: str | None) -> Job:
 @dataclass(frozen=True)
 class Submitted:
     """What a submit found or made: the job, whether this call created it, and its `queue_position` read in
-    the same transaction (so a caller needs no second round trip to show it)."""
+    the same transaction (so a caller needs no second round trip to show it). An earlier job found on Postgres
+    comes as the `JobRow` its read returned: the same attributes, read-only."""
 
-    job: Job
+    job: Job | JobRow
     created: bool
     queue_position: int
 
@@ -317,15 +323,13 @@ def get_job(s: Session, tenant: str, job_id: str) -> Job | None:
     return job
 
 
-def get_job_and_position(s: Session, tenant: str, job_id: str) -> tuple[Job, int] | None:
-    """The tenant's job and its queue position (see `queue_positions`), in one statement; None as `get_job`."""
-    row = s.execute(select(Job, *_POSITION_INPUTS).where(Job.id == job_id, Job.tenant == tenant)
-                    .execution_options(populate_existing=True), _position_params()).one_or_none()
+def get_job_and_position(s: Session, tenant: str, job_id: str) -> tuple[JobRow, int] | None:
+    """The tenant's job as a `JobRow` and its queue position (see `queue_positions`), in one statement; None
+    as `get_job`."""
+    row = s.connection().execute(_JOB_AND_POSITION, {"job_id": job_id, "tenant": tenant,
+                                                     **_position_params()}).one_or_none()
     s.commit()
-    if row is None:
-        return None
-    job, *inputs = row
-    return job, _place(job.state, job.queue_ticket, *inputs)
+    return None if row is None else (row, _place_of(row))
 
 
 def load_job(s: Session, job_id: str) -> Job:
@@ -347,9 +351,10 @@ def list_jobs(
     page_token: str | None = None,
 ) -> tuple[list[Job], str | None]:
     """The tenant's jobs, newest first. `next_page_token` is None on the last page; 0 = default size."""
-    placed, token = list_jobs_and_positions(s, tenant, state=state, kind=kind, page_size=page_size,
-                                            page_token=page_token)
-    return [job for job, _ in placed], token
+    query, page_size = _page_query(select(Job), tenant, state, kind, page_size, page_token)
+    jobs = list(s.scalars(query))
+    s.commit()
+    return _page(jobs, page_size)
 
 
 def list_jobs_and_positions(
@@ -360,12 +365,22 @@ def list_jobs_and_positions(
     kind: JobKind | str | None = None,
     page_size: int = 0,
     page_token: str | None = None,
-) -> tuple[list[tuple[Job, int]], str | None]:
-    """`list_jobs` with each job's queue position, in the same one statement."""
+) -> tuple[list[tuple[JobRow, int]], str | None]:
+    """`list_jobs` as `JobRow`s, each with its queue position, in one statement."""
+    query, page_size = _page_query(select(_JOBS, *_POSITION_INPUTS), tenant, state, kind, page_size, page_token)
+    rows = list(s.connection().execute(query, _position_params()))
+    s.commit()
+    page, token = _page(rows, page_size)
+    return [(row, _place_of(row)) for row in page], token
+
+
+def _page_query(query, tenant: str, state, kind, page_size: int, page_token: str | None):
+    """`query` narrowed to a page of the tenant's jobs, newest first (one more row than the page, to tell
+    whether another page follows), and the page size used."""
     if page_size < 0:
         raise InvalidArgument("page_size", "must not be negative")
     page_size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    query = select(Job, *_POSITION_INPUTS).where(Job.tenant == tenant)
+    query = query.where(Job.tenant == tenant)
     if state is not None:
         query = query.where(Job.state == parse_state(state).value)
     if kind is not None:
@@ -373,14 +388,14 @@ def list_jobs_and_positions(
     if page_token:
         created_at, last_id = _decode_page_token(page_token)
         query = query.where(or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < last_id)))
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(page_size + 1)
-    placed = [(job, _place(job.state, job.queue_ticket, *inputs))
-              for job, *inputs in s.execute(query, _position_params())]
-    s.commit()
-    if len(placed) <= page_size:
-        return placed, None
-    placed = placed[:page_size]
-    return placed, _encode_page_token(placed[-1][0])
+    return query.order_by(Job.created_at.desc(), Job.id.desc()).limit(page_size + 1), page_size
+
+
+def _page(items: list, page_size: int) -> tuple[list, str | None]:
+    if len(items) <= page_size:
+        return items, None
+    items = items[:page_size]
+    return items, _encode_page_token(items[-1])
 
 
 def _encode_page_token(job: Job) -> str:
@@ -433,10 +448,18 @@ def _position_input_columns() -> list:
 
 
 _POSITION_INPUTS = _position_input_columns()
+_JOBS = Job.__table__
+_JOB_AND_POSITION = select(_JOBS, *_POSITION_INPUTS).where(_JOBS.c.id == bindparam("job_id"),
+                                                            _JOBS.c.tenant == bindparam("tenant"))
 
 
 def _position_params() -> dict[str, int]:
     return {"count_up_to": EXACT_POSITION_AHEAD + 1}
+
+
+def _place_of(row) -> int:
+    """The place in line of a row read with `_POSITION_INPUTS` beside the job's columns."""
+    return _place(row.state, row.queue_ticket, row.higher, row.at_priority, row.counted, row.first)
 
 
 def _place(state: str, ticket: int | None, higher: int | None, at_priority: int | None, counted: int | None,
