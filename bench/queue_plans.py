@@ -6,15 +6,17 @@ Creates a throwaway database (dropped afterwards), migrates it, bulk-loads `--ba
 tenants (as bench/submit_throughput.py does) and `--finished` finished jobs (half within retention, half
 expired long ago), and runs the real
 repository and attempt functions — the gateway's submit and reads, the worker's claim, heartbeat, progress and
-finish, the reaper's scans — capturing each SQL statement they send. Each is shown with its plan: EXPLAIN
-ANALYZE for reads (run against the real rows), plain EXPLAIN for writes (so nothing is changed twice).
-Exits 1 if any per-job plan reads the `jobs` table sequentially (the metrics scrape's count by state, shown
-last, does: it is read every scrape interval, not per call).
+finish, the reaper's scans — capturing each SQL statement they send. Each is shown with its plan right after
+its step ran (so the rows are as the step saw them): EXPLAIN ANALYZE for reads, plain EXPLAIN for writes (so
+nothing is changed twice). Exits 1 if any per-job plan scans `jobs` sequentially or has a node over it that
+produced more than WIDE_ROWS rows (the metrics scrape's count by state, shown last, does: it runs every
+scrape interval, not per call).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from types import SimpleNamespace
@@ -36,8 +38,24 @@ from shared.db.types import utcnow  # noqa: E402
 from submit_throughput import drop_database, load_backlog, make_database  # noqa: E402
 
 HEARTBEAT_TIMEOUT_S = 60
+# A per-job statement reads at most this many rows of jobs (the position counts up to 101).
+WIDE_ROWS = 1000
+_ACTUAL_ROWS = re.compile(r"actual time=\S+ rows=(\d+)")
 # Not a per-job statement: the gateway's llada_jobs gauge, read on each scrape (shown, not held to the rule).
 SCRAPE = "gateway metrics scrape: llada_jobs by state"
+
+
+def _reads_widely(plan: list[str]) -> bool:
+    """A sequential scan of jobs, or a node over jobs' indexes that produced more than WIDE_ROWS rows (a
+    bitmap of the whole queue, say, before a LIMIT could stop it)."""
+    for line in plan:
+        if "Seq Scan on jobs" in line:
+            return True
+        on_jobs = " on jobs" in line or "using ix_jobs" in line or "using jobs_pkey" in line
+        produced = _ACTUAL_ROWS.search(line)
+        if on_jobs and produced and int(produced.group(1)) > WIDE_ROWS:
+            return True
+    return False
 
 
 def load_finished(libpq_url: str, n: int) -> None:
@@ -74,19 +92,38 @@ def main(argv: list[str] | None = None) -> int:
         load_finished(libpq_url, args.finished)
         engine = make_engine(database_url)
         Session = session_factory(engine)
-        captured: list[tuple[str, str, object]] = []
-        step = ["setup"]
+        captured: list[tuple[str, object]] = []
+        capturing = [False]
+        wide: list[str] = []
 
         @event.listens_for(engine, "before_cursor_execute")
         def capture(conn, cursor, statement, parameters, context, executemany):
-            if step[0] != "setup" and not statement.lstrip().upper().startswith(("EXPLAIN", "SELECT PG_ADVISORY")):
-                captured.append((step[0], statement, parameters))
+            if capturing[0] and not statement.lstrip().upper().startswith(("EXPLAIN", "SELECT PG_ADVISORY")):
+                captured.append((statement, parameters))
 
         def run(label, fn, *a, **kw):
-            step[0] = label
-            with Session() as s:
-                result = fn(s, *a, **kw)
-            step[0] = "setup"
+            """Runs one step, then shows each statement it sent, explained while the rows are as they were."""
+            captured.clear()
+            capturing[0] = True
+            try:
+                with Session() as s:
+                    result = fn(s, *a, **kw)
+            finally:
+                capturing[0] = False
+            print(f"\n=== {label}")
+            with engine.connect() as conn:
+                for statement, parameters in captured:
+                    if statement.strip() in ("BEGIN", "COMMIT", "ROLLBACK"):
+                        continue
+                    read = statement.lstrip().upper().startswith("SELECT") and "FOR UPDATE" not in statement.upper()
+                    plan = conn.exec_driver_sql(("EXPLAIN (ANALYZE, BUFFERS) " if read else "EXPLAIN ") + statement,
+                                                parameters).scalars().all()
+                    conn.rollback()
+                    print(" ".join(statement.split())[:300])
+                    for line in plan:
+                        print("    " + line)
+                    if label != SCRAPE and _reads_widely(plan):
+                        wide.append(label)
             return result
 
         submitted = run("gateway: SubmitJob (checked)", repo.submit_job, tenant="bench", request_id="r1",
@@ -94,17 +131,17 @@ def main(argv: list[str] | None = None) -> int:
                         limits=repo.QueueLimits(per_tenant=10_000_000, total=10_000_000))
         run("gateway: SubmitJob, idempotent replay", repo.submit_job, tenant="bench", request_id="r1",
             kind="TEXT_TO_IMAGE", params={"prompt": "p"}, input_keys={})
-        job = run("gateway: GetJob", repo.get_job, "bench", submitted.job.id)
-        run("gateway: queue position (job at the back)", repo.queue_positions, [job])
-        run("gateway: ListJobs (queued)", repo.list_jobs, "bench", state="QUEUED")
+        job, _ = run("gateway: GetJob (the job at the back, with its place in line)", repo.get_job_and_position,
+                     "bench", submitted.job.id)
+        run("gateway: ListJobs (queued, with places in line)", repo.list_jobs_and_positions, "bench", state="QUEUED")
         attempt = run("worker: claim", attempts.claim_job, job.id, "w1", heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
         run("worker: heartbeat", attempts.heartbeat, attempt)
         run("worker: progress", attempts.record_progress, attempt, "denoise", 1, 8)
         run("worker: finish", attempts.finish_job, attempt, output_keys={})
-        stale = run("setup", repo.submit_job, tenant="bench", request_id=None, kind="TEXT_TO_IMAGE",
-                    params={"prompt": "p"}, input_keys={}).job
-        run("setup", attempts.claim_job, stale.id, "w2", heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
         with Session() as s:
+            stale = repo.submit_job(s, tenant="bench", request_id=None, kind="TEXT_TO_IMAGE", params={"prompt": "p"},
+                                    input_keys={}).job
+            attempts.claim_job(s, stale.id, "w2", heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
             s.execute(update(Job).where(Job.id == stale.id).values(heartbeat_at=utcnow() - timedelta(hours=1)))
             s.commit()
         run("reaper: stale leases", attempts.reap_stale, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S, max_attempts=3)
@@ -112,28 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         run("reaper: finished past retention", repo.finished_before, utcnow() - timedelta(days=1))
         run("autoscaler: backlog", repo.count_backlog)
         run(SCRAPE, lambda s: jobs_by_state(SimpleNamespace(sessions=lambda: s))())
-
-        sequential = []
-        with engine.connect() as conn:
-            last = None
-            for label, statement, parameters in captured:
-                if statement.strip() in ("BEGIN", "COMMIT", "ROLLBACK"):
-                    continue
-                if label != last:
-                    print(f"\n=== {label}")
-                    last = label
-                read = statement.lstrip().upper().startswith("SELECT") and "FOR UPDATE" not in statement.upper()
-                plan = conn.exec_driver_sql(("EXPLAIN (ANALYZE, BUFFERS) " if read else "EXPLAIN ") + statement,
-                                            parameters).scalars().all()
-                conn.rollback()
-                print(" ".join(statement.split())[:300])
-                for line in plan:
-                    print("    " + line)
-                if label != SCRAPE and any("Seq Scan on jobs" in line for line in plan):
-                    sequential.append(label)
-        print(f"\n{args.backlog} queued and {args.finished} finished jobs in the table; sequential scans of jobs: "
-              f"{sequential or 'none'}")
-        return 1 if sequential else 0
+        print(f"\n{args.backlog} queued and {args.finished} finished jobs in the table; steps that read more than "
+              f"{WIDE_ROWS} rows of jobs or scanned it sequentially: {sorted(set(wide)) or 'none'}")
+        return 1 if wide else 0
     finally:
         if engine is not None:
             engine.dispose()

@@ -437,8 +437,10 @@ def _position_input_columns() -> list:
     line = aliased(Job, name="line")
     queued = Job.state == JobState.QUEUED.value
     same = and_(line.state == JobState.QUEUED.value, line.priority == Job.priority)
-    ahead = (select(literal(1)).where(same, line.queue_ticket < Job.queue_ticket).limit(bindparam("count_up_to"))
-             .correlate(Job).subquery("ahead"))
+    # In ticket order, so that the planner walks ix_jobs_queued_ticket and stops at the limit (unordered, it may
+    # build a bitmap of every queued job of the priority first: 50 ms at a million).
+    ahead = (select(line.queue_ticket).where(same, line.queue_ticket < Job.queue_ticket)
+             .order_by(line.queue_ticket).limit(bindparam("count_up_to")).correlate(Job).subquery("ahead"))
     return [
         case((queued, _queued_sum(JobQueueCount.priority > Job.priority))).label("higher"),
         case((queued, _queued_sum(JobQueueCount.priority == Job.priority))).label("at_priority"),

@@ -114,7 +114,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     def _snapshot_sync(self, s: Session, job: Job, *, presign: bool = True) -> pb.Job:
         return self._to_pb(job, repo.queue_position(s, job), presign=presign)
 
-    def _to_pb(self, job: Job, position: int, *, presign: bool = True) -> pb.Job:
+    def _to_pb(self, job: Job | repo.JobRow, position: int, *, presign: bool = True) -> pb.Job:
         return job_to_pb(job, queue_position=position, presign=self._presign if presign else None,
                          presign_expiry_s=self.settings.presign_expiry_s)
 
@@ -219,9 +219,6 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def _store_insert_enqueue(self, images: dict[str, CheckedImage], *, tenant: str, **submit) -> repo.Submitted:
         job_id = str(uuid.uuid4())
         input_keys = await self._store_inputs(job_id, images)
-        # One transaction: idempotency lookup (a retry is answered even when the queue is full),
-        # both backpressure counts, insert and queue position; the limit check is atomic with
-        # the insert, so concurrent submits cannot overshoot it.
         insert = in_thread(self._insert_and_enqueue_sync, tenant=tenant, input_keys=input_keys, job_id=job_id,
                            **submit)
         try:
@@ -238,7 +235,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
         return submitted
 
     def _insert_and_enqueue_sync(self, **submit) -> repo.Submitted:
-        """The insert (one transaction: idempotency lookup — a retry is answered even when the queue is full —,
+        """The insert (repo.submit_job: idempotency lookup — a retry is answered even when the queue is full —,
         both backpressure checks atomic with the insert, queue position), then the run_job message, in one
         thread hop."""
         submitted = self._db_sync(repo.submit_job, **submit)
