@@ -221,7 +221,7 @@ def load_backlog(database_url: str, libpq_url: str, n: int) -> float:
     try:
         with session_factory(engine)() as s:
             recount_queue(s)
-        with engine.connect() as conn:
+        with engine.begin() as conn:  # committed: statistics taken in a rolled-back transaction are lost
             conn.exec_driver_sql("ANALYZE jobs")
     finally:
         engine.dispose()
