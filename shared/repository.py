@@ -341,20 +341,11 @@ def load_job(s: Session, job_id: str) -> Job:
     return job
 
 
-def list_jobs(
-    s: Session,
-    tenant: str,
-    *,
-    state: JobState | str | None = None,
-    kind: JobKind | str | None = None,
-    page_size: int = 0,
-    page_token: str | None = None,
-) -> tuple[list[Job], str | None]:
-    """The tenant's jobs, newest first. `next_page_token` is None on the last page; 0 = default size."""
-    query, page_size = _page_query(select(Job), tenant, state, kind, page_size, page_token)
-    jobs = list(s.scalars(query))
-    s.commit()
-    return _page(jobs, page_size)
+def list_jobs(s: Session, tenant: str, **page) -> tuple[list[JobRow], str | None]:
+    """The tenant's jobs, newest first, without their places in line; `page`: the keywords of
+    `list_jobs_and_positions` (state, kind, page_size, page_token)."""
+    placed, token = list_jobs_and_positions(s, tenant, **page)
+    return [job for job, _ in placed], token
 
 
 def list_jobs_and_positions(
@@ -366,21 +357,12 @@ def list_jobs_and_positions(
     page_size: int = 0,
     page_token: str | None = None,
 ) -> tuple[list[tuple[JobRow, int]], str | None]:
-    """`list_jobs` as `JobRow`s, each with its queue position, in one statement."""
-    query, page_size = _page_query(select(_JOBS, *_POSITION_INPUTS), tenant, state, kind, page_size, page_token)
-    rows = list(s.connection().execute(query, _position_params()))
-    s.commit()
-    page, token = _page(rows, page_size)
-    return [(row, _place_of(row)) for row in page], token
-
-
-def _page_query(query, tenant: str, state, kind, page_size: int, page_token: str | None):
-    """`query` narrowed to a page of the tenant's jobs, newest first (one more row than the page, to tell
-    whether another page follows), and the page size used."""
+    """The tenant's jobs as `JobRow`s, newest first, each with its queue position, in one statement.
+    `next_page_token` is None on the last page; `page_size` 0 = the default size."""
     if page_size < 0:
         raise InvalidArgument("page_size", "must not be negative")
     page_size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    query = query.where(Job.tenant == tenant)
+    query = select(_JOBS, *_POSITION_INPUTS).where(Job.tenant == tenant)
     if state is not None:
         query = query.where(Job.state == parse_state(state).value)
     if kind is not None:
@@ -388,14 +370,12 @@ def _page_query(query, tenant: str, state, kind, page_size: int, page_token: str
     if page_token:
         created_at, last_id = _decode_page_token(page_token)
         query = query.where(or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < last_id)))
-    return query.order_by(Job.created_at.desc(), Job.id.desc()).limit(page_size + 1), page_size
-
-
-def _page(items: list, page_size: int) -> tuple[list, str | None]:
-    if len(items) <= page_size:
-        return items, None
-    items = items[:page_size]
-    return items, _encode_page_token(items[-1])
+    # One more row than the page: whether another page follows.
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(page_size + 1)
+    rows = list(s.connection().execute(query, _position_params()))
+    s.commit()
+    token = _encode_page_token(rows[page_size - 1]) if len(rows) > page_size else None
+    return [(row, _place_of(row)) for row in rows[:page_size]], token
 
 
 def _encode_page_token(job: Job) -> str:
