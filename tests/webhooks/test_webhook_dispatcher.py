@@ -142,23 +142,26 @@ def test_cancelled_and_failed_jobs_each_send_completed_once_with_their_state(wor
     assert states == sorted([(cancelled.id, "JOB_STATE_CANCELLED"), (failed.id, "JOB_STATE_FAILED")])
 
 
+@pytest.mark.slow
 def test_progress_reaches_the_receiver_at_most_every_half_second_the_newest_step(world, receiver):
     job = world.submit(receiver.url(), ("progress", "completed"))
     world.start()
     attempt = world.claim(job.id)
-    end = time.monotonic() + 1.6
+    began = time.monotonic()
     step = 0
-    while time.monotonic() < end:
+    while time.monotonic() < began + 1.6:
         step += 1
         assert world.db(attempts.record_progress, attempt, "denoise", step, 10_000)
         time.sleep(0.01)
+    ran_s = time.monotonic() - began
     world.db(attempts.finish_job, attempt, output_keys={})
     wait_rows(world, settled, job.id)
     progress = [r for r in receiver.requests if json.loads(r.body)["state"] == "JOB_STATE_RUNNING"]
     steps = [json.loads(r.body)["progress"]["step"] for r in progress]
     gaps = [b.at - a.at for a, b in zip(progress, progress[1:])]
-    assert 2 <= len(progress) <= 4 and all(gap >= 0.45 for gap in gaps), gaps
-    assert steps == sorted(steps) and steps[-1] > steps[0] and step > 20 * len(progress)
+    assert 2 <= len(progress) <= ran_s / 0.5 + 1 and all(gap >= 0.45 for gap in gaps), (ran_s, gaps)
+    # Coalesced, not queued: far fewer deliveries than steps, each with a newer step than the last.
+    assert steps == sorted(steps) and steps[-1] > steps[0] and 4 * len(progress) < step
     assert [json.loads(r.body)["state"] for r in receiver.requests].count("JOB_STATE_SUCCEEDED") == 1
 
 
@@ -181,6 +184,7 @@ def _dispatcher_process(world) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_a_dispatcher_killed_mid_try_loses_no_event(world, receiver):
     receiver.release.clear()  # the receiver holds the request: the dispatcher is mid-try when killed
     job = world.submit(receiver.url())
@@ -204,6 +208,7 @@ def test_a_dispatcher_killed_mid_try_loses_no_event(world, receiver):
     assert (delivered.delivery_state, delivered.tries) == ("delivered", 2)
 
 
+@pytest.mark.slow
 def test_sigterm_lets_the_try_in_flight_finish(world, receiver):
     receiver.release.clear()
     job = world.submit(receiver.url())
