@@ -1,2 +1,29 @@
 """Loaded for every test. The test folders are packages: helpers import by package (`tests.postgres_databases`,
 `tests.workers.executor_doubles`), with the repository root on sys.path."""
+
+import os
+
+# Under mutmut (scripts/mutants.sh), each planted bug is judged by the tests of its own package: a bug in
+# shared/ must be caught by tests/shared, not only by a gateway test three layers above it. This also keeps a
+# surviving mutant from running every test that happens to pass through its function.
+MUTANT_HOME_TESTS = {
+    "shared.": "tests/shared/",
+    "services.gateway.": "tests/gateway/",
+    "services.http.": "tests/http/",
+    "services.webhooks.": "tests/webhooks/",
+    "workers.": "tests/workers/",
+    "client.": "tests/client/",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if "__mutmut_" not in mutant:
+        return
+    home = next((folder for package, folder in MUTANT_HOME_TESTS.items() if mutant.startswith(package)), None)
+    if home is None:
+        return
+    away = [item for item in items if not item.nodeid.startswith(home)]
+    if away:
+        config.hook.pytest_deselected(items=away)
+        items[:] = [item for item in items if item.nodeid.startswith(home)]

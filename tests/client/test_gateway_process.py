@@ -17,6 +17,7 @@ from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 pytestmark = pytest.mark.timeout(90)
 
 
+@pytest.mark.slow
 def test_metrics_endpoint_json_logs_and_graceful_sigterm(tmp_path):
     gateway = start_gateway_process(tmp_path)
     try:

@@ -88,6 +88,7 @@ def test_tls_when_certificates_are_configured(make_gateway, tmp_path):
     assert err.value.code == "UNAVAILABLE"
 
 
+@pytest.mark.slow
 def test_gateway_and_client_import_only_what_they_may():
     probe = (
         "import sys, services.gateway.__main__, services.gateway.admin, shared.queue, shared.events\n"

@@ -64,6 +64,7 @@ def test_a_tenant_beyond_its_watch_limit_is_refused_and_ended_watches_free_their
     fourth.cancel()
 
 
+@pytest.mark.slow
 def test_a_watch_ended_by_its_deadline_gives_its_slot_back(make_gateway):
     gw = make_gateway(max_watches_per_tenant=1)
     md = gw.key("watch-deadline")

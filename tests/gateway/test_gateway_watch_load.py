@@ -52,6 +52,7 @@ def connections_named(name: str) -> int:
         client.close()
 
 
+@pytest.mark.slow
 def test_500_watches_share_one_redis_subscription_and_all_see_their_end(redis_gateway):
     gw, name, worker_bus = redis_gateway
     md = gw.key(TENANT)

@@ -82,6 +82,7 @@ def test_a_reconnect_with_last_event_id_resumes_without_repeating_and_misses_not
         assert list(events(stream.iter_lines())) == []
 
 
+@pytest.mark.slow
 def test_a_gateway_gone_for_good_mid_stream_ends_it_with_an_error_event(make_front_door, http_loop):
     lonely = make_front_door()
     headers = {"Authorization": f"Bearer {lonely.key('erin')}"}

@@ -48,6 +48,7 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
+@pytest.mark.slow
 def test_upgrade_command_reads_the_environment(tmp_path):
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     done = subprocess.run(

@@ -58,10 +58,12 @@ def _state_writes_outside_transitions() -> list[str]:
     return found
 
 
+@pytest.mark.reads_source
 def test_no_state_write_bypasses_the_state_machine():
     assert _state_writes_outside_transitions() == []
 
 
+@pytest.mark.reads_source
 def test_every_state_write_is_a_shift_so_its_webhook_events_go_with_it():
     """`move` builds the statement; only `shift` runs it, writing the outbox in the same transaction."""
     callers = []

@@ -5,6 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.reads_source
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from shared import repository as repo
 from shared.db import make_engine, session_factory, upgrade
 from shared.jobs import JobKind
@@ -63,6 +65,7 @@ def test_secret_settings_reach_the_stack_as_their_values(tmp_path):
     assert exported_settings(settings)["LLADA_S3_SECRET_KEY"] == "minio-secret-value"
 
 
+@pytest.mark.slow
 def test_llada_down_during_a_job_hands_it_back_to_the_next_up(tmp_path):
     """`down` sends SIGTERM, then SIGKILL after its timeout: the worker's drain ends first, so a long job is
     handed back (re-queued, not a lost attempt) and the next `up` runs it."""

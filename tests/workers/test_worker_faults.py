@@ -23,6 +23,7 @@ def stack(tmp_path_factory):
     stack.close()
 
 
+@pytest.mark.slow
 def test_killed_worker_job_finishes_once_after_restart(stack):
     job_id = stack.submit("slow fox")
     stack.wait(lambda: stack.job(job_id).state == "RUNNING" and stack.job(job_id).progress_step >= 1,
@@ -53,6 +54,7 @@ def test_duplicate_delivery_of_a_finished_job_changes_nothing(stack):
     assert stack.runs("fox") == 1
 
 
+@pytest.mark.slow
 def test_job_that_kills_its_worker_every_time_fails_after_max_attempts(stack):
     job_id = stack.submit("die every time")
 
@@ -76,6 +78,7 @@ def test_lost_broker_message_is_recovered_by_the_reaper(stack):
     assert job.attempts == 1 and stack.runs("a message that never arrives") == 1
 
 
+@pytest.mark.slow
 def test_sigterm_lets_the_running_job_finish_then_stops(stack):
     """What `llada down` and Kubernetes send first: a warm shutdown, not a lost job."""
     job_id = stack.submit("slow job during shutdown")
@@ -116,6 +119,7 @@ def _start_redis(port: int, folder) -> subprocess.Popen:
     raise AssertionError("redis-server did not start")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 def test_redis_restart_while_jobs_are_queued_loses_none(tmp_path):
     port = _free_port()

@@ -16,6 +16,7 @@ def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_a_workers_lines_about_a_job_carry_its_id_attempt_and_tenant(tmp_path, log_format):
     stack = WorkerStack(tmp_path, settings={"LLADA_LOG_FORMAT": log_format})
@@ -39,6 +40,7 @@ def test_a_workers_lines_about_a_job_carry_its_id_attempt_and_tenant(tmp_path, l
     assert any(line["logger"].startswith("celery") and " ready." in line["msg"] for line in lines)
 
 
+@pytest.mark.slow
 def test_the_reapers_lines_are_json(tmp_path):
     env = {"LLADA_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-m", "shared.db", "upgrade"], cwd=ROOT, env=env, check=True,

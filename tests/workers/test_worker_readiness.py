@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.workers.worker_process import ROOT, WorkerStack
 from workers.lifecycle import EXIT_MODEL_UNAVAILABLE
 
@@ -27,6 +29,7 @@ def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"{what} not reached in {timeout} s")
 
 
+@pytest.mark.slow
 def test_ready_while_consuming_and_unready_as_soon_as_the_drain_begins(tmp_path):
     ready_file = tmp_path / "run" / "worker.ready"
     ready_file.parent.mkdir()
@@ -53,6 +56,7 @@ def test_ready_while_consuming_and_unready_as_soon_as_the_drain_begins(tmp_path)
         stack.close()
 
 
+@pytest.mark.slow
 def test_a_worker_whose_model_will_not_load_is_never_ready(tmp_path):
     ready_file = tmp_path / "worker.ready"
     stack = WorkerStack(tmp_path, settings={"LLADA_WORKER_EXECUTOR": "pipeline",

@@ -44,6 +44,7 @@ def running(stack, job_id):
     return job.state == "RUNNING" and job.stage == "denoise" and job.progress_step >= 1
 
 
+@pytest.mark.slow
 def test_sigterm_mid_job_finishes_the_job_once_and_exits_0(tmp_path, tiny_checkpoint):
     stack = engine_stack(tmp_path, tiny_checkpoint)
     try:
@@ -62,6 +63,7 @@ def test_sigterm_mid_job_finishes_the_job_once_and_exits_0(tmp_path, tiny_checkp
         stack.close()
 
 
+@pytest.mark.slow
 def test_a_drain_shorter_than_the_job_hands_it_back_to_the_next_worker(tmp_path, tiny_checkpoint):
     stack = engine_stack(tmp_path, tiny_checkpoint, LLADA_DRAIN_TIMEOUT_S="0.5")
     try:
@@ -89,6 +91,7 @@ def test_a_drain_shorter_than_the_job_hands_it_back_to_the_next_worker(tmp_path,
         stack.close()
 
 
+@pytest.mark.slow
 def test_a_worker_whose_model_will_not_load_takes_no_job_and_exits_non_zero(tmp_path):
     stack = engine_stack(tmp_path, tmp_path / "no-such-checkpoint")
     try:
@@ -103,6 +106,7 @@ def test_a_worker_whose_model_will_not_load_takes_no_job_and_exits_non_zero(tmp_
         stack.close()
 
 
+@pytest.mark.slow
 def test_a_pipeline_worker_whose_model_will_not_load_stops_too(tmp_path):
     """The prefork pool: the model loads in the pool's child, and the parent stops with the child's verdict."""
     stack = WorkerStack(tmp_path, settings={"LLADA_WORKER_EXECUTOR": "pipeline",

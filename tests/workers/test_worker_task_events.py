@@ -25,6 +25,7 @@ def stack(tmp_path):
     stack.close()
 
 
+@pytest.mark.slow
 def test_a_job_shows_as_received_started_and_succeeded_task_events(stack):
     from celery import Celery
 
