@@ -41,12 +41,6 @@ ACTIVE_STATES = frozenset({R, CG})
 class IllegalTransition(Exception):
     def __init__(self, old: JobState, new: JobState):
         super().__init__(f"illegal job state transition {old.value} → {new.value}")
-        self.old = old
-        self.new = new
-
-
-def is_legal(old: JobState | str, new: JobState | str) -> bool:
-    return JobState(new) in TRANSITIONS[JobState(old)]
 
 
 def check_transition(old: JobState | str, new: JobState | str) -> None:

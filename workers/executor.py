@@ -149,9 +149,9 @@ def task_for(kind: JobKind, params: TextToImageParams | UnderstandParams | EditP
 
     task_type = {JobKind.TEXT_TO_IMAGE: TextToImageTask, JobKind.UNDERSTAND: UnderstandTask,
                  JobKind.EDIT: EditTask}[kind]
-    shared = {f.name for f in fields(task_type)} & set(type(params).model_fields) - {"sprint"}
+    shared = {f.name for f in fields(task_type)} & set(type(params).model_fields)
     values = {name: getattr(params, name) for name in shared}
-    if "sprint" in type(params).model_fields:
+    if "sprint" in type(params).model_fields:  # replaces the service's SprintOptions with the model's mapping
         values.update(sprint_kwargs(params.sprint))
     if kind is JobKind.UNDERSTAND:
         values["threshold"] = params.threshold  # understanding's own threshold wins over sprint.threshold

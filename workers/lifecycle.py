@@ -45,7 +45,7 @@ class Lifecycle:
 
     def model_loaded(self) -> None:
         """A process of this worker has its model in memory (under prefork: the pool's child)."""
-        self._model_loaded.value = 1
+        self._model_loaded.value = True
 
     def ready(self) -> bool:
         """The model is loaded, and the worker neither drains nor stops for a failure."""

@@ -4,6 +4,7 @@ import asyncio
 import base64
 import io
 import json
+import socket
 
 import pytest
 
@@ -154,3 +155,77 @@ def test_a_reused_request_id_with_another_request_raises_already_exists(llada):
     with pytest.raises(LladaError) as err:
         llada.submit_text_to_image("a different harbour", request_id="sdk-reused")
     assert (err.value.code, err.value.field) == ("ALREADY_EXISTS", "request_id")
+
+
+def test_the_async_client_submits_each_kind_with_its_request_id_and_priority_and_lists_them(server):
+    """The asyncio client's own calls, as test_submit_each_kind_and_read_it_back does for the sync one."""
+
+    async def scenario():
+        async with AsyncLladaClient(server.address, server.api_key, timeout=10) as llada:
+            assert await llada.serving()
+            t2i = await llada.submit_text_to_image("an async castle", request_id="async-t2i", priority=3,
+                                                   width=256, height=256, seed=11)
+            und = await llada.submit_understand(png_bytes(), "which colour?", request_id="async-und", priority=4,
+                                                gen_length=64)
+            edit = await llada.submit_edit(png_bytes(), "make it red", request_id="async-edit", priority=5,
+                                           cfg_image_scale=1.0)
+            defaults = [await llada.submit_text_to_image("no priority"),
+                        await llada.submit_understand(png_bytes(), "no priority?"),
+                        await llada.submit_edit(png_bytes(), "no priority")]
+            again = await llada.submit_text_to_image("an async castle", request_id="async-t2i", priority=3,
+                                                     width=256, height=256, seed=11)
+            read = await llada.get(und.id)
+            cancelled = await llada.cancel(defaults[2].id)
+            newest_understand = await llada.list(kind="understand", state="queued", page_size=1)
+            newest_cancelled_edit = await llada.list(kind="edit", state="cancelled", page_size=1)
+            everything = await llada.list(page_size=100)
+            pages, token = [], ""
+            while True:
+                page = await llada.list(state="queued", page_size=2, page_token=token)
+                pages.append(page.jobs)
+                if not page.next_page_token:
+                    break
+                token = page.next_page_token
+            return (t2i, und, edit, defaults, again, read, cancelled, newest_understand, newest_cancelled_edit,
+                    everything, pages)
+
+    (t2i, und, edit, defaults, again, read, cancelled, newest_understand, newest_cancelled_edit, everything,
+     pages) = asyncio.run(scenario())
+    assert [(j.kind, j.request_id, j.priority) for j in (t2i, und, edit)] == [
+        (pb.JOB_KIND_TEXT_TO_IMAGE, "async-t2i", 3), (pb.JOB_KIND_UNDERSTAND, "async-und", 4),
+        (pb.JOB_KIND_EDIT, "async-edit", 5)]
+    assert [job.priority for job in defaults] == [0, 0, 0]
+    assert dict(t2i.params)["prompt"] == "an async castle" and dict(t2i.params)["seed"] == 11
+    assert dict(und.params)["question"] == "which colour?" and dict(und.params)["gen_length"] == 64
+    assert dict(edit.params)["instruction"] == "make it red" and dict(edit.params)["cfg_image_scale"] == 1.0
+    assert again.id == t2i.id and read.id == und.id and read.kind == pb.JOB_KIND_UNDERSTAND
+    assert state_name(cancelled) == "CANCELLED"
+    # Filters by kind and by state: the newest understanding job still queued (an edit and a text-to-image came
+    # after it), the newest cancelled edit; no filter lists the cancelled job too.
+    assert [j.id for j in newest_understand.jobs] == [defaults[1].id]
+    assert [j.id for j in newest_cancelled_edit.jobs] == [cancelled.id]
+    assert cancelled.id in [j.id for j in everything.jobs]
+    queued = [job for page in pages for job in page]
+    assert all(len(page) <= 2 for page in pages) and len({j.id for j in queued}) == len(queued)
+    assert all(j.state == pb.JOB_STATE_QUEUED for j in queued) and cancelled.id not in {j.id for j in queued}
+    assert {t2i.id, und.id, edit.id, defaults[0].id, defaults[1].id} <= {j.id for j in queued}
+
+
+def test_the_async_client_says_a_gateway_that_does_not_answer_is_not_serving():
+    """Nothing listening, and a listener that never speaks gRPC: both are "not serving" within the timeout."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        closed_port = closed.getsockname()[1]
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+
+    async def serving(port):
+        async with AsyncLladaClient(f"127.0.0.1:{port}", "llada_unused-key-000000000000000", timeout=2) as llada:
+            return await asyncio.wait_for(llada.serving(timeout=0.5), 10)
+
+    try:
+        assert asyncio.run(serving(closed_port)) is False
+        assert asyncio.run(serving(silent.getsockname()[1])) is False
+    finally:
+        silent.close()

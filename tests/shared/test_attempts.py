@@ -335,3 +335,17 @@ def test_a_job_that_ends_without_an_answer_keeps_no_partial_one(s, end):
         attempts.reap_stale(s, heartbeat_timeout_s=60, max_attempts=1)  # its last attempt: dead letter
     stored = repo.load_job(s, job.id)
     assert stored.state in ("FAILED", "CANCELLED") and stored.output_text is None
+
+
+def test_a_hand_back_does_not_count_toward_max_attempts_when_a_stale_job_is_claimed(s):
+    """claim_job's own dead-letter check (a duplicate delivery of a stale job) counts failed attempts only."""
+    job = submit(s)
+    attempts.hand_back(s, claim(s, job.id, "w1"))  # a scale-down: not the job's fault
+    claim(s, job.id, "w2")
+    age_heartbeat(s, job.id, 120)  # w2 died: one failed attempt of two allowed
+    taken = claim(s, job.id, "w3", max_attempts=2)
+    assert taken is not None and taken.number == 3
+    age_heartbeat(s, job.id, 120)  # w3 died too: two failed attempts
+    assert claim(s, job.id, "w4", max_attempts=2) is None
+    dead = repo.load_job(s, job.id)
+    assert (dead.state, dead.error_code, dead.attempts, dead.handed_back) == ("FAILED", attempts.WORKER_LOST, 3, 1)

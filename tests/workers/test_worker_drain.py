@@ -130,3 +130,26 @@ def test_a_worker_that_cannot_load_its_model_hands_the_job_back_and_stops(draine
     other = drained.submit(JobKind.TEXT_TO_IMAGE, prompt="next", width=256, height=256)
     assert drained.runner().run(other) == "sent back"  # it takes no further job
     assert drained.ctx.db(attempts.claim_job, job_id, "w2", heartbeat_timeout_s=60).number == 2
+
+
+def test_a_worker_is_ready_only_with_its_model_loaded_and_neither_draining_nor_failed():
+    """What the readiness file reports (workers/readiness.py): the process tests see it from outside."""
+    life = Lifecycle()
+    assert not life.ready() and not life.draining() and life.exit_code() == 0
+    life.model_loaded()
+    assert life.ready()
+    life.begin_drain(3600)
+    assert life.draining() and not life.drain_expired() and not life.ready()
+
+    failed = Lifecycle()
+    failed.model_loaded()
+    failed.model_failed()
+    assert failed.exit_code() == EXIT_MODEL_UNAVAILABLE and not failed.ready()
+
+
+def test_the_first_sigterm_sets_the_drain_deadline_and_the_second_moves_it_to_now():
+    life = Lifecycle()
+    life.begin_drain(3600)
+    assert life.draining() and not life.drain_expired()
+    life.begin_drain(3600)
+    assert life.drain_expired()
