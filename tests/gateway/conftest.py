@@ -8,8 +8,10 @@ worker would.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -75,8 +77,10 @@ class GatewayHarness:
             return s.query(Job).count()
 
     def objects(self) -> list[str]:
+        """The stored objects' keys. os.walk, not rglob: the gateway may remove a folder while it is listed."""
         root = self.store.root
-        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        return sorted((Path(folder) / name).relative_to(root).as_posix()
+                      for folder, _, names in os.walk(root) for name in names)
 
     def db(self, fn, *args, **kwargs):
         with self.sessions() as s:
