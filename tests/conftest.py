@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config, items):
     home = next((folder for package, folder in MUTANT_HOME_TESTS.items() if mutant.startswith(package)), None)
     if home is None:
         return
-    away = [item for item in items if not item.nodeid.startswith(home)]
-    if away:
-        config.hook.pytest_deselected(items=away)
-        items[:] = [item for item in items if item.nodeid.startswith(home)]
+    kept = [item for item in items if item.nodeid.startswith(home)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept

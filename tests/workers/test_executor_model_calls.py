@@ -24,9 +24,6 @@ class RecordingModelDouble:
     def __init__(self):
         self.calls = []
 
-    def _result(self, **fields):
-        return SimpleNamespace(timings={"denoise": 1}, seed=None, thinking=None, text=None, image=None, **fields)
-
     def text_to_image(self, task, **hooks):
         self.calls.append(("text_to_image", task, None, hooks))
         return SimpleNamespace(image=Image.new("RGB", (8, 4), (200, 10, 10)), text=None, thinking="a red square",
