@@ -20,21 +20,22 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import Row, String, and_, bindparam, case, exists, func, insert, literal, or_, select, update
+from sqlalchemy import Row, and_, bindparam, case, exists, func, insert, null, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from shared.db.models import ApiKey, Job, JobQueueCount
-from shared.db.models import new_job_id
 from shared.db.types import utcnow
 from shared.ids import validate_job_id
 from shared.jobs import PRIORITY_MAX, PRIORITY_MIN, InvalidArgument, JobKind, JobState, parse_kind, parse_state
-from shared.states import (INITIAL_STATE, TERMINAL_STATES, IllegalTransition, check_transition,
-                           sources_of)
+from shared.states import TERMINAL_STATES
 from shared.transitions import shift
 from shared.webhooks.subscription import WebhookSubscription
 
+# How often a submit or a cancel tries again when the job changed between its statements (a race with another
+# writer); past that the caller is told to retry.
+RACE_TRIES = 3
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 # Tokens this service makes are about 110 characters (a timestamp and a job id); anything much longer
@@ -150,7 +151,7 @@ def submit_job(
     kind = parse_kind(kind)
     request_id = request_id or None
     job = _new_job(Job(
-        id=job_id or new_job_id(),
+        id=job_id,  # None: `_new_job` gives it the column's default, a new uuid4
         tenant=tenant,
         request_id=request_id,
         request_fingerprint=fingerprint if request_id is not None else None,
@@ -158,15 +159,16 @@ def submit_job(
         params=params,
         input_keys=input_keys,
         priority=priority,
-        state=INITIAL_STATE.value,
         webhook_url=webhook.url if webhook is not None else None,
         webhook_events=list(webhook.events) if webhook is not None else None,
         trace_context=trace_context,
     ))
     if s.get_bind().dialect.name == "postgresql":
         return _postgres_submit(s, job, limits, fingerprint)
+    # SQLite: the read and the insert share one transaction, and every SQLite transaction holds the write lock
+    # from its BEGIN (shared.db.engine), so no other submit can come between them.
     try:
-        existing_id, total, mine, ahead = _submit_read(s, job)
+        existing_id, total, mine, ahead = _submit_read(s, job.tenant, job.request_id, job.priority)
         if existing_id is not None:
             existing = _same_request(s.get(Job, existing_id, populate_existing=True), fingerprint)
             return Submitted(existing, False, queue_position(s, existing))
@@ -174,13 +176,6 @@ def submit_job(
             _raise_if_full(limits, total=total, mine=mine)
         s.execute(insert(Job).values(_job_row(job)))
         s.commit()
-    except IntegrityError:
-        # A concurrent unchecked submit with the same request id won the unique constraint.
-        s.rollback()
-        existing = find_job_by_request_id(s, tenant, request_id) if request_id is not None else None
-        if existing is None:
-            raise
-        return Submitted(_same_request(existing, fingerprint), False, queue_position(s, existing))
     except BaseException:
         s.rollback()
         raise
@@ -235,7 +230,7 @@ def _postgres_submit(s: Session, job: Job, limits: QueueLimits | None, fingerpri
     # transaction the caller left open, it commits with that one, below).
     connection = s.connection(execution_options={} if s.in_transaction() else {"isolation_level": "AUTOCOMMIT"})
     try:
-        for _ in range(3):
+        for _ in range(RACE_TRIES):
             refused, ahead, ticket, existing_id = connection.execute(_POSTGRES_ADMITTED_INSERT, {
                 "per_tenant": limits.per_tenant if limits is not None else None,
                 "total": limits.total if limits is not None else None,
@@ -243,17 +238,15 @@ def _postgres_submit(s: Session, job: Job, limits: QueueLimits | None, fingerpri
             if ticket is not None:
                 job.queue_ticket = ticket
                 return Submitted(job, True, int(ahead) + 1)
-            if existing_id is None and job.request_id is not None and refused is None:
-                # Lost the insert race to a concurrent submit of the same request id, committed since.
-                existing_id = connection.scalar(select(Job.id).where(Job.tenant == job.tenant,
-                                                                     Job.request_id == job.request_id))
             if existing_id is not None:  # answered even when the queue is full
                 found = get_job_and_position(s, job.tenant, existing_id)
                 if found is not None:
                     return Submitted(_same_request(found[0], fingerprint), False, found[1])
             elif refused is not None:
                 raise QueueFull(refused, limits.per_tenant if refused == "tenant" else limits.total)
-            # The job holding the request id was deleted in between: try again.
+            # Either the insert lost the race to a concurrent submit of the same request id (ON CONFLICT did
+            # nothing; that job committed since, so the next try finds it), or the job holding the request id
+            # was deleted between the statement and the read: try again.
         raise FailedPrecondition(f"request_id {job.request_id!r} keeps changing; try again")
     finally:
         s.commit()
@@ -266,9 +259,8 @@ def precheck_submit(s: Session, *, tenant: str, request_id: str | None,
     None; raises `QueueFull` when the queue is already at a limit, `RequestIdReused` when the existing
     job's fingerprint differs. Advisory only — takes no lock; `submit_job` decides again atomically.
     One read, like `submit_job`'s."""
-    probe = Job(id="", tenant=tenant, request_id=request_id or None, priority=0, created_at=utcnow())
     try:
-        existing_id, total, mine, _ = _submit_read(s, probe)
+        existing_id, total, mine, _ = _submit_read(s, tenant, request_id or None, PRIORITY_MIN)
         if existing_id is not None:
             existing = _same_request(s.get(Job, existing_id, populate_existing=True), fingerprint)
             return Submitted(existing, False, queue_position(s, existing))
@@ -286,18 +278,17 @@ def _raise_if_full(limits: QueueLimits, *, total: int, mine: int) -> None:
         raise QueueFull("total", limits.total)
 
 
-def _submit_read(s: Session, job: Job) -> tuple[str | None, int, int, int]:
+def _submit_read(s: Session, tenant: str, request_id: str | None, priority: int) -> tuple[str | None, int, int, int]:
     """One query for everything a submit decides on: the id of the tenant's job with the same request
-    id (or None), the QUEUED jobs in total and of this tenant, and those that run before `job` — every
-    queued job of its priority or higher, as a new job takes the last ticket at its priority. The counts
+    id (or None), the QUEUED jobs in total and of this tenant, and those that run before a new job of
+    `priority` — every queued job of its priority or higher, as a new job takes the last ticket at its priority. The counts
     are the trigger-kept `job_queue_counts` (migration 0008): a few rows, however long the queue."""
-    if job.request_id is None:
-        existing = literal(None, String)
+    if request_id is None:
+        existing = null()
     else:
-        existing = (select(Job.id).where(Job.tenant == job.tenant, Job.request_id == job.request_id)
-                    .scalar_subquery())
-    row = s.execute(select(existing, _queued_sum(), _queued_sum(JobQueueCount.tenant == job.tenant),
-                           _queued_sum(JobQueueCount.priority >= job.priority))).one()
+        existing = select(Job.id).where(Job.tenant == tenant, Job.request_id == request_id).scalar_subquery()
+    row = s.execute(select(existing, _queued_sum(), _queued_sum(JobQueueCount.tenant == tenant),
+                           _queued_sum(JobQueueCount.priority >= priority))).one()
     return row[0], int(row[1]), int(row[2]), int(row[3])
 
 
@@ -395,13 +386,15 @@ def _decode_page_token(token: str) -> tuple[datetime, str]:
     if len(token) > MAX_PAGE_TOKEN_CHARS or not _PAGE_TOKEN_FORM.fullmatch(token):
         raise refused
     try:
-        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        # The padding `_encode_page_token` strips: at most two, and the decoder ignores any beyond what it needs.
+        decoded = json.loads(base64.urlsafe_b64decode(token + "=="))
         if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(v, str) for v in decoded)):
             raise ValueError
         created_at = datetime.fromisoformat(decoded[0])
         if created_at.tzinfo is None:
             raise ValueError
-        return created_at.astimezone(timezone.utc), validate_job_id(decoded[1], "page_token")
+        # In UTC here, not only when bound, so a time that overflows there (year 9999 at -14:00) is refused here.
+        return created_at.astimezone(timezone.utc), validate_job_id(decoded[1])  # a bad id is `refused` below
     except (ValueError, TypeError, OverflowError, RecursionError):  # InvalidArgument is a ValueError
         raise refused from None
 
@@ -409,6 +402,10 @@ def _decode_page_token(token: str) -> tuple[datetime, str]:
 # How many queued jobs ahead of a job at its own priority are counted one by one (an index range of at most
 # this many + 1 entries); past that, the position is the upper bound `queue_positions` describes.
 EXACT_POSITION_AHEAD = 100
+# The most rows one reaper pass takes of each kind (re-sends, expiries); the next pass takes the rest.
+PASS_BATCH = 1000
+# queued_before's walk: one index range per priority, highest first.
+_PRIORITIES_HIGH_FIRST = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)
 
 
 # Built once at import, like _postgres_admitted_insert.
@@ -496,12 +493,12 @@ def count_backlog(s: Session) -> int:
     return count
 
 
-def queued_before(s: Session, cutoff: datetime, *, limit: int = 1000) -> list[tuple[str, int]]:
+def queued_before(s: Session, cutoff: datetime, *, limit: int = PASS_BATCH) -> list[tuple[str, int]]:
     """(id, priority) of jobs QUEUED since before `cutoff`, highest priority first, then oldest: their broker
     message may be lost, re-send. One index range per priority (ix_jobs_state_priority_created): a single
     ORDER BY priority DESC, created_at cannot walk that index and would sort the whole queue."""
     rows: list[tuple[str, int]] = []
-    for priority in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1):
+    for priority in _PRIORITIES_HIGH_FIRST:
         if len(rows) >= limit:
             break
         rows += s.execute(_QUEUED_BEFORE, {"priority": priority, "cutoff": cutoff, "limit": limit - len(rows)}).all()
@@ -518,50 +515,28 @@ _QUEUED_BEFORE = (select(Job.id, Job.priority)
 # ---------------------------------------------------------------- state changes
 
 
-def _transition(
-    s: Session,
-    job_id: str,
-    new: JobState,
-    values: dict[str, Any],
-    *,
-    allowed_from: Iterable[JobState] | None = None,
-    extra_where: Iterable = (),
-) -> Job:
-    """Atomically move `job_id` to `new` from one of `allowed_from` (default: every legal source).
-
-    Raises JobNotFound, or IllegalTransition from the state the job is actually in.
-    """
-    if not shift(s, sources_of(new) if allowed_from is None else allowed_from, new, Job.id == job_id,
-                 *extra_where, **values):
-        s.rollback()
-        job = load_job(s, job_id)
-        check_transition(job.state, new)  # raises when the state itself forbids it
-        raise IllegalTransition(JobState(job.state), new)  # legal in general, not for this caller
-    s.commit()
-    return load_job(s, job_id)
-
-
 def request_cancel(s: Session, tenant: str, job_id: str) -> Job:
     """QUEUED → CANCELLED at once; RUNNING → CANCELLING (the worker stops at its next check).
 
     Cancelling a job that is already cancelling or finished changes nothing and returns it.
     """
-    for _ in range(3):  # the job may change state under us (e.g. get claimed); re-read and retry
+    for _ in range(RACE_TRIES):
         job = get_job(s, tenant, job_id)
         if job is None:
             raise JobNotFound(job_id)
         state = JobState(job.state)
         if state in TERMINAL_STATES or state is JobState.CANCELLING:
             return job
-        now = utcnow()
         if state is JobState.QUEUED:
-            new, values = JobState.CANCELLED, {"cancel_requested": True, "finished_at": now}
+            new, values = JobState.CANCELLED, {"cancel_requested": True, "finished_at": utcnow()}
         else:
             new, values = JobState.CANCELLING, {"cancel_requested": True}
-        try:
-            return _transition(s, job_id, new, values, allowed_from=[state])
-        except IllegalTransition:
-            continue
+        # Only from the state just read: a job claimed (or finished) in between is read again, not cancelled
+        # as if it were still where it was.
+        if shift(s, [state], new, Job.id == job_id, **values):
+            s.commit()
+            return load_job(s, job_id)
+        s.rollback()
     raise FailedPrecondition(f"job {job_id} keeps changing state; try again")
 
 
@@ -580,7 +555,7 @@ def delete_job(s: Session, tenant: str, job_id: str) -> Job:
     return job
 
 
-def finished_before(s: Session, older_than: datetime, *, limit: int = 1000) -> list[tuple[str, str]]:
+def finished_before(s: Session, older_than: datetime, *, limit: int = PASS_BATCH) -> list[tuple[str, str]]:
     """(id, state) of finished jobs whose `finished_at` is before `older_than`, oldest first: past retention.
     Read in order from the partial index ix_jobs_retention (finished, not yet expired jobs only)."""
     finished = [st.value for st in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
@@ -635,7 +610,7 @@ def check_tenant(tenant: str) -> str:
 
 def new_api_key() -> str:
     """A fresh random API key (its first API_KEY_PREFIX_CHARS characters are what `list-keys` shows)."""
-    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+    return API_KEY_PREFIX + secrets.token_urlsafe()  # 32 random bytes, Python's default
 
 
 def register_api_key(s: Session, tenant: str, plaintext: str) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db.types import UTCDateTime, utcnow
 from shared.jobs import JobKind, JobState, Stage
+from shared.states import INITIAL_STATE
 
 
 class Base(DeclarativeBase):
@@ -53,7 +54,7 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     input_keys: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # The JobState name; kept as a plain string so that adding a state needs no enum migration.
-    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
+    state: Mapped[str] = mapped_column(String(16), default=INITIAL_STATE.value)
     stage: Mapped[str | None] = mapped_column(String(16))
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)

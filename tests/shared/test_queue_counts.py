@@ -143,6 +143,21 @@ def test_positions_are_exact_at_the_head_and_an_upper_bound_behind_it(s, head_of
     assert [positions[j.id] for j in (line[3], line[4], line[5], line[6])] == [1, 2, 3, 4]
 
 
+def test_behind_the_head_a_short_tail_bounds_the_place_and_every_read_tells_the_same(s, head_of_three):
+    """Past the exact head, the place is the tighter of two bounds: the tickets since the head's, and the jobs
+    queued at the priority. After many jobs ahead left out of turn, the second is the exact one."""
+    higher = submit(s, priority=1)
+    line = [submit(s) for _ in range(10)]
+    for job in line[1:6]:
+        repo.request_cancel(s, "acme", job.id)
+    last = line[-1]  # 4 queued ahead at its priority (line 0, 6, 7, 8), 9 tickets after the head's
+    expected = 1 + 4 + 1
+    assert repo.queue_positions(s, [repo.load_job(s, last.id)])[last.id] == expected
+    assert repo.get_job_and_position(s, "acme", last.id)[1] == expected
+    listed = {row.id: place for row, place in repo.list_jobs_and_positions(s, "acme")[0]}
+    assert listed[last.id] == expected and listed[higher.id] == 1
+
+
 def test_a_requeued_job_keeps_its_place_at_the_front(s):
     first, second = submit(s), submit(s)
     attempt = attempts.claim_job(s, first.id, "w1", heartbeat_timeout_s=60)
@@ -153,10 +168,11 @@ def test_a_requeued_job_keeps_its_place_at_the_front(s):
 
 def test_a_new_job_is_told_the_place_it_takes(s):
     submit(s, priority=2)
+    submit(s, priority=1)
     submit(s, priority=0)
     made = repo.submit_job(s, tenant="globex", request_id=None, kind="TEXT_TO_IMAGE", params={"prompt": "p"},
                            input_keys={}, priority=1)
-    assert made.queue_position == 2 == repo.queue_position(s, made.job)
+    assert made.queue_position == 3 == repo.queue_position(s, made.job)  # behind the higher and the equal one
 
 
 def test_an_idempotent_replay_inserts_nothing_and_counts_nothing(s):

@@ -5,10 +5,11 @@ in the precheck, in the atomic submit, and when the other submit wins a race —
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from alembic import command
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 
 from shared import repository as repo
 from shared.db import Job, make_engine, session_factory, upgrade
@@ -73,16 +74,44 @@ def test_a_job_from_before_fingerprints_answers_any_retry(s):
     assert submit(s, "old", fingerprint(prompt="anything")).job.id == legacy.id
 
 
-def test_the_loser_of_the_unique_constraint_is_refused_too(s, monkeypatch):
-    """The race without the advisory lock: both reads saw no job, the second insert hits the unique
-    constraint and must still compare fingerprints (forced here by hiding the first job from the read)."""
-    first = submit(s, "race", fingerprint(prompt="p")).job
-    real_read = repo._submit_read
-    monkeypatch.setattr(repo, "_submit_read", lambda s_, job: (None, *real_read(s_, job)[1:]))
-    with pytest.raises(repo.RequestIdReused):
-        submit(s, "race", fingerprint(prompt="q"), prompt="q")
-    assert submit(s, "race", fingerprint(prompt="p")).job.id == first.id
-    assert job_count(s) == 1
+@pytest.mark.parametrize("prompt, outcome", [("p", "the first job"), ("q", "RequestIdReused")])
+@pytest.mark.parametrize("limits", [LIMITS, None], ids=["checked", "unchecked"])
+def test_the_loser_of_the_insert_race_gets_the_winners_job_or_is_refused(Session, db_url, limits, prompt, outcome):
+    """Postgres: a submit whose statement saw no job for its request id, while another submit's insert of it had
+    not committed yet. Its insert waits on the unique index, does nothing once the other commits, and the submit
+    answers with that job (same request) or refuses (another request), inserting nothing."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite reads and inserts in one locked transaction: no submit comes between them")
+    result = {}
+    with Session() as winner:
+        winner.add(Job(tenant="acme", request_id="race", request_fingerprint=fingerprint(prompt="p"),
+                       kind="TEXT_TO_IMAGE", params={"prompt": "p"}, input_keys={}))
+        winner.flush()  # inserted, not committed
+
+        def loser():
+            with Session() as s:
+                try:
+                    result["job"] = submit(s, "race", fingerprint(prompt=prompt), prompt=prompt, limits=limits)
+                except repo.RequestIdReused as refused:
+                    result["refused"] = refused
+
+        thread = threading.Thread(target=loser)
+        thread.start()
+        deadline = time.monotonic() + 10
+        with Session() as probe:
+            while not probe.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'transactionid'")):
+                assert time.monotonic() < deadline, "the second insert never waited for the first"
+                probe.rollback()
+                time.sleep(0.01)
+        winner.commit()
+        first_id = winner.scalar(select(Job.id).where(Job.request_id == "race"))
+    thread.join(10)
+    if outcome == "the first job":
+        assert (result["job"].job.id, result["job"].created, result["job"].queue_position) == (first_id, False, 1)
+    else:
+        assert result["refused"].job_id == first_id
+    with Session() as s:
+        assert job_count(s) == 1
 
 
 @pytest.mark.parametrize("limits", [LIMITS, None], ids=["checked (advisory lock)", "unchecked (unique constraint)"])
