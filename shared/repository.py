@@ -236,7 +236,6 @@ def _postgres_submit(s: Session, job: Job, limits: QueueLimits | None, fingerpri
                 "total": limits.total if limits is not None else None,
                 **{f"new_{key}": value for key, value in _job_row(job).items()}}).one()
             if ticket is not None:
-                job.queue_ticket = ticket
                 return Submitted(job, True, int(ahead) + 1)
             if existing_id is not None:  # answered even when the queue is full
                 found = get_job_and_position(s, job.tenant, existing_id)
@@ -281,7 +280,7 @@ def _raise_if_full(limits: QueueLimits, *, total: int, mine: int) -> None:
 def _submit_read(s: Session, tenant: str, request_id: str | None, priority: int) -> tuple[str | None, int, int, int]:
     """One query for everything a submit decides on: the id of the tenant's job with the same request
     id (or None), the QUEUED jobs in total and of this tenant, and those that run before a new job of
-    `priority` — every queued job of its priority or higher, as a new job takes the last ticket at its priority. The counts
+    `priority` — every queued job of its priority or higher, as a new job takes the last ticket there. The counts
     are the trigger-kept `job_queue_counts` (migration 0008): a few rows, however long the queue."""
     if request_id is None:
         existing = null()
@@ -440,17 +439,19 @@ def _position_params() -> dict[str, int]:
 
 def _place_of(row) -> int:
     """The place in line of a row read with `_POSITION_INPUTS` beside the job's columns."""
-    return _place(row.state, row.queue_ticket, row.higher, row.at_priority, row.counted, row.first)
+    return _place(row.queue_ticket, row.higher, row.at_priority, row.counted, row.first)
 
 
-def _place(state: str, ticket: int | None, higher: int | None, at_priority: int | None, counted: int | None,
+def _place(ticket: int | None, higher: int | None, at_priority: int | None, counted: int | None,
            first: int | None) -> int:
-    """A job's 1-based place in line from `_POSITION_INPUTS`; 0 when it is not queued."""
-    if state != JobState.QUEUED.value or counted is None or ticket is None:
+    """A job's 1-based place in line from `_POSITION_INPUTS` (NULL, so 0, when it is not queued)."""
+    if counted is None:
         return 0
     if counted <= EXACT_POSITION_AHEAD:
         return int(higher) + int(counted) + 1
-    return int(higher) + max(EXACT_POSITION_AHEAD + 1, min(ticket - int(first), int(at_priority) - 1)) + 1
+    # More than EXACT_POSITION_AHEAD queued jobs of its priority have smaller tickets (read in the same snapshot
+    # as the counts), so both bounds are past the exact head.
+    return int(higher) + min(ticket - int(first), int(at_priority) - 1) + 1
 
 
 def queue_position(s: Session, job: Job) -> int:
@@ -472,7 +473,7 @@ def queue_positions(s: Session, jobs: Iterable[Job]) -> dict[str, int]:
     ids = sorted({job.id for job in jobs})
     positions = dict.fromkeys(ids, 0)
     if ids:
-        rows = s.execute(select(Job.id, Job.state, Job.queue_ticket, *_POSITION_INPUTS).where(Job.id.in_(ids)),
+        rows = s.execute(select(Job.id, Job.queue_ticket, *_POSITION_INPUTS).where(Job.id.in_(ids)),
                          _position_params())
         positions.update({job_id: _place(*row) for job_id, *row in rows})
     s.commit()
@@ -579,7 +580,7 @@ def jobs_by_id(s: Session, job_ids: Iterable[str]) -> dict[str, Job]:
     """Any tenant's jobs among `job_ids` (those that exist), fresh from the database."""
     ids = sorted(set(job_ids))
     jobs = {job.id: job for job in s.scalars(select(Job).where(Job.id.in_(ids))
-                                             .execution_options(populate_existing=True))} if ids else {}
+                                             .execution_options(populate_existing=True))}
     s.commit()
     return jobs
 
@@ -617,14 +618,10 @@ def register_api_key(s: Session, tenant: str, plaintext: str) -> None:
     """Store a given key (the embedded mode's `default_api_key`); a key already stored is kept."""
     if not API_KEY_MIN_CHARS <= len(plaintext) <= API_KEY_MAX_CHARS:
         raise InvalidArgument("api_key", f"must be {API_KEY_MIN_CHARS} to {API_KEY_MAX_CHARS} characters long")
-    key_hash = _hash_key(plaintext)
-    if s.scalar(select(ApiKey.id).where(ApiKey.key_hash == key_hash)) is not None:
-        s.commit()
-        return
-    s.add(ApiKey(tenant=tenant, key_hash=key_hash, key_prefix=plaintext[:API_KEY_PREFIX_CHARS]))
+    s.add(ApiKey(tenant=tenant, key_hash=_hash_key(plaintext), key_prefix=plaintext[:API_KEY_PREFIX_CHARS]))
     try:
         s.commit()
-    except IntegrityError:  # registered concurrently by another process
+    except IntegrityError:  # stored before (the embedded key at each start), or by another process just now
         s.rollback()
 
 

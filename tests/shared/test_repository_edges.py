@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import warnings
 from datetime import timedelta
 
 import pytest
@@ -160,7 +161,9 @@ def test_a_postgres_submit_commits_with_its_statement_or_with_the_callers_transa
     with Session() as s:
         alone = submit(s, limits=repo.QueueLimits(per_tenant=5, total=5)).job
         s.execute(select(1))  # the caller's own transaction, still open
-        joined = submit(s, limits=repo.QueueLimits(per_tenant=5, total=5)).job
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. SQLAlchemy's "options ignored on a connection in use"
+            joined = submit(s, limits=repo.QueueLimits(per_tenant=5, total=5)).job
         assert not s.in_transaction()
     with Session() as other:
         assert {job.id for job in repo.list_jobs(other, "acme")[0]} == {alone.id, joined.id}
@@ -173,7 +176,9 @@ def test_a_postgres_submit_commits_with_its_statement_or_with_the_callers_transa
 def test_reads_show_the_database_not_what_the_session_read_before(Session):
     with Session() as reader, Session() as writer:
         job = submit(reader, request_id="r1", fingerprint="f").job
-        assert repo.get_job(reader, "acme", job.id).state == "QUEUED"  # now in the reader's identity map
+        # Held, so the reader's identity map keeps the job as it was read (it drops objects nobody holds).
+        held = repo.get_job(reader, "acme", job.id)
+        assert held.state == "QUEUED"
         attempts.claim_job(writer, job.id, "w1", heartbeat_timeout_s=60)
         assert repo.get_job(reader, "acme", job.id).state == "RUNNING"
         assert repo.find_job_by_request_id(reader, "acme", "r1").state == "RUNNING"
@@ -185,6 +190,7 @@ def test_reads_show_the_database_not_what_the_session_read_before(Session):
         replay = submit(reader, request_id="r1", fingerprint="f")
         assert (precheck.job.progress_step, precheck.created, precheck.queue_position) == (7, False, 0)
         assert (replay.job.progress_step, replay.created, replay.queue_position) == (7, False, 0)
+        assert held.progress_step == 7
 
 
 def test_jobs_by_id_finds_any_tenants_jobs_among_those_asked(s):
