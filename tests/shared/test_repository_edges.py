@@ -16,7 +16,6 @@ from shared import attempts
 from shared import repository as repo
 from shared.db import ApiKey, Job
 from shared.db.types import utcnow
-from shared.jobs import InvalidArgument
 
 A_MISSING_ID = "3f2b8c1e-7d4a-4e5b-9c6d-0a1b2c3d4e5f"
 

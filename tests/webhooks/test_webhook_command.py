@@ -1,0 +1,86 @@
+"""`python -m services.webhooks`, run in-process through its `main()`: it delivers with the settings it reads
+from the environment (signed, with output URLs presigned by the configured store), serves its metrics, and on
+SIGTERM waits its grace for the tries in flight, then returns."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import pytest
+
+from client import verify_webhook
+from services.webhooks import dispatcher as command
+from services.webhooks import metrics as webhook_metrics
+from shared import attempts
+from shared.objectstore import object_store_from_settings
+from tests.webhooks.conftest import WebhookWorld
+
+
+@pytest.fixture
+def world_from_environment(tmp_path, monkeypatch, process_state):
+    for name, value in {"LLADA_DATA_DIR": str(tmp_path), "LLADA_WEBHOOK_ALLOW_HTTP": "true",
+                        "LLADA_WEBHOOK_ALLOW_NETWORKS": '["127.0.0.0/8"]', "LLADA_WEBHOOK_POLL_INTERVAL_S": "0.05",
+                        "LLADA_WEBHOOK_TIMEOUT_S": "4", "LLADA_WEBHOOK_METRICS_PORT": "9556",
+                        "LLADA_METRICS_HOST": "127.0.0.2"}.items():
+        monkeypatch.setenv(name, value)
+    world = WebhookWorld(tmp_path)  # the same database, store and secrets the command will read
+    yield world
+    world.stop()
+
+
+class Recorder:
+    """Stands in for a function the command calls at the end of its setup: records the call, does nothing."""
+
+    def __init__(self, result=None):
+        self.calls = []
+        self.result = result
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.result
+
+
+def test_a_delivery_goes_out_signed_with_its_output_url_then_sigterm_stops_it(world_from_environment, receiver,
+                                                                                 monkeypatch):
+    world = world_from_environment
+    metrics = Recorder(result=True)
+    monkeypatch.setattr(command, "serve_metrics", metrics)
+    job = world.submit(receiver.url(), ("completed",))
+    key = f"results/{job.id}/1/image.png"
+    store = object_store_from_settings(world.settings)
+    store.put(key, b"png", "image/png")
+    world.db(attempts.finish_job, world.claim(job.id), output_keys={"image": key})
+
+    def stop_once_delivered():
+        try:
+            receiver.wait_for(1, timeout_s=20)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stopper = threading.Thread(target=stop_once_delivered)
+    stopper.start()
+    assert command.main(["--grace", "2"]) == 0
+    stopper.join(5)
+    [delivered] = receiver.requests
+    assert verify_webhook(world.secret, delivered.headers, delivered.body)["id"] == job.id
+    body = json.loads(delivered.body)
+    [image] = body["outputs"]["objects"]
+    assert body["state"] == "JOB_STATE_SUCCEEDED"
+    assert image["url"] == store.presigned_get(key, world.settings.presign_expiry_s) and image["urlExpiresAt"]
+    assert metrics.calls == [((webhook_metrics.REGISTRY, 9556, "127.0.0.2"), {})]
+
+
+@pytest.mark.parametrize("argv, grace", [([], 4 + 5.0), (["--grace", "3"], 3.0)])
+def test_the_grace_defaults_to_the_try_timeout_plus_five_seconds(world_from_environment, monkeypatch, argv, grace):
+    loop = Recorder()
+    monkeypatch.setattr(command, "run_forever", loop)
+    monkeypatch.setattr(command, "serve_metrics", Recorder(result=True))
+    assert command.main(argv) == 0
+    [(args, kwargs)] = loop.calls
+    assert isinstance(args[0], command.Dispatcher) and kwargs == {"grace_s": grace}
+    assert not args[1].is_set()  # the stop event, set only by SIGTERM or SIGINT
+    signal.raise_signal(signal.SIGINT)
+    assert args[1].is_set()
