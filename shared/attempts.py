@@ -177,13 +177,13 @@ def _write_if_owned(s: Session, attempt: Attempt, values: dict[str, Any]) -> boo
 
 def check_attempt(s: Session, attempt: Attempt) -> AttemptStatus:
     """What the attempt should do at its next step: go on, stop for a cancel, or stop because it is fenced."""
-    row = s.execute(select(Job.state, Job.attempts, Job.worker_id, Job.cancel_requested)
-                    .where(Job.id == attempt.job_id)).one_or_none()
+    row = s.execute(select(Job.state, Job.attempts, Job.worker_id).where(Job.id == attempt.job_id)).one_or_none()
     s.commit()  # end the read transaction so the next check sees new writes
     if row is None or (row.attempts, row.worker_id) != (attempt.number, attempt.worker_id) \
             or row.state not in _ACTIVE:
         return AttemptStatus.FENCED
-    if row.cancel_requested or row.state == JobState.CANCELLING.value:
+    # A cancel of a running job moves it to CANCELLING (shared.repository.request_cancel); that is the request.
+    if row.state == JobState.CANCELLING.value:
         return AttemptStatus.CANCEL_REQUESTED
     return AttemptStatus.OWNED
 

@@ -15,7 +15,7 @@ from shared import repository as repo
 from shared.db import Job, make_engine, session_factory, upgrade
 from shared.db.migrate import alembic_config
 from shared.idempotency import request_fingerprint
-from shared.jobs import validate_params
+from shared.jobs import JobKind, validate_params
 
 LIMITS = repo.QueueLimits(per_tenant=100, total=100)
 
@@ -34,6 +34,22 @@ def job_count(s) -> int:
     count = s.scalar(select(func.count()).select_from(Job))
     s.commit()
     return count
+
+
+def test_a_fingerprint_stored_by_an_earlier_release_still_matches():
+    """Fingerprints outlive the code that made them (jobs.request_fingerprint): a retry that spans an upgrade
+    must still be recognised, so the computation is pinned to values a release stored. Key order, non-ASCII
+    text and several inputs are all part of it."""
+    params = {"width": 512, "prompt": "un phare à l'aube", "steps": 8, "guidance": 4.5}
+    assert request_fingerprint("EDIT", params, {"mask": b"m", "image": b"png-bytes"}) == \
+        "aa6d80bd8325dbff6fe28d02a80adf7f40b2356800950d5281fd05491d906e16"
+    assert request_fingerprint(JobKind.TEXT_TO_IMAGE, {}, {}) == \
+        "6d3e206ba05f6da14c86a5fff23fc50acb12a29ab7fffabbc757667eb2802f32"
+
+
+def test_a_parameter_that_is_not_a_number_has_no_fingerprint():
+    with pytest.raises(ValueError):
+        request_fingerprint("TEXT_TO_IMAGE", {"guidance": float("nan")}, {})
 
 
 def test_the_fingerprint_is_what_the_request_asks_for():
