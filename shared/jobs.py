@@ -263,5 +263,5 @@ def _as_invalid_argument(exc: ValidationError) -> InvalidArgument:
         return InvalidArgument(field, "unknown field")
     if error["type"] == "missing":
         return InvalidArgument(field, "is required")
-    message = error["msg"].removeprefix("Value error, ")
-    return InvalidArgument(field or "params", message)
+    # Every error has a field: the model validators raise InvalidArgument (kept above), the rest are per field.
+    return InvalidArgument(field, error["msg"].removeprefix("Value error, "))

@@ -6,6 +6,7 @@ from shared.jobs import (
     JobKind,
     TextToImageParams,
     UnderstandParams,
+    parse_state,
     validate_params,
     validate_priority,
 )
@@ -61,6 +62,26 @@ def test_understand_and_edit_defaults():
 )
 def test_bad_text_to_image_params_name_the_field(params, field):
     assert invalid_field("TEXT_TO_IMAGE", params) == field
+
+
+@pytest.mark.parametrize("kind, params, said", [
+    ("TEXT_TO_IMAGE", {"prompt": "x", "colour": "red"}, "colour: unknown field"),
+    ("TEXT_TO_IMAGE", {}, "prompt: is required"),
+    ("TEXT_TO_IMAGE", {"prompt": " "}, "prompt: must not be empty"),
+    ("TEXT_TO_IMAGE", {"prompt": "x", "width": 2080}, "width: Input should be less than or equal to 2048"),
+    ("UNDERSTAND", {"question": "q", "steps": 64}, "steps: must not exceed block_length (32)"),
+    ("UNDERSTAND", {"question": "q", "sprint": {"keep_ratio": 0}}, "sprint.keep_ratio: Input should be greater than 0"),
+])
+def test_a_refusal_says_what_is_wrong_in_words_a_user_reads(kind, params, said):
+    with pytest.raises(InvalidArgument) as info:
+        validate_params(kind, params, max_prompt_chars=10)
+    assert str(info.value) == said
+
+
+def test_an_unknown_state_is_refused_naming_it():
+    with pytest.raises(InvalidArgument) as info:
+        parse_state("DONE")
+    assert (info.value.field, str(info.value)) == ("state", "state: unknown job state 'DONE'")
 
 
 def test_width_message_says_what_is_wrong():
