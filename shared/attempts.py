@@ -28,7 +28,7 @@ from shared.db.models import Job
 from shared.db.types import utcnow
 from shared.jobs import JobState, Stage
 from shared.repository import load_job
-from shared.states import ACTIVE_STATES, sources_of
+from shared.states import ACTIVE_STATES
 from shared.transitions import shift
 from shared.webhooks.outbox import PROGRESS, record_progress_event
 
@@ -219,7 +219,7 @@ def _end(s: Session, attempt: Attempt, new: JobState, values: dict[str, Any],
     values = {**values, "finished_at": utcnow()}
     if timings is not None:
         values["timings"] = timings
-    if not shift(s, sources_of(new) & ACTIVE_STATES, new, _is_attempt(attempt), **values):
+    if not shift(s, ACTIVE_STATES, new, _is_attempt(attempt), **values):
         s.rollback()
         landed = _already_ended(s, attempt, new, values)
         if landed is not None:

@@ -39,7 +39,7 @@ def move(sources: Iterable[JobState | str], new: JobState | str, *where: Any, **
     """The UPDATE that moves a job from one of `sources` to `new`. A source equal to `new` keeps the state
     (a stale RUNNING job taken over by a new attempt): that is no transition, so it is not checked."""
     new = JobState(new)
-    states = sorted({JobState(state) for state in sources}, key=lambda state: state.value)
+    states = sorted({JobState(state) for state in sources})  # a str enum: sorted by value
     if not states:
         raise ValueError(f"a move to {new.value} needs at least one source state")
     for old in states:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from shared import attempts
 from shared import repository as repo
@@ -187,3 +187,74 @@ def test_a_finish_retried_after_its_commit_landed_elsewhere_is_recognised(s, Ses
     with Session() as lost_answer:
         attempts.finish_job(lost_answer, attempt, output_keys=keys)
     assert attempts.finish_job(s, attempt, output_keys=keys).state == "SUCCEEDED"
+
+
+def test_progress_renews_the_lease(s):
+    attempt = running(s, progress=False)
+    go_stale(s, attempt.job_id)
+    assert attempts.record_progress(s, attempt, "denoise", 1, 8)
+    assert attempts.reap_stale(s, heartbeat_timeout_s=TIMEOUT_S, max_attempts=3) == ([], [])
+
+
+def test_a_running_job_without_any_heartbeat_is_stale(s):
+    """A row written outside the workers (a restore, a hand edit) with no heartbeat at all is nobody's."""
+    attempt = running(s, progress=False)
+    s.execute(update(Job).where(Job.id == attempt.job_id).values(heartbeat_at=None))
+    s.commit()
+    assert attempts.reap_stale(s, heartbeat_timeout_s=TIMEOUT_S, max_attempts=3) == ([attempt.job_id], [])
+
+
+def test_taking_over_a_stale_job_starts_clean_and_sees_the_row_not_the_sessions_memory(s, Session):
+    """The same worker session claimed the job before; the job was re-queued meanwhile by another session."""
+    first = running(s)  # the session holds the job as RUNNING, attempt 1
+    go_stale(s, first.job_id)
+    with Session() as reaper:
+        assert attempts.reap_stale(reaper, heartbeat_timeout_s=TIMEOUT_S, max_attempts=3) == ([first.job_id], [])
+    # Read as RUNNING with 1 failed attempt of 1, it would be dead-lettered; it is QUEUED, so it is claimed.
+    second = claim(s, first.job_id, "w2", max_attempts=1)
+    assert second is not None and second.number == 2
+    job = state(s, first.job_id)
+    assert (job.stage, job.progress_step, job.progress_total, job.output_text) == (None, 0, 0, None)
+
+
+def test_a_redelivered_exhausted_job_says_how_many_attempts_it_had(s):
+    attempt = running(s, progress=False)
+    go_stale(s, attempt.job_id)
+    s.execute(update(Job).where(Job.id == attempt.job_id).values(attempts=4, handed_back=1))
+    s.commit()
+    assert claim(s, attempt.job_id, "w2", max_attempts=3) is None
+    assert state(s, attempt.job_id).error_message == "the worker stopped responding on each of 3 attempts; giving up"
+
+
+def test_an_attempts_token_fences_only_its_own_job(s):
+    """One worker thread runs job A, then job B: both are attempt 1 of the same worker id. A's late writes must
+    not land on B."""
+    a = running(s, progress=False)
+    attempts.finish_job(s, a, output_keys={})
+    b = claim(s, submit(s).id, a.worker_id)
+    assert (b.number, b.worker_id) == (a.number, a.worker_id)
+    assert not attempts.heartbeat(s, a)
+    assert not attempts.record_progress(s, a, "denoise", 5, 8)
+    assert attempts.check_attempt(s, a) is attempts.AttemptStatus.FENCED
+    job = state(s, b.job_id)
+    assert (job.state, job.progress_step) == ("RUNNING", 0)
+
+
+def test_a_postgres_claim_locks_its_own_row_only(s, Session, db_url, monkeypatch):
+    """Another job's claimer must not find that job locked by this claim (it would skip it as taken)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row locks are Postgres-only")
+    mine, other = submit(s), submit(s)
+    seen_free = []
+    real_shift = attempts.shift
+
+    def probe_then_shift(session, *args, **values):
+        with Session() as probe:
+            seen_free.append(probe.scalar(select(Job.id).where(Job.id == other.id)
+                                          .with_for_update(skip_locked=True)) == other.id)
+            probe.rollback()
+        return real_shift(session, *args, **values)
+
+    monkeypatch.setattr(attempts, "shift", probe_then_shift)
+    assert claim(s, mine.id) is not None
+    assert seen_free == [True]

@@ -70,12 +70,27 @@ def test_bad_text_to_image_params_name_the_field(params, field):
     ("TEXT_TO_IMAGE", {"prompt": " "}, "prompt: must not be empty"),
     ("TEXT_TO_IMAGE", {"prompt": "x", "width": 2080}, "width: Input should be less than or equal to 2048"),
     ("UNDERSTAND", {"question": "q", "steps": 64}, "steps: must not exceed block_length (32)"),
+    ("EDIT", {"instruction": "x" * 10}, None),  # at the prompt limit
+    ("EDIT", {"instruction": "x" * 11}, "instruction: is 11 characters long; the limit is 10"),
+    ("VIDEO", {"prompt": "x"},
+     "kind: unknown job kind 'VIDEO'; expected one of ['TEXT_TO_IMAGE', 'UNDERSTAND', 'EDIT']"),
+    ("EDIT", ["instruction"], "params: must be a mapping"),
     ("UNDERSTAND", {"question": "q", "sprint": {"keep_ratio": 0}}, "sprint.keep_ratio: Input should be greater than 0"),
 ])
 def test_a_refusal_says_what_is_wrong_in_words_a_user_reads(kind, params, said):
+    if said is None:
+        validate_params(kind, params, max_prompt_chars=10)
+        return
     with pytest.raises(InvalidArgument) as info:
         validate_params(kind, params, max_prompt_chars=10)
     assert str(info.value) == said
+
+
+def test_the_prompt_limit_defaults_to_the_settings(monkeypatch, process_state):
+    monkeypatch.setenv("LLADA_MAX_PROMPT_CHARS", "5")
+    assert validate_params("TEXT_TO_IMAGE", {"prompt": "x" * 5}).prompt == "x" * 5
+    with pytest.raises(InvalidArgument, match="the limit is 5"):
+        validate_params("TEXT_TO_IMAGE", {"prompt": "x" * 6})
 
 
 def test_an_unknown_state_is_refused_naming_it():
@@ -97,10 +112,11 @@ def test_unknown_kind_and_kind_specific_fields():
 
 
 def test_priority_bounds():
-    assert validate_priority(9) == 9
-    with pytest.raises(InvalidArgument) as info:
-        validate_priority(10)
-    assert info.value.field == "priority"
+    assert (validate_priority(0), validate_priority(9)) == (0, 9)
+    for past in (-1, 10):
+        with pytest.raises(InvalidArgument) as info:
+            validate_priority(past)
+        assert str(info.value) == "priority: must be an integer in [0, 9]"
 
 
 @pytest.mark.parametrize("kind, field", [("TEXT_TO_IMAGE", "prompt"), ("UNDERSTAND", "question"),
