@@ -29,5 +29,5 @@ def request_fingerprint(kind: JobKind | str, params: Mapping[str, Any], inputs: 
         "kind": JobKind(kind).value,
         "params": params,
         "inputs": {name: hashlib.sha256(data).hexdigest() for name, data in inputs.items()},
-    }, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    }, sort_keys=True, separators=(",", ":"), allow_nan=False)  # ASCII-only: json.dumps's default
     return hashlib.sha256(canonical.encode()).hexdigest()

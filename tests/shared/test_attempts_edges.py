@@ -136,6 +136,7 @@ def test_a_hand_back_with_a_cancel_pending_ends_the_job_but_not_for_a_fenced_att
     s.execute(update(Job).where(Job.id == old.job_id).values(state="RUNNING"))  # re-claimable, cancel forgotten
     s.commit()
     new = claim(s, old.job_id, "w2")
+    attempts.record_answer(s, new, "a partial answer")
     repo.request_cancel(s, "acme", new.job_id)
     with pytest.raises(AttemptFenced):
         attempts.hand_back(s, old)
@@ -258,3 +259,12 @@ def test_a_postgres_claim_locks_its_own_row_only(s, Session, db_url, monkeypatch
     monkeypatch.setattr(attempts, "shift", probe_then_shift)
     assert claim(s, mine.id) is not None
     assert seen_free == [True]
+
+
+def test_taking_over_a_stale_running_job_clears_what_its_last_attempt_left(s):
+    first = running(s)
+    go_stale(s, first.job_id)
+    second = claim(s, first.job_id, "w2")
+    job = state(s, second.job_id)
+    assert (job.attempts, job.worker_id, job.stage, job.progress_step, job.progress_total, job.output_text) == \
+        (2, "w2", None, 0, 0, None)
