@@ -115,7 +115,9 @@ class LocalObjectStore:
         if not base.is_dir():
             return 0
         removed = 0
-        for path in sorted(base.rglob("*"), reverse=True):  # children before their folders
+        # Children before their folders, and the prefix's own folder last (results/<job>/ goes with its objects).
+        folders_too = [base] if base != self.root else []
+        for path in [*sorted(base.rglob("*"), reverse=True), *folders_too]:
             key = path.relative_to(self.root).as_posix()
             if path.is_file() and key.startswith(prefix):
                 path.unlink(missing_ok=True)
