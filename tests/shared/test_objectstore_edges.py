@@ -58,12 +58,21 @@ def test_a_prefix_delete_counts_what_it_removed_and_keeps_the_neighbours(tmp_pat
 
 def test_listing_from_the_start_or_after_a_key(tmp_path):
     store = LocalObjectStore(tmp_path)
-    for key in ("a/x", "a.b", "b/y/z", "c"):
+    keys = ["0/first", "a.b", "a/x", "b.c/d", "b/y/z", "c", "c.d/e"]  # as S3 orders them: "a.b" < "a/x" < "b.c"
+    for key in reversed(keys):
         store.put(key, b"x")
-    assert [o.key for o in store.list_after("")] == ["a.b", "a/x", "b/y/z", "c"]  # "a.b" < "a/x", as S3 has it
-    assert [o.key for o in store.list_after("", "a/x")] == ["b/y/z", "c"]
+    assert [o.key for o in store.list_after("")] == keys  # a folder sorts as its name plus "/"
+    assert [o.key for o in store.list_after("", "a/x")] == keys[3:]
     assert [o.key for o in store.list_after("b/")] == ["b/y/z"]
-    assert [o.key for o in store.list_after("", "b")] == ["b/y/z", "c"]
+    assert [o.key for o in store.list_after("", "b/")] == keys[4:]
+
+
+def test_a_listing_goes_past_an_object_removed_while_it_walks(tmp_path):
+    store = LocalObjectStore(tmp_path)
+    for key in ("f/a", "f/c"):
+        store.put(key, b"x")
+    (tmp_path / "f" / "b").symlink_to(tmp_path / "f" / "gone")  # listed by the folder, gone when stat'ed
+    assert [o.key for o in store.list_after("f/")] == ["f/a", "f/c"]
 
 
 def test_an_s3_store_from_the_settings_signs_for_the_public_endpoint_with_its_key_and_region(s3_endpoint):  # noqa: F811
