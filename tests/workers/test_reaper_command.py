@@ -3,6 +3,8 @@ pass that fails, a bad interval, and the long-running loop with its pass file, m
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import threading
@@ -70,7 +72,34 @@ def test_the_interval_must_be_positive(data_dir, capsys, interval):
     with pytest.raises(SystemExit) as exited:
         reaper.main(["--interval", interval])
     assert exited.value.code == 2
-    assert "--interval must be > 0" in capsys.readouterr().err
+    assert capsys.readouterr().err.endswith("python -m workers.reaper: error: --interval must be > 0\n")
+
+
+def test_help_names_the_command_and_its_options(data_dir, capsys):
+    with pytest.raises(SystemExit) as exited:
+        reaper.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exited.value.code == 0
+    assert out.startswith("usage: python -m workers.reaper [-h] [--once] [--interval INTERVAL] ")
+    assert reaper.__doc__.splitlines()[0] in out
+    assert "--once one pass, then exit" in out and "--interval INTERVAL seconds between passes" in out
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_it_logs_as_the_reaper_in_the_format_the_settings_ask(data_dir, capsys, monkeypatch, log_format):
+    monkeypatch.setenv("LLADA_LOG_FORMAT", log_format)
+    stale_running_job(data_dir)
+    assert reaper.main(["--once"]) == 0
+    logging.getLogger("llada.reaper").warning("after the pass")
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "after the pass" in line]
+    if log_format == "json":
+        assert json.loads(line)["service"] == "reaper"
+    else:
+        assert not line.startswith("{") and "WARNING" in line
+
+
+METRICS = [("llada_reaper_jobs_total", {"action": "requeued"}), ("llada_reaper_passes_total", {"outcome": "ok"}),
+           ("llada_reaper_pass_seconds_count", {}), ("llada_reaper_pass_seconds_sum", {})]
 
 
 class MetricsServerRecorderDouble:
@@ -105,6 +134,7 @@ def test_the_loop_records_each_pass_serves_metrics_and_stops_on_sigterm(data_dir
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGTERM)
 
+    before = {name: reaper_metrics.REGISTRY.get_sample_value(name, labels) for name, labels in METRICS}
     stopper = threading.Thread(target=stop_after_two_passes)
     stopper.start()
     assert reaper.main(["--interval", "0.05"]) == 0
@@ -113,3 +143,7 @@ def test_the_loop_records_each_pass_serves_metrics_and_stops_on_sigterm(data_dir
     assert not pass_file.exists()  # removed on the way out: a stopped reaper is not a healthy one
     assert metrics.calls == [(reaper_metrics.REGISTRY, 9555, "127.0.0.2")]
     assert state_of(data_dir, job_id) == "QUEUED"
+    grew = {name: reaper_metrics.REGISTRY.get_sample_value(name, labels) - before[name] for name, labels in METRICS}
+    assert grew["llada_reaper_jobs_total"] == 1  # the one stale job, re-queued once
+    assert grew["llada_reaper_passes_total"] >= 2 and grew["llada_reaper_pass_seconds_count"] >= 2
+    assert 0 < grew["llada_reaper_pass_seconds_sum"] < 10 * grew["llada_reaper_pass_seconds_count"]
