@@ -11,6 +11,10 @@ import pytest
 
 from shared import repository as repo
 from shared.db import upgrade
+from shared.events import EmbeddedEventBus
+from shared.jobs import validate_params
+from shared.queue import broker_priority
+from tests.shared.test_queue import receive
 from workers import tasks
 from workers.executor import ModelUnavailable
 from workers.lifecycle import EXIT_MODEL_UNAVAILABLE, Lifecycle
@@ -81,6 +85,26 @@ def test_the_context_is_built_once_per_process_from_the_environment(worker_env):
     ctx.store.put(f"inputs/{job.id}/image", b"x", "image/png")
     assert (worker_env / "objects" / "inputs" / job.id / "image").read_bytes() == b"x"
     assert ctx.worker_id != tasks.context_from_settings(ctx.settings).worker_id  # one id per process
+    assert isinstance(ctx.events, EmbeddedEventBus) and ctx.events.path == Path(worker_env).resolve() / "events.db"
+
+
+def test_a_sent_back_job_goes_to_the_settings_broker_with_its_priority(worker_env):
+    ctx = tasks.worker_context()
+    ctx.send("3f2b8c1e-7d4a-4e5b-9c6d-0a1b2c3d4e5f", 7)
+    message = receive(ctx.settings)
+    assert message.decode()[0] == ["3f2b8c1e-7d4a-4e5b-9c6d-0a1b2c3d4e5f"]
+    assert message.properties["priority"] == broker_priority(7, ctx.settings.broker_url)
+
+
+def test_the_celery_task_runs_the_job_with_this_process_context(worker_env, monkeypatch):
+    monkeypatch.setenv("LLADA_WORKER_EXECUTOR", "tests.workers.executor_doubles:ScriptedExecutorDouble")
+    upgrade(f"sqlite:///{worker_env / 'jobs.db'}")
+    ctx = tasks.worker_context()
+    params = validate_params("TEXT_TO_IMAGE", {"prompt": "a lighthouse"}, max_prompt_chars=100)
+    job = ctx.db(repo.submit_job, tenant="t", request_id=None, kind="TEXT_TO_IMAGE",
+                 params=params.model_dump(mode="json"), input_keys={}).job
+    assert tasks.run_job(job.id) == "SUCCEEDED"
+    assert ctx.db(repo.load_job, job.id).state == "SUCCEEDED"
 
 
 def test_a_forked_child_builds_its_own_context(worker_env, monkeypatch):
