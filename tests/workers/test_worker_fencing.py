@@ -110,9 +110,16 @@ def reap_now(harness):
     return harness.ctx.db(attempts.reap_stale, heartbeat_timeout_s=0, max_attempts=3)
 
 
-def test_a_paused_attempt_that_wakes_after_a_takeover_writes_nothing(make):
+def lost_record(caplog):
+    """The log line of the fenced-off attempt, which says why and how many of its objects it removed."""
+    [record] = [r for r in caplog.records if r.getMessage().startswith("attempt fenced off; its outcome is left")]
+    return record
+
+
+def test_a_paused_attempt_that_wakes_after_a_takeover_writes_nothing(make, caplog):
     """Attempt 1 freezes with its image made; the job is re-queued and attempt 2 finishes it; attempt 1
     wakes up and goes on to upload and finish. Users must get attempt 2's image, under its own key."""
+    caplog.set_level(logging.INFO, logger="llada.worker")
     harness = make(executor=PausingExecutorDouble(), **SILENT)
     job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="fox", width=256, height=256)
     zombie, outcome = start(harness, job_id)
@@ -131,6 +138,8 @@ def test_a_paused_attempt_that_wakes_after_a_takeover_writes_nothing(make):
     assert (job.finished_at, job.timings) == (winner.finished_at, winner.timings)
     assert png_seed(harness.ctx.store.get(job.output_keys["image"])) == 2  # the bytes match the row's seed
     assert results(harness) == [f"results/{job_id}/2/image.png"]  # the zombie removed what it wrote
+    record = lost_record(caplog)
+    assert (record.reason, record.removed, record.attempt) == ("attempt 2 has claimed it since", 1, 1)
 
 
 def test_an_upload_in_flight_when_the_job_moved_on_never_replaces_the_winners(make, tmp_path):
@@ -193,6 +202,7 @@ def test_a_job_deleted_while_running_stops_and_leaves_nothing_behind(make, caplo
     assert results(harness) == []
     worker_records = [r for r in caplog.records if r.name == "llada.worker"]
     assert not [r for r in worker_records if r.levelno >= logging.ERROR or r.exc_info]  # calmly
+    assert (lost_record(caplog).reason, lost_record(caplog).removed) == ("fenced while running", 0)
     assert any("fenced" in r.getMessage() for r in worker_records)
 
 
