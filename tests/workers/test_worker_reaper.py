@@ -6,6 +6,7 @@ import threading
 import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from tests.workers.worker_harness import png_bytes
@@ -13,7 +14,7 @@ from shared import attempts
 from shared.db import Job, make_engine, session_factory
 from shared.health_file import judge, read_health_file
 from shared.jobs import JobKind
-from workers.reaper import Reaper, run_forever
+from workers.reaper import MISSED_PASSES, SLOW_PASS_ALLOWANCE_S, Reaper, run_forever
 
 
 class EnqueueRecorderDouble:
@@ -70,6 +71,38 @@ def test_stale_job_is_requeued_and_sent_again_then_dead_lettered(harness):
     assert report.dead == [job_id] and report.requeued == []
     job = harness.job(job_id)
     assert (job.state, job.attempts, job.error_code) == ("FAILED", 2, "WORKER_LOST")
+
+
+class EventRecorderDouble:
+    """Stands in for the event bus: records what the reaper tells watchers."""
+
+    def __init__(self):
+        self.published: list[tuple[str, dict]] = []
+
+    def publish(self, job_id: str, event: dict) -> None:
+        self.published.append((job_id, event))
+
+
+def test_watchers_are_told_of_each_job_the_reaper_moves(harness):
+    events = EventRecorderDouble()
+    reaper = Reaper(harness.ctx.settings.model_copy(update={"heartbeat_timeout_s": 60, "max_attempts": 1,
+                                                            "retention_s": 3600}),
+                    harness.ctx.sessions, harness.ctx.store, events, EnqueueRecorderDouble())
+    requeued, dead = (harness.submit(JobKind.TEXT_TO_IMAGE, prompt=p, width=256, height=256) for p in ("a", "b"))
+    for job_id in (requeued, dead):
+        harness.ctx.db(attempts.claim_job, job_id, "gone-worker", heartbeat_timeout_s=60)
+        age(harness, job_id, "heartbeat_at", 61)
+    harness.ctx.db(lambda s: (s.execute(update(Job).where(Job.id == requeued).values(handed_back=1)), s.commit()))
+    expired = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="c", width=256, height=256)
+    assert harness.runner().run(expired) == "SUCCEEDED"
+    age(harness, expired, "finished_at", 3601)
+
+    report = reaper.run_once()
+
+    assert (report.requeued, report.dead, report.expired) == ([requeued], [dead], [expired])
+    assert sorted(events.published) == sorted([(requeued, {"type": "state", "state": "QUEUED"}),
+                                               (dead, {"type": "state", "state": "FAILED"}),
+                                               (expired, {"type": "state", "state": "EXPIRED"})])
 
 
 def test_running_job_with_fresh_heartbeat_is_left_alone(harness):
@@ -131,11 +164,14 @@ def test_each_pass_is_recorded_for_the_health_check_and_a_failing_pass_makes_it_
     try:
         wait_for(lambda: judge(read_health_file(pass_file))[0])
         record = read_health_file(pass_file)
-        assert record.facts["stale_after_s"] >= 3 * 0.05  # a few intervals before it counts as stuck
+        # A few intervals before it counts as stuck, plus room for one slow pass.
+        assert record.facts["stale_after_s"] == pytest.approx(MISSED_PASSES * 0.05 + SLOW_PASS_ALLOWANCE_S)
 
         reaper.sessions = session_factory(make_engine(f"sqlite:///{tmp_path}/no-such-folder/jobs.db"))
         wait_for(lambda: not judge(read_health_file(pass_file))[0])
         healthy, why = judge(read_health_file(pass_file))
+        assert read_health_file(pass_file).facts["error"] == \
+            "last pass failed: OperationalError: (sqlite3.OperationalError) no such table: jobs"
         assert "last pass failed: OperationalError" in why
     finally:
         stop.set()
