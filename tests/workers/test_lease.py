@@ -14,6 +14,7 @@ from shared import attempts
 from shared.db import Job
 from shared.jobs import JobKind
 from workers.lease import Lease
+from workers.lifecycle import Lifecycle
 
 DEADLINE_S = 10
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -74,6 +75,7 @@ def test_a_cancel_check_that_finds_the_job_taken_stops_the_attempt(harness, capl
 
 
 def test_a_drain_that_ran_out_hands_the_job_back_at_the_next_check(harness):
+    harness.ctx.lifecycle = Lifecycle()  # this test's own: the process's is every other test's too
     attempt = claimed(harness)
     lease = Lease(harness.ctx, attempt)
     assert lease.handing_back is None and lease.should_cancel() is False
