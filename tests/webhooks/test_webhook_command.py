@@ -31,7 +31,7 @@ def world_from_environment(tmp_path, monkeypatch, process_state):
     world.stop()
 
 
-class Recorder:
+class CallRecorderDouble:
     """Stands in for a function the command calls at the end of its setup: records the call, does nothing."""
 
     def __init__(self, result=None):
@@ -46,7 +46,7 @@ class Recorder:
 def test_a_delivery_goes_out_signed_with_its_output_url_then_sigterm_stops_it(world_from_environment, receiver,
                                                                                  monkeypatch):
     world = world_from_environment
-    metrics = Recorder(result=True)
+    metrics = CallRecorderDouble(result=True)
     monkeypatch.setattr(command, "serve_metrics", metrics)
     job = world.submit(receiver.url(), ("completed",))
     key = f"results/{job.id}/1/image.png"
@@ -78,9 +78,9 @@ def test_a_delivery_goes_out_signed_with_its_output_url_then_sigterm_stops_it(wo
 
 @pytest.mark.parametrize("argv, grace", [([], 4 + 5.0), (["--grace", "3"], 3.0)])
 def test_the_grace_defaults_to_the_try_timeout_plus_five_seconds(world_from_environment, monkeypatch, argv, grace):
-    loop = Recorder()
+    loop = CallRecorderDouble()
     monkeypatch.setattr(command, "run_forever", loop)
-    monkeypatch.setattr(command, "serve_metrics", Recorder(result=True))
+    monkeypatch.setattr(command, "serve_metrics", CallRecorderDouble(result=True))
     assert command.main(argv) == 0
     [(args, kwargs)] = loop.calls
     assert isinstance(args[0], command.Dispatcher) and kwargs == {"grace_s": grace}
