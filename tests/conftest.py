@@ -34,6 +34,23 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def spans():
+    """The spans this process records while the test runs, through the OpenTelemetry SDK's in-memory exporter."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from shared import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    yield exporter
+    tracing.install(None)
+
+
+@pytest.fixture
 def process_state():
     """For tests that run a command's `main()` in this process: it sets up logging and signal handlers as a
     process of its own would, and reads the settings once (cached); all three are put back afterwards."""

@@ -1,6 +1,7 @@
 """One trace per job (shared.tracing): the submit starts it, every attempt continues it from the context stored
 with the job, its stages, upload and terminal write are its spans; GetJob and the worker's log lines carry its id.
-Recorded with the OpenTelemetry SDK's in-memory exporter, through a real gateway and the worker's JobRunner."""
+Recorded with the OpenTelemetry SDK's in-memory exporter (the `spans` fixture), through a real gateway and the
+worker's JobRunner."""
 
 from __future__ import annotations
 
@@ -9,9 +10,6 @@ import logging
 import time
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from PIL import Image
 
 from shared import attempts, tracing
@@ -30,16 +28,6 @@ class TimedExecutorDouble:
         out = io.BytesIO()
         Image.new("RGB", (8, 8)).save(out, format="PNG")
         return JobOutput(objects={"image.png": out.getvalue()}, timings=dict(TIMINGS), seed=1)
-
-
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    yield exporter
-    tracing.install(None)
 
 
 def worker_for(gw) -> JobRunner:

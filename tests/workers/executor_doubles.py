@@ -35,8 +35,8 @@ from workers.executor import IMAGE_OUTPUT, JobOutput
 from workers.model.errors import Cancelled, ModelInputError
 
 
-DRAWN_SEED = 2**62 + 5
-HOLD_S = 1.0  # the seed the double "draws" for an image job submitted without one
+DRAWN_SEED = 2**62 + 5  # the seed the double "draws" for an image job submitted without one
+HOLD_S = 1.0  # how long "hold" keeps its output before handing it back
 TEXT_FIELD = {JobKind.TEXT_TO_IMAGE: "prompt", JobKind.UNDERSTAND: "question", JobKind.EDIT: "instruction"}
 
 
