@@ -111,9 +111,6 @@ class JobServicer(pb_grpc.JobServiceServicer):
             log.warning("output object missing", extra={"key": key})
             return ""
 
-    def _snapshot_sync(self, s: Session, job: Job, *, presign: bool = True) -> pb.Job:
-        return self._to_pb(job, repo.queue_position(s, job), presign=presign)
-
     def _to_pb(self, job: Job | repo.JobRow, position: int, *, presign: bool = True) -> pb.Job:
         return job_to_pb(job, queue_position=position, presign=self._presign if presign else None,
                          presign_expiry_s=self.settings.presign_expiry_s)
@@ -349,7 +346,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
             job_id = validate_job_id(request.job_id)
 
             def cancel(s: Session) -> pb.Job:
-                return self._snapshot_sync(s, repo.request_cancel(s, tenant, job_id))
+                # A cancelled job is never left QUEUED (QUEUED → CANCELLED at once): it has no place in the queue.
+                return self._to_pb(repo.request_cancel(s, tenant, job_id), 0)
             snapshot = await self._db(cancel)
             state = pb.JobState.Name(snapshot.state).removeprefix("JOB_STATE_")
             # Workers listen for this to stop between steps; watchers re-read on it.
@@ -362,18 +360,16 @@ class JobServicer(pb_grpc.JobServiceServicer):
         async with rpc_errors(context):
             job_id = validate_job_id(request.job_id)
 
-            def load(s: Session) -> Job:
+            def check_deletable(s: Session) -> None:
                 job = repo.get_job(s, tenant, job_id)
                 if job is None:
                     raise repo.JobNotFound(job_id)
                 if job.state not in {st.value for st in TERMINAL_STATES}:
                     raise repo.FailedPrecondition(f"job {job_id} is {job.state}; cancel it before deleting")
-                return job
-            job = await self._db(load)
+            await self._db(check_deletable)
             # Objects first: a failure here leaves the job visible (and deletable again), never a
-            # row-less orphan in the bucket.
-            keys = [*(job.input_keys or {}).values(), *(job.output_keys or {}).values()]
-            await self._remove_objects([str(k) for k in keys])
+            # row-less orphan in the bucket. Its prefixes hold every object its row names (inputs, each
+            # attempt's results) and any a fenced-off attempt left behind.
             for prefix in job_prefixes(job_id):
                 await asyncio.to_thread(self.deps.store.delete_prefix, prefix)
             await self._db(repo.delete_job, tenant, job_id)

@@ -34,12 +34,15 @@ SSE_RETRY_MS = 1000
 SSE_PING_S = 15
 
 
+# These two run once, at import, to describe the routes in the OpenAPI document (tests/http/test_http_service.py
+# validates replies against it). mutmut turns a mutant on only while a test runs, after the import, so their
+# mutants could never be judged: they are not made (issue 21).
 def _json_content(name: str) -> dict:
-    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}  # pragma: no mutate
 
 
-def _responses(name: str, status: int = 200) -> dict:
-    return {str(status): {"description": name, **_json_content(name)}}
+def _responses(name: str, status: int = 200) -> dict:  # pragma: no mutate
+    return {str(status): {"description": name, **_json_content(name)}}  # pragma: no mutate
 
 
 @router.post("", status_code=202, summary="Submit a job",

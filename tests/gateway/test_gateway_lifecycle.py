@@ -3,6 +3,7 @@ a watch, the database re-read safety net, cancel of queued and running jobs, fai
 
 import asyncio
 import threading
+import time
 import urllib.request
 
 import grpc
@@ -12,9 +13,11 @@ from tests.gateway.images_for_tests import png
 from shared import attempts
 from shared.objectstore import result_key
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
+from tests.deadlines import deadline_s
 
 WORKER = "worker-test-1"
-TIMEOUT = 10
+TIMEOUT = deadline_s(10)
+MISSING_JOB_ID = "00000000-0000-4000-8000-000000000000"
 
 
 class Watcher:
@@ -29,15 +32,19 @@ class Watcher:
         assert self.first.wait(TIMEOUT), "no first snapshot"
 
     def _run(self):
-        for job in self.call:
-            self.snapshots.append(job)
-            self.first.set()
+        try:
+            for job in self.call:
+                self.snapshots.append(job)
+                self.first.set()
+        except grpc.RpcError:  # the stream ended with a status: the test reads it from `call`
+            pass
 
     def wait_for(self, predicate):
-        for _ in range(TIMEOUT * 50):
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
             if self.snapshots and predicate(self.snapshots[-1]):
                 return self.snapshots[-1]
-            threading.Event().wait(0.02)
+            time.sleep(0.02)
         raise AssertionError(f"not seen; last: {self.snapshots[-1] if self.snapshots else None}")
 
     def finish(self) -> list[pb.Job]:
@@ -121,9 +128,13 @@ def test_watch_sees_changes_that_were_never_published(gw):
 
 def test_cancel_of_a_queued_job_is_immediate_and_it_never_runs(gw):
     md = gw.key("c-queued")
+    ahead = submit(gw, md)
     job = submit(gw, md)
+    assert job.queue_position == ahead.queue_position + 1
     cancelled = gw.stub.CancelJob(pb.CancelJobRequest(job_id=job.id), metadata=md)
     assert cancelled.state == pb.JOB_STATE_CANCELLED and cancelled.cancel_requested
+    assert cancelled.queue_position == 0  # out of the queue
+    assert gw.stub.GetJob(pb.GetJobRequest(job_id=ahead.id), metadata=md).queue_position == ahead.queue_position
     assert gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60) is None  # the late message is a no-op
     assert gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md).state == pb.JOB_STATE_CANCELLED
 
@@ -149,6 +160,52 @@ def test_cancel_of_a_running_job_goes_to_cancelling_and_is_published(gw, loop_th
     assert gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md).state == pb.JOB_STATE_CANCELLED
 
 
+def test_cancel_of_a_finished_job_changes_nothing_and_answers_with_its_output_urls(gw):
+    md = gw.key("c-finished")
+    job = submit(gw, md)
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    key = result_key(job.id, 1, "image.png")
+    gw.store.put(key, png(16, 16), "image/png")
+    gw.db(attempts.finish_job, attempt, output_keys={"image": key})
+
+    answer = gw.stub.CancelJob(pb.CancelJobRequest(job_id=job.id), metadata=md)
+
+    assert answer.state == pb.JOB_STATE_SUCCEEDED and not answer.cancel_requested
+    [image] = answer.outputs.objects
+    assert image.object_key == key and image.url == gw.store.presigned_get(key, gw.settings.presign_expiry_s)
+    got = gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)
+    for snapshot in (answer, got):
+        snapshot.outputs.objects[0].ClearField("url_expires_at")  # signed a moment apart
+    assert answer == got
+
+
+def test_delete_refusals_name_the_job_and_its_state(gw):
+    md = gw.key("d-refused")
+    job = submit(gw, md)
+    for job_id, code, details in [
+            (job.id, grpc.StatusCode.FAILED_PRECONDITION, f"job {job.id} is QUEUED; cancel it before deleting"),
+            (MISSING_JOB_ID, grpc.StatusCode.NOT_FOUND, f"job {MISSING_JOB_ID} not found")]:
+        with pytest.raises(grpc.RpcError) as err:
+            gw.stub.DeleteJob(pb.DeleteJobRequest(job_id=job_id), metadata=md)
+        assert (err.value.code(), err.value.details()) == (code, details)
+
+
+def test_a_watch_of_a_job_deleted_under_it_ends_at_once_even_when_the_jobs_last_event_was_lost(make_gateway):
+    gw = make_gateway(watch_poll_interval_s=60)  # only an event can end the watch within the deadline
+    md = gw.key("d-watched")
+    job = submit(gw, md)
+    watch = Watcher(gw, md, job.id)
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    gw.db(attempts.mark_cancelled, attempt)  # the worker's "state" event never reaches the gateway
+
+    gw.stub.DeleteJob(pb.DeleteJobRequest(job_id=job.id), metadata=md)
+
+    watch.thread.join(TIMEOUT)
+    assert not watch.thread.is_alive(), "the watch did not end"
+    assert watch.call.code() == grpc.StatusCode.NOT_FOUND
+    assert [s.state for s in watch.snapshots] == [pb.JOB_STATE_QUEUED]
+
+
 def test_delete_removes_the_row_and_every_object(gw):
     md = gw.key("d-objects")
     job = gw.stub.SubmitJob(pb.SubmitJobRequest(edit=pb.EditParams(image=png(), instruction="snow")), metadata=md)
@@ -165,6 +222,18 @@ def test_delete_removes_the_row_and_every_object(gw):
     with pytest.raises(grpc.RpcError) as err:
         gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def watches_ended(gw) -> float:
+    return gw.gateway.metrics.registry.get_sample_value(
+        "llada_gateway_requests_total", {"method": "WatchJob", "code": "OK"}) or 0.0
+
+
+def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
 
 
 def test_sdk_watch_resumes_when_the_server_ends_the_stream(gw, loop_thread):
@@ -184,10 +253,12 @@ def test_sdk_watch_resumes_when_the_server_ends_the_stream(gw, loop_thread):
     thread.start()
     assert first.wait(TIMEOUT)
     # A server going away ends open watches; the SDK re-calls WatchJob (here: on the same server).
+    ended_before = watches_ended(gw)
     loop_thread.loop.call_soon_threadsafe(servicer.closing.set)
-    threading.Event().wait(0.2)
+    wait_until(lambda: watches_ended(gw) > ended_before, "the open watch never ended")
     loop_thread.loop.call_soon_threadsafe(servicer.closing.clear)
-    threading.Event().wait(0.8)  # past the SDK's reconnect delay: the new stream opens on QUEUED again
+    # The SDK's new stream, opened after its reconnect delay, on QUEUED again.
+    wait_until(lambda: servicer.watch_slots.open("w-sdk-resume") == 1, "the SDK never watched again")
     attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
     gw.db(attempts.mark_cancelled, attempt)
     thread.join(TIMEOUT)

@@ -1,6 +1,8 @@
 """A SubmitJob whose caller goes away (its deadline expires) while the job is being inserted leaves a
 complete job — row, input objects, queue message — or nothing at all, never a row without its inputs."""
 
+import asyncio
+import logging
 import threading
 import time
 
@@ -10,8 +12,9 @@ import pytest
 from tests.gateway.images_for_tests import png
 from shared import repository as repo
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
+from tests.deadlines import deadline_s
 
-TIMEOUT = 20
+TIMEOUT = deadline_s(20)
 
 
 class HeldInsertDouble:
@@ -61,14 +64,29 @@ def _submit_until_the_deadline_expires_mid_insert(gw, md, held: HeldInsertDouble
     assert len(gw.objects()) == 1
 
 
-def test_an_insert_outliving_its_caller_leaves_a_complete_job(make_gateway, monkeypatch):
+def submits_ended(gw, loop_thread) -> None:
+    """Until no submit task is left and the callbacks of their ends (the outcome's log line) have run."""
+    wait_until(lambda: not gw.gateway.servicer._submits, "a submit task never ended")
+    loop_thread.run(asyncio.sleep(0))  # after the callbacks queued with the last task's end
+
+
+def outcome_records(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "llada.gateway" and "after its caller went away" in r.getMessage()]
+
+
+def test_an_insert_outliving_its_caller_leaves_a_complete_job(make_gateway, loop_thread, monkeypatch, caplog):
     gw = make_gateway()
     md = gw.key("deadline-ok")
     held = HeldInsertDouble(monkeypatch)
+    caplog.set_level(logging.INFO, logger="llada.gateway")
     _submit_until_the_deadline_expires_mid_insert(gw, md, held, "late-1")
     held.release.set()
     wait_until(lambda: gw.queue.sent, "the job was never enqueued")
+    submits_ended(gw, loop_thread)
     (job,) = gw.db(repo.list_jobs, "deadline-ok")[0]
+    [logged] = outcome_records(caplog)
+    assert (logged.levelname, logged.getMessage(), logged.job_id) == (
+        "INFO", "submit completed after its caller went away", job.id)
     assert job.state == "QUEUED" and gw.queue.sent == [(job.id, 0)]
     assert gw.objects() == [job.input_keys["image"]]  # its input is still there
     # The client's retry is answered with that job, whose input is intact.
@@ -77,11 +95,21 @@ def test_an_insert_outliving_its_caller_leaves_a_complete_job(make_gateway, monk
     assert gw.job_count() == 1 and len(gw.queue.sent) == 1
 
 
-def test_an_insert_failing_after_its_caller_left_leaves_nothing(make_gateway, monkeypatch):
+@pytest.mark.parametrize("failure, logged", [
+    (RuntimeError("the database went away"),
+     [("ERROR", "submit failed after its caller went away; nothing was stored")]),
+    (repo.QueueFull("tenant", 3), []),  # a refusal, not a failure: nobody needs to hear of it
+])
+def test_an_insert_failing_after_its_caller_left_leaves_nothing(make_gateway, loop_thread, monkeypatch, caplog,
+                                                                failure, logged):
     gw = make_gateway()
     md = gw.key("deadline-fail")
-    held = HeldInsertDouble(monkeypatch, fail=RuntimeError("the database went away"))
+    held = HeldInsertDouble(monkeypatch, fail=failure)
+    caplog.set_level(logging.INFO, logger="llada.gateway")
     _submit_until_the_deadline_expires_mid_insert(gw, md, held, "late-2")
     held.release.set()
     wait_until(lambda: gw.objects() == [], "the input of the failed insert was never removed")
     assert gw.job_count() == 0 and gw.queue.sent == []
+    submits_ended(gw, loop_thread)
+    assert [(r.levelname, r.getMessage()) for r in outcome_records(caplog)] == logged
+    assert all(r.exc_info[1] is failure for r in outcome_records(caplog))

@@ -8,8 +8,9 @@ import pytest
 
 from shared import repository as repo
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
+from tests.deadlines import deadline_s
 
-TIMEOUT = 10
+TIMEOUT = deadline_s(10)
 
 
 def submit(gw, md) -> pb.Job:

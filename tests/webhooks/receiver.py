@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.deadlines import deadline_s
+
 
 @dataclass
 class Received:
@@ -69,7 +71,7 @@ class LoopbackReceiver:
     def url(self, path: str = "/hook", host: str = "127.0.0.1", scheme: str = "http") -> str:
         return f"{scheme}://{host}:{self.port}{path}"
 
-    def wait_for(self, count: int, timeout_s: float = 10) -> list[Received]:
+    def wait_for(self, count: int, timeout_s: float = deadline_s(10)) -> list[Received]:
         """The first `count` requests, once they arrived (AssertionError past the deadline)."""
         with self.arrived:
             if not self.arrived.wait_for(lambda: len(self.requests) >= count, timeout_s):

@@ -87,3 +87,61 @@ def test_the_grace_defaults_to_the_try_timeout_plus_five_seconds(world_from_envi
     assert not args[1].is_set()  # the stop event, set only by SIGTERM or SIGINT
     signal.raise_signal(signal.SIGINT)
     assert args[1].is_set()
+
+
+def test_help_names_the_command_and_its_grace(world_from_environment, capsys):
+    with pytest.raises(SystemExit) as exited:
+        command.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exited.value.code == 0
+    assert out.startswith("usage: python -m services.webhooks [-h] [--grace GRACE] ")
+    assert command.__doc__.splitlines()[0] in out
+    assert ("--grace GRACE seconds to wait for tries in flight on SIGTERM (default: the try timeout + 5)") in out
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_it_logs_as_the_dispatcher_from_its_first_line_in_the_format_the_settings_ask(
+        world_from_environment, monkeypatch, capsys, log_format):
+    monkeypatch.setenv("LLADA_LOG_FORMAT", log_format)
+    monkeypatch.setenv("LLADA_QQQQ_UNRELATED", "1")  # read with the settings, before their format is known
+    monkeypatch.setattr(command, "run_forever", CallRecorderDouble())
+    monkeypatch.setattr(command, "serve_metrics", CallRecorderDouble(result=True))
+    assert command.main([]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    [unknown] = [line for line in lines if "LLADA_QQQQ_UNRELATED" in line]
+    assert json.loads(unknown)["service"] == "webhooks"
+    [started] = [line for line in lines if "webhook dispatcher started" in line]
+    if log_format == "json":
+        assert json.loads(started)["service"] == "webhooks"
+    else:
+        assert not started.startswith("{") and "INFO" in started
+
+
+class PresignRecorderStoreDouble:
+    def __init__(self):
+        self.calls = []
+
+    def presigned_get(self, key, expires_s):
+        self.calls.append((key, expires_s))
+        return f"https://objects.example/{key}"
+
+
+@pytest.mark.parametrize("ca_file", [None, "/etc/llada/webhook-ca.pem"])
+def test_the_dispatcher_from_the_settings_sends_with_their_timeout_and_ca_and_presigns_for_their_expiry(
+        tmp_path, monkeypatch, ca_file):
+    import certifi
+
+    from shared import objectstore
+    from shared.settings import Settings
+
+    store = PresignRecorderStoreDouble()
+    monkeypatch.setattr(objectstore, "object_store_from_settings", lambda settings: store)
+    settings = Settings(data_dir=tmp_path, webhook_timeout_s=7, presign_expiry_s=321, webhook_ca_file=ca_file)
+
+    dispatcher = command.dispatcher_from_settings(settings)
+
+    assert (dispatcher.sender.timeout.connect_timeout, dispatcher.sender.timeout.read_timeout) == (7, 7)
+    assert dispatcher.sender.ca_file == (ca_file or certifi.where())
+    assert dispatcher.presign("results/j/1/image.png") == "https://objects.example/results/j/1/image.png"
+    assert store.calls == [("results/j/1/image.png", 321)]
+    dispatcher.close()

@@ -26,8 +26,9 @@ from shared.db.models import WebhookDelivery
 from shared.db.types import utcnow
 from tests.webhooks.conftest import TENANT, WebhookWorld
 from tests.webhooks.receiver import LoopbackReceiver
+from tests.deadlines import deadline_s
 
-DEADLINE_S = 15
+DEADLINE_S = deadline_s(15)
 
 
 def rows(world, job_id=None) -> list[WebhookDelivery]:

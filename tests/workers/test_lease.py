@@ -15,8 +15,9 @@ from shared.db import Job
 from shared.jobs import JobKind
 from workers.lease import Lease
 from workers.lifecycle import Lifecycle
+from tests.deadlines import deadline_s
 
-DEADLINE_S = 10
+DEADLINE_S = deadline_s(10)
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 

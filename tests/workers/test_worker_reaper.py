@@ -15,6 +15,7 @@ from shared.db import Job, make_engine, session_factory
 from shared.health_file import judge, read_health_file
 from shared.jobs import JobKind
 from workers.reaper import MISSED_PASSES, SLOW_PASS_ALLOWANCE_S, Reaper, run_forever
+from tests.deadlines import deadline_s
 
 
 class EnqueueRecorderDouble:
@@ -179,7 +180,7 @@ def test_each_pass_is_recorded_for_the_health_check_and_a_failing_pass_makes_it_
     assert not thread.is_alive() and not pass_file.exists()
 
 
-def wait_for(predicate, timeout: float = 15.0):
+def wait_for(predicate, timeout: float = deadline_s(15)):
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"

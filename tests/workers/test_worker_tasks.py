@@ -14,6 +14,7 @@ from tests.workers.worker_harness import png_bytes
 from shared import attempts
 from shared import repository as repo
 from shared.jobs import JobKind, JobState
+from tests.deadlines import deadline_s
 
 
 def published(harness, job_id: str) -> list[dict]:
@@ -28,7 +29,7 @@ def stored_objects(harness) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
-def wait_for(predicate, timeout: float = 10.0):
+def wait_for(predicate, timeout: float = deadline_s(10)):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
