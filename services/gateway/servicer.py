@@ -111,7 +111,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
             log.warning("output object missing", extra={"key": key})
             return ""
 
-    def _to_pb(self, job: Job | repo.JobRow, position: int, *, presign: bool = True) -> pb.Job:
+    def _to_pb(self, job: Job | repo.JobRow, position: int = 0, *, presign: bool = True) -> pb.Job:
         return job_to_pb(job, queue_position=position, presign=self._presign if presign else None,
                          presign_expiry_s=self.settings.presign_expiry_s)
 
@@ -347,7 +347,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
 
             def cancel(s: Session) -> pb.Job:
                 # A cancelled job is never left QUEUED (QUEUED → CANCELLED at once): it has no place in the queue.
-                return self._to_pb(repo.request_cancel(s, tenant, job_id), 0)
+                return self._to_pb(repo.request_cancel(s, tenant, job_id))
             snapshot = await self._db(cancel)
             state = pb.JobState.Name(snapshot.state).removeprefix("JOB_STATE_")
             # Workers listen for this to stop between steps; watchers re-read on it.

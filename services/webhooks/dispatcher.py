@@ -224,7 +224,7 @@ def dispatcher_from_settings(settings: Settings) -> Dispatcher:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.webhooks", description=__doc__.splitlines()[0])
-    parser.add_argument("--grace", type=float, default=None,
+    parser.add_argument("--grace", type=float,
                         help="seconds to wait for tries in flight on SIGTERM (default: the try timeout + 5)")
     args = parser.parse_args(argv)
     configure_logging(service="webhooks")

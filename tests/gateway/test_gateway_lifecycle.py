@@ -139,19 +139,25 @@ def test_cancel_of_a_queued_job_is_immediate_and_it_never_runs(gw):
     assert gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md).state == pb.JOB_STATE_CANCELLED
 
 
-def test_cancel_of_a_running_job_goes_to_cancelling_and_is_published(gw, loop_thread):
-    md = gw.key("c-running")
-    job = submit(gw, md)
-    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+def next_event(gw, loop_thread, job_id: str):
+    """A future of the next event published for the job, subscribed to before this returns."""
     subscribed = threading.Event()
 
     async def first_event():
-        async with gw.events.subscribe(job.id) as events:
+        async with gw.events.subscribe(job_id) as events:
             subscribed.set()
             return await asyncio.wait_for(events.__anext__(), TIMEOUT)
 
     pending = asyncio.run_coroutine_threadsafe(first_event(), loop_thread.loop)
     assert subscribed.wait(TIMEOUT)
+    return pending
+
+
+def test_cancel_of_a_running_job_goes_to_cancelling_and_is_published(gw, loop_thread):
+    md = gw.key("c-running")
+    job = submit(gw, md)
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    pending = next_event(gw, loop_thread, job.id)
     answer = gw.stub.CancelJob(pb.CancelJobRequest(job_id=job.id), metadata=md)
     assert answer.state == pb.JOB_STATE_CANCELLING
     assert pending.result(TIMEOUT) == {"type": "cancel", "state": "CANCELLING"}
@@ -190,13 +196,15 @@ def test_delete_refusals_name_the_job_and_its_state(gw):
         assert (err.value.code(), err.value.details()) == (code, details)
 
 
-def test_a_watch_of_a_job_deleted_under_it_ends_at_once_even_when_the_jobs_last_event_was_lost(make_gateway):
+def test_a_watch_of_a_job_deleted_under_it_ends_at_once_even_when_the_jobs_last_event_was_lost(make_gateway,
+                                                                                               loop_thread):
     gw = make_gateway(watch_poll_interval_s=60)  # only an event can end the watch within the deadline
     md = gw.key("d-watched")
     job = submit(gw, md)
     watch = Watcher(gw, md, job.id)
     attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
     gw.db(attempts.mark_cancelled, attempt)  # the worker's "state" event never reaches the gateway
+    published = next_event(gw, loop_thread, job.id)
 
     gw.stub.DeleteJob(pb.DeleteJobRequest(job_id=job.id), metadata=md)
 
@@ -204,6 +212,7 @@ def test_a_watch_of_a_job_deleted_under_it_ends_at_once_even_when_the_jobs_last_
     assert not watch.thread.is_alive(), "the watch did not end"
     assert watch.call.code() == grpc.StatusCode.NOT_FOUND
     assert [s.state for s in watch.snapshots] == [pb.JOB_STATE_QUEUED]
+    assert published.result(TIMEOUT) == {"type": "deleted"}  # what every subscriber of the job is told
 
 
 def test_delete_removes_the_row_and_every_object(gw):

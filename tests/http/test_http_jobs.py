@@ -78,8 +78,11 @@ def test_snake_case_and_base64_bytes_are_accepted_as_protobuf_json_allows(door, 
 def test_list_filters_and_pages(door, alice):
     for prompt in ("page one", "page two"):  # this test's own jobs: it passes alone and in any order
         parse(submit(door, alice, pb.SubmitJobRequest(text_to_image=pb.TextToImageParams(prompt=prompt))), pb.Job)
-    unknown = httpx.get(f"{door.url}/v1/jobs", params={"state": "sleeping"}, headers=alice)
-    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "state"
+    for param in ("state", "kind"):
+        unknown = httpx.get(f"{door.url}/v1/jobs", params={param: "sleeping"}, headers=alice)
+        assert unknown.status_code == 400
+        assert (unknown.json()["error"]["param"], unknown.json()["error"]["message"]) == (
+            param, f"{param}: unknown value 'sleeping'")
     bad_size = httpx.get(f"{door.url}/v1/jobs", params={"page_size": "many"}, headers=alice)
     assert bad_size.status_code == 400 and bad_size.json()["error"]["param"] == "page_size"
     first = parse(httpx.get(f"{door.url}/v1/jobs", params={"page_size": 1}, headers=alice), pb.ListJobsResponse)

@@ -1,18 +1,23 @@
-"""The dispatcher's pass and its slots (services.webhooks.dispatcher): with every slot busy a pass claims nothing
-and the loop waits for a slot, not for the poll; a stop with a try still in flight returns after the grace and
-leaves that try to its lease; rows past their tries are given up on the first pass and then once a second.
+"""The dispatcher's pass loop and its slots (services.webhooks.dispatcher): with every slot busy a pass claims
+nothing and the loop waits for a slot, not for the poll; a stop with a try still in flight returns after the grace
+and leaves that try to its lease; rows past their tries are given up on the first pass and then once a second;
+each pass is recorded in the pass file and the metrics, a failed one with its reason.
 Tries are held by a receiver that does not answer until the test releases it."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import types
 
-from sqlalchemy import update
+import pytest
+from sqlalchemy import text, update
 
 from services.webhooks import dispatcher as dispatcher_module
-from services.webhooks.dispatcher import GIVE_UP_EVERY_S, run_forever
+from services.webhooks import metrics as webhook_metrics
+from services.webhooks.dispatcher import GIVE_UP_EVERY_S, MISSED_PASSES, SLOW_PASS_ALLOWANCE_S, run_forever
+from shared.health_file import read_health_file
 from shared import repository as repo
 from shared.db.models import WebhookDelivery
 from tests.webhooks.conftest import TENANT, WebhookWorld
@@ -56,9 +61,11 @@ def test_with_every_slot_busy_a_pass_claims_nothing_and_a_freed_slot_ends_the_wa
     assert sorted(r.job_id for r in rows(world) if r.delivery_state == "delivered") == sorted([first, second])
 
 
+@pytest.mark.parametrize("concurrency", [1, 4])  # every slot busy (the loop waits for one), or some free
 def test_a_stop_with_a_try_in_flight_returns_after_the_grace_and_leaves_the_try_to_its_lease(
-        tmp_path, receiver, caplog):
-    world = WebhookWorld(tmp_path, webhook_timeout_s=60)  # the held try would outlast any test deadline
+        tmp_path, receiver, caplog, concurrency):
+    # The held try would outlast any test deadline.
+    world = WebhookWorld(tmp_path, webhook_timeout_s=60, webhook_concurrency=concurrency)
     receiver.release.clear()
     job_id = finished_job(world, receiver)
     dispatcher, stop = world.dispatcher(), threading.Event()
@@ -117,3 +124,45 @@ def test_rows_past_their_tries_are_given_up_on_the_first_pass_then_at_most_once_
     assert delivery.error.endswith(f"(given up: {world.settings.webhook_max_tries} tries or "
                                    f"{world.settings.webhook_max_age_s:g} s)")
     assert receiver.requests == []
+
+
+def test_each_pass_is_recorded_and_counted_a_failed_one_says_why_and_neither_comes_faster_than_the_poll(
+        tmp_path):
+    pass_file = tmp_path / "webhooks.pass"
+    interval = 0.2
+    world = WebhookWorld(tmp_path, webhook_pass_file=pass_file, webhook_poll_interval_s=interval)
+    dispatcher, stop = world.dispatcher(), threading.Event()
+    before = {outcome: webhook_metrics.PASSES.labels(outcome)._value.get() for outcome in ("ok", "error")}
+    loop = threading.Thread(target=run_forever, args=(dispatcher, stop), kwargs={"grace_s": 1})
+    loop.start()
+    try:
+        ok = wait_for_record(pass_file, lambda facts: facts["ok"])
+        assert ok["error"] is None and ok["interval_s"] == interval
+        assert ok["stale_after_s"] == MISSED_PASSES * interval + SLOW_PASS_ALLOWANCE_S
+        assert webhook_metrics.PASSES.labels("ok")._value.get() > before["ok"]
+        # Idle (nothing due, SQLite: no wake-up), the next pass comes after the poll interval, not at once.
+        following = wait_for_record(pass_file, lambda facts: facts["written_at"] > ok["written_at"])
+        assert following["written_at"] - ok["written_at"] >= interval * 0.9
+
+        world.db(lambda s: (s.execute(text("DROP TABLE webhook_deliveries")), s.commit()))
+        failed = wait_for_record(pass_file, lambda facts: not facts["ok"])
+        assert failed["error"] == ("last pass failed: OperationalError: (sqlite3.OperationalError) "
+                                   "no such table: webhook_deliveries")
+        assert webhook_metrics.PASSES.labels("error")._value.get() > before["error"]
+        # A failing database is not retried in a tight loop either.
+        again = wait_for_record(pass_file, lambda facts: facts["written_at"] > failed["written_at"])
+        assert not again["ok"] and again["written_at"] - failed["written_at"] >= interval * 0.9
+    finally:
+        stop.set()
+        loop.join(DEADLINE_S)
+    assert not loop.is_alive() and not pass_file.exists()  # a stopped dispatcher leaves no pass to trust
+
+
+def wait_for_record(pass_file, condition) -> dict:
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        record = read_health_file(pass_file)
+        if record is not None and condition(record.facts):
+            return record.facts
+        assert time.monotonic() < deadline, record
+        time.sleep(0.01)
