@@ -164,7 +164,7 @@ class Dispatcher:
             return self._idle.wait_for(lambda: not self._in_flight, timeout_s)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=False)
+        self._pool.shutdown(wait=False)
 
 
 def run_forever(dispatcher: Dispatcher, stop: threading.Event, *, grace_s: float) -> None:

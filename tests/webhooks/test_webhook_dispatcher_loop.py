@@ -1,7 +1,8 @@
 """The dispatcher's pass loop and its slots (services.webhooks.dispatcher): with every slot busy a pass claims
 nothing and the loop waits for a slot, not for the poll; a stop with a try still in flight returns after the grace
 and leaves that try to its lease; rows past their tries are given up on the first pass and then once a second;
-each pass is recorded in the pass file and the metrics, a failed one with its reason.
+each pass is recorded in the pass file and the metrics, a failed one with its reason; each try in the metrics; a
+tenant without a signing secret is told how to make one.
 Tries are held by a receiver that does not answer until the test releases it."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from services.webhooks import dispatcher as dispatcher_module
 from services.webhooks import metrics as webhook_metrics
 from services.webhooks.dispatcher import GIVE_UP_EVERY_S, MISSED_PASSES, SLOW_PASS_ALLOWANCE_S, run_forever
 from shared.health_file import read_health_file
+from shared.webhooks.subscription import WebhookSubscription
 from shared import repository as repo
 from shared.db.models import WebhookDelivery
 from tests.webhooks.conftest import TENANT, WebhookWorld
@@ -34,9 +36,19 @@ def finished_job(world, receiver) -> str:
     return job.id
 
 
+def tries_seen(event: str) -> tuple[float, float, float]:
+    """Delivered tries of `event` so far, and the count and sum of their durations."""
+    def value(name, labels):
+        return webhook_metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+    return (value("llada_webhook_tries_total", {"event": event, "result": "delivered"}),
+            value("llada_webhook_try_seconds_count", {"event": event}),
+            value("llada_webhook_try_seconds_sum", {"event": event}))
+
+
 def test_with_every_slot_busy_a_pass_claims_nothing_and_a_freed_slot_ends_the_wait(tmp_path, receiver):
     world = WebhookWorld(tmp_path, webhook_concurrency=1)
     receiver.release.clear()
+    tries_before = tries_seen("completed")
     first, second = finished_job(world, receiver), finished_job(world, receiver)
     dispatcher = world.dispatcher()
     try:
@@ -59,6 +71,24 @@ def test_with_every_slot_busy_a_pass_claims_nothing_and_a_freed_slot_ends_the_wa
         receiver.release.set()
         dispatcher.close()
     assert sorted(r.job_id for r in rows(world) if r.delivery_state == "delivered") == sorted([first, second])
+    delivered, timed, seconds = (after - before for after, before in zip(tries_seen("completed"), tries_before))
+    assert (delivered, timed) == (2, 2) and 0 < seconds < 2 * DEADLINE_S  # each try as long as it took
+
+
+def test_a_tenant_without_a_signing_secret_gets_nothing_and_its_delivery_says_what_to_do(tmp_path, receiver):
+    world = WebhookWorld(tmp_path)
+    job = world.db(repo.submit_job, tenant="unsigned", request_id=None, kind="TEXT_TO_IMAGE", params={"prompt": "p"},
+                   input_keys={}, webhook=WebhookSubscription(receiver.url(), ("completed",))).job
+    world.db(repo.request_cancel, "unsigned", job.id)
+    dispatcher = world.dispatcher()
+    try:
+        assert dispatcher.run_once() == (1, world.settings.webhook_concurrency)
+        assert dispatcher.wait_idle(DEADLINE_S)
+    finally:
+        dispatcher.close()
+    [delivery] = rows(world, job.id)
+    assert delivery.error == "tenant 'unsigned' has no webhook signing secret (llada-server webhook-secret create)"
+    assert receiver.requests == []
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])  # every slot busy (the loop waits for one), or some free
