@@ -142,7 +142,7 @@ class Dispatcher:
     def body(self, claim: Claim) -> str:
         """The event's Job, with output URLs signed for this try when the job succeeded (they expire)."""
         job = json_format.Parse(claim.body, pb.Job())
-        if self.presign is not None and job.state == pb.JOB_STATE_SUCCEEDED and job.outputs.objects:
+        if self.presign is not None:  # only a succeeded job has output objects
             expires = datetime.now(timezone.utc) + timedelta(seconds=self.settings.presign_expiry_s)
             for obj in job.outputs.objects:
                 try:

@@ -9,6 +9,7 @@ import httpx2 as httpx
 import pytest
 from google.protobuf import json_format
 
+from services.http.jobs_routes import SSE_RETRY_MS, snapshot_id
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 from tests.http.sse_reader import events
 
@@ -41,10 +42,12 @@ def test_every_change_arrives_in_order_and_the_stream_ends_at_the_terminal_state
     try:
         job = submit(door, carol)
         seen: list[tuple[str, pb.Job]] = []
+        retries = set()
         with open_stream(door, carol, job.id) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             for event in events(stream.iter_lines()):
                 seen.append((event.id, job_of(event)))
+                retries.add(event.retry_ms)
                 if seen[-1][1].state not in TERMINAL:
                     door.worker.step()  # the next move only once this one has been seen
     finally:
@@ -54,6 +57,19 @@ def test_every_change_arrives_in_order_and_the_stream_ends_at_the_terminal_state
                      (pb.JOB_STATE_SUCCEEDED, 1)]
     ids = [event_id for event_id, _ in seen]
     assert len(set(ids)) == len(ids) and all(ids)
+    assert retries == {SSE_RETRY_MS}  # a broken stream is reconnected after a second, not the browser's default
+
+
+def test_a_snapshots_id_is_what_it_says_whatever_order_it_was_built_in():
+    timings = {"tokenize": 0.1, "denoise": 2.5, "decode": 0.7, "upload": 0.2}
+    built, reversed_ = pb.Job(id="j"), pb.Job(id="j")
+    for stage, seconds in timings.items():
+        built.stage_seconds[stage] = seconds
+    for stage, seconds in reversed(timings.items()):
+        reversed_.stage_seconds[stage] = seconds
+    assert snapshot_id(built) == snapshot_id(reversed_)
+    reversed_.stage_seconds["decode"] = 0.8
+    assert snapshot_id(built) != snapshot_id(reversed_)
 
 
 def test_a_reconnect_with_last_event_id_resumes_without_repeating_and_misses_nothing(door, carol):

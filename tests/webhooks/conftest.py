@@ -3,7 +3,6 @@ dispatchers running in threads of this process against a LoopbackReceiver."""
 
 from __future__ import annotations
 
-import random
 import threading
 
 import pytest
@@ -46,7 +45,7 @@ class WebhookWorld:
     def dispatcher(self, name: str = "d1", **kwargs) -> Dispatcher:
         sender = WebhookSender(AddressPolicy(self.settings.webhook_allow_networks),
                                timeout_s=self.settings.webhook_timeout_s)
-        return Dispatcher(self.settings, self.sessions, sender, name=name, rng=random.Random(0), **kwargs)
+        return Dispatcher(self.settings, self.sessions, sender, name=name, **kwargs)
 
     def start(self, dispatcher: Dispatcher | None = None) -> Dispatcher:
         dispatcher = dispatcher or self.dispatcher()
