@@ -185,6 +185,20 @@ def test_cancel_of_a_finished_job_changes_nothing_and_answers_with_its_output_ur
     assert answer == got
 
 
+def test_an_output_gone_from_the_store_is_listed_without_a_url(gw, caplog):
+    md = gw.key("g-gone")
+    job = submit(gw, md)
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)
+    key = result_key(job.id, 1, "image.png")  # never stored: lost, or removed by hand
+    gw.db(attempts.finish_job, attempt, output_keys={"image": key})
+
+    got = gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)
+
+    [image] = got.outputs.objects
+    assert (image.object_key, image.url, image.HasField("url_expires_at")) == (key, "", False)
+    assert any(r.getMessage() == "output object missing" and r.key == key for r in caplog.records)
+
+
 def test_delete_refusals_name_the_job_and_its_state(gw):
     md = gw.key("d-refused")
     job = submit(gw, md)

@@ -114,6 +114,22 @@ def test_bad_lookup_names_the_field(gw, md, method, request_, code, field):
     assert _field(err.value) == field
 
 
+WORD_FOR_WORD = [
+    ("SubmitJob", U(image=b""), "understand.image: is required (the encoded bytes of an image)"),
+    ("SubmitJob", U(image=b"\x89PNG" + b"\0" * 199_997),  # one byte past the gateway's 200 000
+     "understand.image: is 200001 bytes; the limit is 200000"),
+    ("ListJobs", pb.ListJobsRequest(state=99), "state: unknown job state 99"),
+    ("ListJobs", pb.ListJobsRequest(kind=42), "kind: unknown job kind 42"),
+]
+
+
+@pytest.mark.parametrize("method, request_, details", WORD_FOR_WORD)
+def test_refusals_say_what_was_wrong_word_for_word(gw, md, method, request_, details):
+    with pytest.raises(grpc.RpcError) as err:
+        getattr(gw.stub, method)(request_, metadata=md)
+    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, details)
+
+
 @pytest.mark.parametrize("metadata", [(), (("x-api-key", "llada_wrong-key-000000000000"),)],
                          ids=["missing key", "wrong key"])
 def test_every_rpc_refuses_a_missing_or_wrong_api_key(gw, metadata):
