@@ -33,8 +33,6 @@ class CheckedImage:
     data: bytes          # the bytes as sent: the worker decodes the original, not a re-encoding
     content_type: str
     extension: str
-    width: int
-    height: int
 
 
 @contextlib.contextmanager
@@ -65,11 +63,9 @@ def read_image_header(data: bytes, *, field: str, max_bytes: int) -> CheckedImag
         raise InvalidArgument(field, f"is {len(data)} bytes; the limit is {max_bytes}")
     with _opening(data, field) as image:
         width, height = image.size
-        fmt = image.format or ""
+        fmt = image.format  # one of ACCEPTED_FORMATS: _opening opens no other
     check_image_shape(width, height, field=field)
-    content_type = Image.MIME.get(fmt, "application/octet-stream")
-    extension = {"JPEG": "jpg"}.get(fmt, fmt.lower() or "bin")
-    return CheckedImage(data, content_type, extension, width, height)
+    return CheckedImage(data, Image.MIME[fmt], "jpg" if fmt == "JPEG" else fmt.lower())
 
 
 def decode_image(image: CheckedImage, *, field: str) -> None:

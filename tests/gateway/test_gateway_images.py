@@ -12,6 +12,7 @@ import pytest
 from PIL import ImageFile
 
 from tests.gateway.images_for_tests import black_png, encoded, png, text_bomb_png
+from tests.store_doubles import ContentTypeRecordingStoreDouble
 from shared import repository as repo
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
@@ -129,13 +130,20 @@ def test_formats_other_than_png_jpeg_webp_are_refused(gw, fmt):
     assert (gw.job_count(), gw.objects(), len(gw.queue.sent)) == before
 
 
-@pytest.mark.parametrize("fmt, extension", [("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp")])
-def test_png_jpeg_and_webp_are_accepted_and_stored_as_sent(gw, fmt, extension):
+@pytest.fixture(scope="module")
+def typed_gw(make_gateway, tmp_path_factory):
+    return make_gateway(store=ContentTypeRecordingStoreDouble(tmp_path_factory.mktemp("typed")))
+
+
+@pytest.mark.parametrize("fmt, extension, content_type", [("PNG", "png", "image/png"), ("JPEG", "jpg", "image/jpeg"),
+                                                          ("WEBP", "webp", "image/webp")])
+def test_png_jpeg_and_webp_are_accepted_and_stored_as_sent(typed_gw, fmt, extension, content_type):
     image = encoded(fmt)
-    job = gw.stub.SubmitJob(understand(image), metadata=gw.key("formats"))
+    job = typed_gw.stub.SubmitJob(understand(image), metadata=typed_gw.key("formats"))
     assert job.state == pb.JOB_STATE_QUEUED
     key = f"inputs/{job.id}/image.{extension}"
-    assert key in gw.objects() and gw.store.get(key) == image
+    assert key in typed_gw.objects() and typed_gw.store.get(key) == image
+    assert typed_gw.store.content_types[key] == content_type  # what the object store will serve it as
 
 
 def test_a_full_queue_is_refused_before_any_image_is_decoded(make_gateway, monkeypatch):

@@ -8,22 +8,10 @@ import dataclasses
 
 import pytest
 
+from tests.store_doubles import ContentTypeRecordingStoreDouble
 from tests.workers.worker_harness import make_settings
 from shared.jobs import PARAMS_FIELD, InvalidArgument, JobKind, validate_params
-from shared.objectstore import LocalObjectStore
 from workers.executor import JobOutput
-
-
-class ContentTypeRecordingStoreDouble(LocalObjectStore):
-    """The local store (which keeps no content types), recording the type each object was put with."""
-
-    def __init__(self, root):
-        super().__init__(root)
-        self.content_types: dict[str, str] = {}
-
-    def put(self, key, data, content_type="application/octet-stream"):
-        self.content_types[key] = content_type
-        super().put(key, data, content_type)
 
 
 class FixedOutputExecutorDouble:
