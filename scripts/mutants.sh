@@ -29,11 +29,14 @@ if ! $resume && [ ${#modules[@]} -eq 0 ]; then rm -rf mutants; fi
 # A planted bug that makes a test wait for what never comes costs that test's deadline, per mutant: shorter
 # deadlines here (tests/deadlines.py), still many times what a passing test needs.
 export LLADA_TEST_DEADLINE_SCALE=${LLADA_TEST_DEADLINE_SCALE:-0.3}
+# Two mutants per core: their tests wait on sockets, threads and databases more than they compute (one per core
+# kept the CPUs less than half busy).
+children=${MUTANT_CHILDREN:-$((2 * $(nproc)))}
 
 started=$(date +%s)
 # mutmut's spinner redraws its line many times a second: drop those lines, keep everything else.
 set +o pipefail
-.venv/bin/mutmut run --max-children "$(nproc)" "${patterns[@]}" 2>&1 | tr '\r' '\n' \
+.venv/bin/mutmut run --max-children "$children" "${patterns[@]}" 2>&1 | tr '\r' '\n' \
     | LC_ALL=C grep -av $'^\xe2[\xa0-\xa3]'
 status=${PIPESTATUS[0]}
 set -o pipefail

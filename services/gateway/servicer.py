@@ -316,9 +316,9 @@ class JobServicer(pb_grpc.JobServiceServicer):
                         wake.clear()  # before the read: an event arriving during it wakes the next wait
                         snapshot, terminal = await self._watch_read(tenant, job_id)
                         # URLs are re-signed on every read; compare snapshots without them.
-                        fingerprint = _without_urls(snapshot)
-                        if fingerprint != last:
-                            last = fingerprint
+                        unsigned = _without_urls(snapshot)
+                        if unsigned != last:
+                            last = unsigned
                             yield snapshot
                         if terminal or self.closing.is_set():
                             return
@@ -331,7 +331,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def _wait_for_change(self, wake: asyncio.Event) -> None:
         # Events wake the stream; the poll is the safety net for an event the bus lost (or that a process
         # without a bus never published) and for queue positions, which move without events.
-        timeout = self.settings.watch_poll_interval_s * random.uniform(1 - WATCH_POLL_JITTER, 1 + WATCH_POLL_JITTER)
+        timeout = watch_poll_timeout(self.settings.watch_poll_interval_s)
         waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(self.closing.wait())]
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -389,12 +389,18 @@ def _log_submit_without_caller(task: asyncio.Task) -> None:
         log.error("submit failed after its caller went away; nothing was stored", exc_info=err)
 
 
-def _without_urls(job: pb.Job) -> bytes:
+def watch_poll_timeout(interval_s: float, rng: random.Random = random) -> float:
+    """How long a stream waits for an event before it re-reads anyway: `interval_s`, ± WATCH_POLL_JITTER of it."""
+    return interval_s * rng.uniform(1 - WATCH_POLL_JITTER, 1 + WATCH_POLL_JITTER)
+
+
+def _without_urls(job: pb.Job) -> pb.Job:
+    """The snapshot less its signed URLs (compared as messages: their maps' order does not count)."""
     copy = pb.Job()
     copy.CopyFrom(job)
     for obj in copy.outputs.objects:
         obj.ClearField("url")
         obj.ClearField("url_expires_at")
-    return copy.SerializeToString(deterministic=True)
+    return copy
 
 

@@ -12,6 +12,7 @@ import pytest
 from tests.gateway.images_for_tests import png
 from shared import attempts
 from shared.objectstore import result_key
+from services.gateway.servicer import watch_poll_timeout
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 from tests.deadlines import deadline_s
 
@@ -183,6 +184,45 @@ def test_cancel_of_a_finished_job_changes_nothing_and_answers_with_its_output_ur
     for snapshot in (answer, got):
         snapshot.outputs.objects[0].ClearField("url_expires_at")  # signed a moment apart
     assert answer == got
+
+
+def test_a_watch_sends_a_snapshot_only_when_the_job_changed_however_often_it_reads(make_gateway, monkeypatch):
+    gw = make_gateway(watch_poll_interval_s=0.01)
+    md = gw.key("w-unchanged")
+    job = submit(gw, md)
+    servicer, reads = gw.gateway.servicer, []
+    read = servicer._watch_read
+
+    async def counted(*args):
+        reads.append(args)
+        return await read(*args)
+    monkeypatch.setattr(servicer, "_watch_read", counted)
+    watch = Watcher(gw, md, job.id)
+    wait_until(lambda: len(reads) >= 10, "the watch stopped reading")
+    assert [s.state for s in watch.snapshots] == [pb.JOB_STATE_QUEUED]  # ten reads, one snapshot
+
+    attempt = gw.db(attempts.claim_job, job.id, WORKER, heartbeat_timeout_s=60)  # no event: a read finds it
+    watch.wait_for(lambda j: j.state == pb.JOB_STATE_RUNNING)
+    gw.db(attempts.mark_cancelled, attempt)
+    assert [s.state for s in watch.finish()] == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING, pb.JOB_STATE_CANCELLED]
+
+
+class BoundRngDouble:
+    """Draws the bound the test names, and records the range it was asked for."""
+
+    def __init__(self, which: int):
+        self.which, self.asked = which, None
+
+    def uniform(self, low, high):
+        self.asked = (low, high)
+        return (low, high)[self.which]
+
+
+def test_a_watch_polls_within_a_quarter_of_its_interval_either_way():
+    shortest, longest = BoundRngDouble(0), BoundRngDouble(1)
+    assert (watch_poll_timeout(2.0, shortest), watch_poll_timeout(2.0, longest)) == (1.5, 2.5)
+    assert shortest.asked == longest.asked == (0.75, 1.25)
+    assert all(1.5 <= watch_poll_timeout(2.0) <= 2.5 for _ in range(100))
 
 
 def test_an_output_gone_from_the_store_is_listed_without_a_url(gw, caplog):
