@@ -56,7 +56,7 @@ class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
     ``default_key``/``default_tenant``: the embedded mode's built-in key (Settings.default_api_key)."""
 
     def __init__(self, lookup: Callable[[str], str | None], *, default_key: str | None = None,
-                 default_tenant: str = "default", cache_ttl_s: float = KEY_CACHE_TTL_S,
+                 default_tenant: str | None = None, cache_ttl_s: float = KEY_CACHE_TTL_S,
                  unknown_ttl_s: float = UNKNOWN_KEY_CACHE_TTL_S, max_entries: int = KEY_CACHE_MAX_ENTRIES,
                  clock: Callable[[], float] = time.monotonic):
         self._lookup = lookup

@@ -97,9 +97,9 @@ class JobServicer(pb_grpc.JobServiceServicer):
         with self.deps.sessions() as s:
             return fn(s, *args, **kwargs)
 
-    def _read_sync(self, fn, *args, **kwargs):
+    def _read_sync(self, fn, *args):
         with (self.deps.read_sessions or self.deps.sessions)() as s:
-            return fn(s, *args, **kwargs)
+            return fn(s, *args)
 
     async def _db(self, fn, *args, **kwargs):
         return await asyncio.to_thread(self._db_sync, fn, *args, **kwargs)
@@ -111,17 +111,17 @@ class JobServicer(pb_grpc.JobServiceServicer):
             log.warning("output object missing", extra={"key": key})
             return ""
 
-    def _to_pb(self, job: Job | repo.JobRow, position: int = 0, *, presign: bool = True) -> pb.Job:
-        return job_to_pb(job, queue_position=position, presign=self._presign if presign else None,
+    def _to_pb(self, job: Job | repo.JobRow, position: int = 0) -> pb.Job:
+        return job_to_pb(job, queue_position=position, presign=self._presign,
                          presign_expiry_s=self.settings.presign_expiry_s)
 
-    def _get_sync(self, s: Session, tenant: str, job_id: str, *, presign: bool = True) -> tuple[pb.Job, bool]:
+    def _get_sync(self, s: Session, tenant: str, job_id: str) -> tuple[pb.Job, bool]:
         found = repo.get_job_and_position(s, tenant, job_id)  # one statement, however long the queue
         if found is None:
             raise repo.JobNotFound(job_id)
         job, position = found
         terminal = job.state in {st.value for st in TERMINAL_STATES}
-        return self._to_pb(job, position, presign=presign), terminal
+        return self._to_pb(job, position), terminal
 
     async def _publish(self, job_id: str, event: dict) -> None:
         try:
@@ -249,8 +249,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
         return submitted
 
     def _submitted_to_pb(self, submitted: repo.Submitted) -> pb.Job:
-        return job_to_pb(submitted.job, queue_position=submitted.queue_position, presign=self._presign,
-                         presign_expiry_s=self.settings.presign_expiry_s)
+        return self._to_pb(submitted.job, submitted.queue_position)
 
     async def _store_inputs(self, job_id: str, images: dict[str, CheckedImage]) -> dict[str, str]:
         keys: dict[str, str] = {}

@@ -65,6 +65,14 @@ def resolve(auth, key):
     return asyncio.run(auth.resolve(key))
 
 
+def test_the_embedded_default_key_is_its_tenant_without_a_query_and_a_near_miss_is_not(lookup, clock):
+    auth = interceptor(lookup, clock, default_key="llada_embedded-default-0123456789", default_tenant="acme")
+    assert resolve(auth, "llada_embedded-default-0123456789") == "acme"
+    assert lookup.calls == 0
+    assert resolve(auth, "llada_embedded-default-0123456788") is None  # one character off: looked up, unknown
+    assert lookup.calls == 1
+
+
 def test_a_revoked_key_stops_working_within_the_cache_ttl(sessions, lookup, clock):
     auth = interceptor(lookup, clock)
     with sessions() as s:

@@ -5,6 +5,7 @@ import asyncio
 import threading
 import time
 import urllib.request
+from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
@@ -180,6 +181,9 @@ def test_cancel_of_a_finished_job_changes_nothing_and_answers_with_its_output_ur
     assert answer.state == pb.JOB_STATE_SUCCEEDED and not answer.cancel_requested
     [image] = answer.outputs.objects
     assert image.object_key == key and image.url == gw.store.presigned_get(key, gw.settings.presign_expiry_s)
+    expires_in = image.url_expires_at.ToDatetime(timezone.utc) - datetime.now(timezone.utc)
+    assert timedelta(seconds=gw.settings.presign_expiry_s - 60) < expires_in <= timedelta(
+        seconds=gw.settings.presign_expiry_s)
     got = gw.stub.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)
     for snapshot in (answer, got):
         snapshot.outputs.objects[0].ClearField("url_expires_at")  # signed a moment apart

@@ -114,12 +114,14 @@ def test_bad_lookup_names_the_field(gw, md, method, request_, code, field):
     assert _field(err.value) == field
 
 
+MISSING_JOB_ID = "00000000-0000-4000-8000-00000000abcd"
 WORD_FOR_WORD = [
     ("SubmitJob", U(image=b""), "understand.image: is required (the encoded bytes of an image)"),
     ("SubmitJob", U(image=b"\x89PNG" + b"\0" * 199_997),  # one byte past the gateway's 200 000
      "understand.image: is 200001 bytes; the limit is 200000"),
     ("ListJobs", pb.ListJobsRequest(state=99), "state: unknown job state 99"),
     ("ListJobs", pb.ListJobsRequest(kind=42), "kind: unknown job kind 42"),
+    ("GetJob", pb.GetJobRequest(job_id=MISSING_JOB_ID), f"job {MISSING_JOB_ID} not found"),
 ]
 
 
@@ -127,7 +129,8 @@ WORD_FOR_WORD = [
 def test_refusals_say_what_was_wrong_word_for_word(gw, md, method, request_, details):
     with pytest.raises(grpc.RpcError) as err:
         getattr(gw.stub, method)(request_, metadata=md)
-    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, details)
+    code = grpc.StatusCode.NOT_FOUND if details.endswith("not found") else grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.code(), err.value.details()) == (code, details)
 
 
 @pytest.mark.parametrize("metadata", [(), (("x-api-key", "llada_wrong-key-000000000000"),)],
