@@ -2,7 +2,7 @@
 nothing and the loop waits for a slot, not for the poll; a stop with a try still in flight returns after the grace
 and leaves that try to its lease; rows past their tries are given up on the first pass and then once a second;
 each pass is recorded in the pass file and the metrics, a failed one with its reason; each try in the metrics; a
-tenant without a signing secret is told how to make one.
+tenant without a signing secret is told how to make one; a pass that failed without a message, by its error's type.
 Tries are held by a receiver that does not answer until the test releases it."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from sqlalchemy import text, update
 
 from services.webhooks import dispatcher as dispatcher_module
 from services.webhooks import metrics as webhook_metrics
-from services.webhooks.dispatcher import GIVE_UP_EVERY_S, MISSED_PASSES, SLOW_PASS_ALLOWANCE_S, run_forever
+from services.webhooks.dispatcher import (GIVE_UP_EVERY_S, MISSED_PASSES, SLOW_PASS_ALLOWANCE_S, Dispatcher,
+                                         run_forever)
 from shared.health_file import read_health_file
 from shared.webhooks.subscription import WebhookSubscription
 from shared import repository as repo
@@ -196,3 +197,25 @@ def wait_for_record(pass_file, condition) -> dict:
             return record.facts
         assert time.monotonic() < deadline, record
         time.sleep(0.01)
+
+
+class SilentlyFailingDispatcherDouble(Dispatcher):
+    """A dispatcher whose every pass fails with an error that has no text (a connection reset, say)."""
+
+    def run_once(self):
+        raise ConnectionResetError()
+
+
+def test_a_pass_that_failed_without_a_message_is_recorded_by_its_error_type(tmp_path):
+    pass_file = tmp_path / "webhooks.pass"
+    world = WebhookWorld(tmp_path, webhook_pass_file=pass_file)
+    dispatcher = SilentlyFailingDispatcherDouble(world.settings, world.sessions, world.dispatcher().sender)
+    stop = threading.Event()
+    loop = threading.Thread(target=run_forever, args=(dispatcher, stop), kwargs={"grace_s": 1})
+    loop.start()
+    try:
+        failed = wait_for_record(pass_file, lambda facts: not facts["ok"])
+    finally:
+        stop.set()
+        loop.join(DEADLINE_S)
+    assert failed["error"] == "last pass failed: ConnectionResetError: "
