@@ -141,9 +141,7 @@ class AsyncLladaClient:
                 result = progress(job)
                 if asyncio.iscoroutine(result):
                     await result
-            if is_terminal(job):
-                return job
-        raise LladaError("UNKNOWN", f"watch of job {job_id} ended without a terminal state")
+        return job  # watch ends with the terminal snapshot, or raises
 
     async def cancel(self, job_id: str) -> pb.Job:
         return await self._call(self._stub.CancelJob, pb.CancelJobRequest(job_id=job_id))

@@ -153,9 +153,7 @@ class LladaClient:
         for job in self.watch(job_id, timeout=timeout):
             if progress is not None:
                 progress(job)
-            if is_terminal(job):
-                return job
-        raise LladaError("UNKNOWN", f"watch of job {job_id} ended without a terminal state")
+        return job  # watch ends with the terminal snapshot, or raises
 
     # --- change ---------------------------------------------------------------------------------
     def cancel(self, job_id: str) -> pb.Job:
