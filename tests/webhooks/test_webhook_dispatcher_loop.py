@@ -219,3 +219,19 @@ def test_a_pass_that_failed_without_a_message_is_recorded_by_its_error_type(tmp_
         stop.set()
         loop.join(DEADLINE_S)
     assert failed["error"] == "last pass failed: ConnectionResetError: "
+
+
+def test_a_backlog_is_delivered_slot_after_slot_without_waiting_for_the_poll(tmp_path, receiver):
+    # One slot, and a poll far longer than the deadline (SQLite: no wake-up on commit): only going on at once
+    # after a pass that filled every slot delivers three events in time.
+    world = WebhookWorld(tmp_path, webhook_concurrency=1, webhook_poll_interval_s=60)
+    jobs = [finished_job(world, receiver) for _ in range(3)]
+    dispatcher, stop = world.dispatcher(), threading.Event()
+    loop = threading.Thread(target=run_forever, args=(dispatcher, stop), kwargs={"grace_s": 1})
+    loop.start()
+    try:
+        receiver.wait_for(3, timeout_s=DEADLINE_S)
+    finally:
+        stop.set()
+        loop.join(DEADLINE_S)
+    assert sorted(r.job_id for r in rows(world) if r.delivery_state == "delivered") == sorted(jobs)
