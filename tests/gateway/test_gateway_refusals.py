@@ -7,6 +7,7 @@ import grpc
 import pytest
 
 from tests.gateway.images_for_tests import png
+from shared.objectstore import LocalObjectStore
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
 
@@ -191,6 +192,22 @@ def test_a_failed_insert_removes_the_stored_input_image(gw, md, monkeypatch):
     assert err.value.code() == grpc.StatusCode.INTERNAL
     assert "database went away" not in err.value.details()  # internals stay in the log
     _assert_nothing_stored(gw, before)
+
+
+class PutLandsThenFailsStoreDouble(LocalObjectStore):
+    """An upload that reaches the store whose answer is lost (a connection reset after the body went out)."""
+
+    def put(self, key, data, content_type="application/octet-stream"):
+        super().put(key, data, content_type)
+        raise ConnectionResetError("the store's answer was lost")
+
+
+def test_an_upload_whose_answer_was_lost_is_removed_and_no_job_is_made(make_gateway, tmp_path):
+    gw = make_gateway(store=PutLandsThenFailsStoreDouble(tmp_path / "lost-answers"), max_image_bytes=200_000)
+    with pytest.raises(grpc.RpcError) as err:
+        gw.stub.SubmitJob(U(), metadata=gw.key("t-lost-put"))
+    assert err.value.code() == grpc.StatusCode.INTERNAL, err.value.details()
+    assert (gw.job_count(), gw.objects(), gw.queue.sent) == (0, [], [])
 
 
 def test_messages_above_the_configured_size_are_refused_by_grpc(make_gateway):

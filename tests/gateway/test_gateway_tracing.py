@@ -10,6 +10,7 @@ import logging
 import time
 
 import pytest
+from opentelemetry.trace import SpanKind
 from PIL import Image
 
 from shared import attempts, tracing
@@ -63,6 +64,7 @@ def test_a_jobs_submit_attempts_stages_upload_and_end_are_one_trace(make_gateway
     by_name = {s.name: s for s in finished}
     submit_span, run = by_name["llada.SubmitJob"], by_name["llada.run_job"]
     assert run.parent.span_id == submit_span.context.span_id
+    assert submit_span.kind is SpanKind.SERVER and submit_span.attributes["llada.job_id"] == job.id
     assert run.attributes["llada.attempt"] == 2 and run.attributes["llada.outcome"] == "SUCCEEDED"
     for name in names[2:]:
         assert by_name[name].parent.span_id == run.context.span_id, name
