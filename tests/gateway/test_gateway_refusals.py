@@ -117,6 +117,8 @@ def test_bad_lookup_names_the_field(gw, md, method, request_, code, field):
 
 MISSING_JOB_ID = "00000000-0000-4000-8000-00000000abcd"
 WORD_FOR_WORD = [
+    ("SubmitJob", pb.SubmitJobRequest(),
+     "params: unknown or missing job kind: set one of text_to_image, understand, edit"),
     ("SubmitJob", U(image=b""), "understand.image: is required (the encoded bytes of an image)"),
     ("SubmitJob", U(image=b"\x89PNG" + b"\0" * 199_997),  # one byte past the gateway's 200 000
      "understand.image: is 200001 bytes; the limit is 200000"),
