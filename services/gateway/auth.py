@@ -104,7 +104,7 @@ class ApiKeyAuthInterceptor(grpc.aio.ServerInterceptor):
             return aborting_handler(handler, grpc.StatusCode.UNAUTHENTICATED,
                                     f"missing API key (call metadata {API_KEY_METADATA_KEY!r})")
         try:
-            tenant = await self.resolve(key if isinstance(key, str) else key.decode(errors="replace"))
+            tenant = await self.resolve(key)  # a str: only "-bin" metadata keys carry bytes
         except KeyLookupFailed as err:
             return aborting_handler(handler, err.code, err.message)
         if tenant is None:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from services.gateway.auth import ApiKeyAuthInterceptor, KeyLookupFailed
 from services.gateway.server import tenant_lookup
 from shared import repository as repo
+from shared.repository import API_KEY_MAX_CHARS, API_KEY_MIN_CHARS
 from shared.db import make_engine, session_factory, upgrade
 
 
@@ -114,11 +115,23 @@ def test_a_key_registered_after_a_miss_works_once_the_miss_expires(sessions, loo
     assert resolve(auth, key) == "acme"
 
 
+def test_only_keys_of_a_length_a_stored_key_may_have_cost_a_query(lookup, clock):
+    auth = interceptor(lookup, clock)
+    for length, queried in [(API_KEY_MIN_CHARS - 1, 0), (API_KEY_MIN_CHARS, 1), (API_KEY_MAX_CHARS, 2),
+                            (API_KEY_MAX_CHARS + 1, 2)]:
+        assert resolve(auth, "k" * length) is None
+        assert lookup.calls == queried, length
+
+
 def test_the_caches_are_bounded(lookup, clock):
     auth = interceptor(lookup, clock, max_entries=3)
     for n in range(100):
         assert resolve(auth, f"llada_guess-{n:020d}") is None
     assert len(auth._unknown) == 3 and lookup.calls == 100
+
+
+MESSAGES = {grpc.StatusCode.UNAVAILABLE: "API keys cannot be checked right now; retry",
+            grpc.StatusCode.INTERNAL: "internal error; the request was not completed"}
 
 
 @pytest.mark.parametrize("error, code", [
@@ -137,7 +150,7 @@ def test_a_failed_lookup_is_answered_generically_and_never_cached(lookup, clock,
     for _ in range(2):
         with pytest.raises(KeyLookupFailed) as failed:
             resolve(auth, key)
-        assert failed.value.code == code
+        assert (failed.value.code, failed.value.message) == (code, MESSAGES[code])
         for leak in ("SELECT", "api_keys", "ab" * 32, "db.internal", "10.0.0.5", "5432", "refused", "relation"):
             assert leak not in failed.value.message
     assert lookup.calls == 2  # the failure was not remembered

@@ -136,9 +136,11 @@ def test_refusals_say_what_was_wrong_word_for_word(gw, md, method, request_, det
     assert (err.value.code(), err.value.details()) == (code, details)
 
 
-@pytest.mark.parametrize("metadata", [(), (("x-api-key", "llada_wrong-key-000000000000"),)],
-                         ids=["missing key", "wrong key"])
-def test_every_rpc_refuses_a_missing_or_wrong_api_key(gw, metadata):
+@pytest.mark.parametrize("metadata, details", [
+    ((), "missing API key (call metadata 'x-api-key')"),
+    ((("x-api-key", "llada_wrong-key-000000000000"),), "invalid API key"),
+], ids=["missing key", "wrong key"])
+def test_every_rpc_refuses_a_missing_or_wrong_api_key(gw, metadata, details):
     before = (gw.job_count(), gw.objects(), len(gw.queue.sent))
     calls = [(gw.stub.SubmitJob, T()), (gw.stub.GetJob, pb.GetJobRequest(job_id="x")),
              (gw.stub.ListJobs, pb.ListJobsRequest()), (gw.stub.CancelJob, pb.CancelJobRequest(job_id="x")),
@@ -146,10 +148,10 @@ def test_every_rpc_refuses_a_missing_or_wrong_api_key(gw, metadata):
     for call, request_ in calls:
         with pytest.raises(grpc.RpcError) as err:
             call(request_, metadata=metadata)
-        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNAUTHENTICATED, details)
     with pytest.raises(grpc.RpcError) as err:
         list(gw.stub.WatchJob(pb.WatchJobRequest(job_id="x"), metadata=metadata))
-    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNAUTHENTICATED, details)
     _assert_nothing_stored(gw, before)
 
 
