@@ -32,6 +32,9 @@ PROGRESS_MIN_INTERVAL_S = 0.2
 # Model stage names → the service's Stage. The thinking pass (docs/model.md §3.3) is reported as its own
 # THINK stage so users can tell it from the image's denoising.
 STAGE_OF = {"tokenize": Stage.TOKENIZE, "think": Stage.THINK, "denoise": Stage.DENOISE, "decode": Stage.DECODE}
+# How long an ending attempt waits for its heartbeat thread: a beat stuck in a database call that does not return
+# must not hold the job's thread (and the worker's slot) with it. The daemon thread ends with its call.
+HEARTBEAT_JOIN_S = 5.0
 
 
 class Lease:
@@ -53,7 +56,7 @@ class Lease:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=HEARTBEAT_JOIN_S)
 
     def lose(self, why: str) -> None:
         if not self.fenced.is_set():

@@ -5,7 +5,9 @@ back, and its log fields name the job, attempt, tenant, worker and trace."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import types
 from datetime import timedelta
 
 from sqlalchemy import update
@@ -13,6 +15,7 @@ from sqlalchemy import update
 from shared import attempts
 from shared.db import Job
 from shared.jobs import JobKind
+from workers import lease as lease_module
 from workers.lease import Lease
 from workers.lifecycle import Lifecycle
 from tests.deadlines import deadline_s
@@ -46,6 +49,26 @@ def test_heartbeats_renew_the_lease_while_the_attempt_runs(harness):
         wait_until(lambda: heartbeat_at(harness, attempt.job_id) > first, "no heartbeat renewed the lease")
         assert not lease.fenced.is_set()
     assert lease._thread.name == f"heartbeat-{attempt.job_id}" and not lease._thread.is_alive()
+
+
+def test_an_ending_attempt_does_not_wait_longer_than_its_bound_for_a_stuck_heartbeat(harness, monkeypatch):
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck_heartbeat(s, attempt):  # a database call that does not come back
+        entered.set()
+        release.wait(DEADLINE_S)
+        return True
+    monkeypatch.setattr(lease_module, "attempts", types.SimpleNamespace(heartbeat=stuck_heartbeat))
+    monkeypatch.setattr(lease_module, "HEARTBEAT_JOIN_S", 0.05)
+    attempt = claimed(harness)
+    try:
+        with Lease(harness.ctx, attempt) as lease:
+            assert entered.wait(DEADLINE_S)
+        assert lease._thread.is_alive()  # left behind, a daemon: the attempt went on without it
+    finally:
+        release.set()
+    lease._thread.join(DEADLINE_S)
+    assert not lease._thread.is_alive()
 
 
 def test_a_refused_heartbeat_loses_the_lease_and_says_why(harness, caplog):
