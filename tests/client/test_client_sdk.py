@@ -87,6 +87,30 @@ def test_wait_reports_progress_and_download_saves_the_result(llada, server, tmp_
     assert again == tmp_path / "lake.png" and again.read_bytes() == result
 
 
+def test_iter_jobs_goes_through_every_page_with_the_filters(llada, server, monkeypatch):
+    kept = [llada.submit_text_to_image(f"page walk {n}") for n in range(3)]
+    for job in kept:
+        server.complete(job.id, image=png_bytes())
+    other_kind = llada.submit_understand(png_bytes(), "what?")
+    server.complete(other_kind.id, text="a square")
+    still_queued = llada.submit_text_to_image("not finished")
+    pages, list_page = [], llada.list
+
+    def listed(**kwargs):
+        page = list_page(**kwargs)
+        pages.append(len(page.jobs))
+        return page
+    monkeypatch.setattr(llada, "list", listed)
+
+    walked = [job.id for job in llada.iter_jobs(state="succeeded", kind="text_to_image", page_size=2)]
+
+    assert set(walked) >= {job.id for job in kept}
+    assert len(pages) >= 2 and all(size <= 2 for size in pages)  # pages of the size asked for
+    assert other_kind.id not in walked and still_queued.id not in walked
+    assert len(walked) == len(set(walked))
+    assert all(state_name(llada.get(job_id)) == "SUCCEEDED" for job_id in walked)
+
+
 def test_cancel_and_delete(llada):
     job = llada.submit_text_to_image("never mind")
     assert state_name(llada.cancel(job.id)) == "CANCELLED"
@@ -109,18 +133,19 @@ def test_async_client_end_to_end(server, tmp_path):
                 states.append(state_name(snapshot))
             final = await llada.wait(job.id, progress=progress, timeout=30)
             await asyncio.to_thread(driver.join, 5)
-            paths = await llada.download(final, tmp_path)
+            paths = await llada.download(final, tmp_path / "from-job")
+            by_id = await llada.download(job.id, tmp_path / "from-id")  # read again, for fresh URLs
             page = await llada.list(state="succeeded")
             other = await llada.submit_understand(png_bytes(), "what?")
             cancelled = await llada.cancel(other.id)
             await llada.delete(other.id)
             with pytest.raises(LladaError):
                 await llada.get(other.id)
-            return final, states, paths, page, cancelled
+            return final, states, paths + by_id, page, cancelled
 
     final, states, paths, page, cancelled = asyncio.run(scenario())
     assert state_name(final) == "SUCCEEDED" and states[-1] == "SUCCEEDED" and "RUNNING" in states
-    assert paths[0].read_bytes() == result
+    assert [path.read_bytes() for path in paths] == [result, result]
     assert final.id in [j.id for j in page.jobs]
     assert state_name(cancelled) == "CANCELLED"
 

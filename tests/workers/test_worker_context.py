@@ -17,6 +17,7 @@ from shared.queue import broker_priority
 from tests.shared.test_queue import receive
 from workers import tasks
 from workers.executor import ModelUnavailable
+from workers.executor_choice import jobs_at_once
 from workers.lifecycle import EXIT_MODEL_UNAVAILABLE, Lifecycle
 
 
@@ -86,6 +87,8 @@ def test_the_context_is_built_once_per_process_from_the_environment(worker_env):
     assert (worker_env / "objects" / "inputs" / job.id / "image").read_bytes() == b"x"
     assert ctx.worker_id != tasks.context_from_settings(ctx.settings).worker_id  # one id per process
     assert isinstance(ctx.events, EmbeddedEventBus) and ctx.events.path == Path(worker_env).resolve() / "events.db"
+    # A connection for each running job's thread and for its heartbeat's.
+    assert ctx.sessions.kw["bind"].pool.size() == 2 * jobs_at_once(ctx.settings)
 
 
 def test_a_sent_back_job_goes_to_the_settings_broker_with_its_priority(worker_env):

@@ -5,6 +5,7 @@ while draining is sent back unstarted, and a worker without its model hands its 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -130,6 +131,32 @@ def test_a_worker_that_cannot_load_its_model_hands_the_job_back_and_stops(draine
     other = drained.submit(JobKind.TEXT_TO_IMAGE, prompt="next", width=256, height=256)
     assert drained.runner().run(other) == "sent back"  # it takes no further job
     assert drained.ctx.db(attempts.claim_job, job_id, "w2", heartbeat_timeout_s=60).number == 2
+
+
+class TakenOverThenUnloadableExecutorDouble:
+    """While it fails to load, the job is reaped and claimed by another worker (its lease had run out unseen)."""
+
+    def __init__(self, harness):
+        self.harness = harness
+
+    def run(self, kind, params, inputs, *, progress, should_cancel, answer=None):
+        self.harness.ctx.db(attempts.reap_stale, heartbeat_timeout_s=0, max_attempts=3)
+        self.harness.ctx.db(attempts.claim_job, self.harness.running, "w2", heartbeat_timeout_s=60)
+        raise ModelUnavailable("the model at /models/x could not be loaded: FileNotFoundError: config.json")
+
+
+def test_a_hand_back_of_a_job_taken_over_meanwhile_leaves_it_to_its_owner_and_says_why(drained, caplog):
+    caplog.set_level(logging.INFO, logger="llada.worker")
+    drained.ctx.executor = TakenOverThenUnloadableExecutorDouble(drained)
+    drained.running = job_id = drained.submit(JobKind.TEXT_TO_IMAGE, prompt="fox", width=256, height=256)
+
+    assert drained.runner().run(job_id) == "lost"
+
+    job = drained.job(job_id)
+    assert (job.state, job.attempts, job.worker_id, job.handed_back) == ("RUNNING", 2, "w2", 0)
+    assert drained.ctx.enqueue.sent == []  # the new owner runs it: no second message
+    [lost] = [r for r in caplog.records if r.getMessage().startswith("attempt fenced off; its outcome is left")]
+    assert lost.reason == "attempt 2 has claimed it since"
 
 
 def test_a_worker_is_ready_only_with_its_model_loaded_and_neither_draining_nor_failed():
