@@ -45,6 +45,18 @@ def test_submit_each_kind_and_read_it_back(llada, tmp_path):
     assert [j.id for j in llada.list(kind="edit").jobs][0] == edit.id
 
 
+def test_image_submits_carry_their_request_id_priority_and_params(llada):
+    und = llada.submit_understand(png_bytes(), "which colour?", request_id="sync-und", priority=4, gen_length=64)
+    edit = llada.submit_edit(png_bytes(), "make it red", request_id="sync-edit", priority=6, cfg_image_scale=1.5)
+    assert [(j.kind, j.request_id, j.priority) for j in (und, edit)] == [
+        (pb.JOB_KIND_UNDERSTAND, "sync-und", 4), (pb.JOB_KIND_EDIT, "sync-edit", 6)]
+    assert dict(und.params)["gen_length"] == 64 and dict(edit.params)["cfg_image_scale"] == 1.5
+    assert [j.priority for j in (llada.submit_understand(png_bytes(), "what?"),
+                                 llada.submit_edit(png_bytes(), "night"))] == [0, 0]
+    assert llada.submit_edit(png_bytes(), "make it red", request_id="sync-edit", priority=6,
+                             cfg_image_scale=1.5).id == edit.id  # the same request again: the same job
+
+
 def test_the_broker_message_carries_the_job_id_only(llada, server):
     job = llada.submit_text_to_image("a message on the broker")
     queue_dir = server.settings.data_dir / "broker" / "queue"

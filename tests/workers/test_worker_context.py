@@ -14,6 +14,7 @@ from shared.db import upgrade
 from shared.events import EmbeddedEventBus
 from shared.jobs import validate_params
 from shared.queue import broker_priority
+from shared.settings import Settings
 from tests.shared.test_queue import receive
 from workers import tasks
 from workers.executor import ModelUnavailable
@@ -92,7 +93,8 @@ def test_the_context_is_built_once_per_process_from_the_environment(worker_env):
 
 
 def test_a_sent_back_job_goes_to_the_settings_broker_with_its_priority(worker_env):
-    ctx = tasks.worker_context()
+    # A context built from settings of its own, not the environment's: the message goes where they say.
+    ctx = tasks.context_from_settings(Settings(data_dir=worker_env / "elsewhere"), executor=ExecutorDouble(None))
     ctx.send("3f2b8c1e-7d4a-4e5b-9c6d-0a1b2c3d4e5f", 7)
     message = receive(ctx.settings)
     assert message.decode()[0] == ["3f2b8c1e-7d4a-4e5b-9c6d-0a1b2c3d4e5f"]
