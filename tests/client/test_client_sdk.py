@@ -118,6 +118,7 @@ def test_iter_jobs_goes_through_every_page_with_the_filters(llada, server, monke
 
     assert set(walked) >= {job.id for job in kept}
     assert len(pages) >= 2 and all(size <= 2 for size in pages)  # pages of the size asked for
+    assert len(llada.list(state="succeeded", kind="text_to_image").jobs) >= 3  # unasked: the server's page size
     assert other_kind.id not in walked and still_queued.id not in walked
     assert len(walked) == len(set(walked))
     assert all(state_name(llada.get(job_id)) == "SUCCEEDED" for job_id in walked)

@@ -1,6 +1,7 @@
 """The S3 store's answers to the errors a real S3 or MinIO gives and moto does not: a bucket another replica created
 first, the several codes a missing object comes back as, a prefix delete the server refuses in part, and errors
-that are not "missing", which must reach the caller. The minio client is replaced by a double that raises them."""
+that are not "missing", which must reach the caller. The minio client is replaced by a double that raises them.
+And a TLS endpoint's clients, which sign without a request."""
 
 from __future__ import annotations
 
@@ -111,3 +112,14 @@ def test_a_prefix_delete_the_server_refuses_in_part_says_how_many_and_the_first(
     assert str(raised.value).startswith("could not delete 2 objects under 'results/j/': ")
     assert "a.png" in str(raised.value) and "b.png" not in str(raised.value)
     assert client.deleted == ["results/j/1/a.png", "results/j/1/b.png", "results/j/1/c.png"]
+
+
+def test_a_tls_endpoint_is_spoken_to_over_https_in_its_region_and_the_public_one_follows_it():
+    store = S3ObjectStore("minio.internal:9000", "key", "secret", "bucket", secure=True, region="eu-west-1",
+                          public_endpoint="objects.example.com", create_bucket=False)
+    # Signing needs no request when the region is known: neither host exists.
+    internal = store.client.presigned_get_object("bucket", "results/j/1/image.png")
+    assert internal.startswith("https://minio.internal:9000/bucket/results/j/1/image.png?")
+    assert "eu-west-1" in internal
+    public = store.presigned_get("results/j/1/image.png", 60)
+    assert public.startswith("https://objects.example.com/bucket/results/j/1/image.png?") and "eu-west-1" in public
