@@ -52,7 +52,7 @@ class AsyncLladaClient:
         """Whether the gateway's gRPC health check answers SERVING within ``timeout`` seconds."""
         stub = health_pb2_grpc.HealthStub(self._channel)
         try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)  # the server as a whole
         except grpc.RpcError:
             return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
