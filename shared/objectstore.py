@@ -263,7 +263,7 @@ def object_store_from_settings(settings) -> ObjectStore:
     """`file://<dir>` → LocalObjectStore, `s3://<bucket>` → S3ObjectStore (endpoint and keys from settings)."""
     url = urlparse(settings.object_store_url)
     if url.scheme == "file":
-        return LocalObjectStore(url.netloc + url.path if url.netloc else url.path)
+        return LocalObjectStore(url.netloc + url.path)  # file://relative/dir or file:///absolute/dir
     if url.scheme == "s3":
         if not url.netloc:
             raise ValueError("object_store_url: s3:// needs a bucket name, e.g. s3://llada")

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from shared.objectstore import LocalObjectStore, ObjectNotFound, object_store_from_settings
+from shared.objectstore import LocalObjectStore, ObjectNotFound, S3ObjectStore, object_store_from_settings
 from shared.settings import Settings
 from tests.shared.test_objectstore import s3_endpoint, s3_store  # noqa: F401  (a fixture, used by name)
 
@@ -54,6 +54,14 @@ def test_a_prefix_delete_counts_what_it_removed_and_keeps_the_neighbours(tmp_pat
     assert not (tmp_path / "results" / "j1").exists()  # its folders went with it
     assert store.delete_prefix("results/j1/") == 0 and store.delete_prefix("nothing/here/") == 0
     assert store.delete_prefix("inputs") == 1 and not (tmp_path / "inputs" / "j1").exists()
+
+
+def test_a_prefix_that_ends_inside_a_name_takes_every_key_it_starts(tmp_path):
+    store = LocalObjectStore(tmp_path)
+    for key in ("results/j1/1/a.png", "results/j1.txt", "results/j10/1/a.png", "results/j2/1/a.png"):
+        store.put(key, b"x")
+    assert store.delete_prefix("results/j1") == 3
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == ["results/j2/1/a.png"]
 
 
 def test_listing_from_the_start_or_after_a_key(tmp_path):
@@ -115,3 +123,12 @@ def test_a_file_url_may_name_a_relative_or_an_absolute_folder(tmp_path, monkeypa
     relative = object_store_from_settings(Settings(data_dir=tmp_path, object_store_url="file://objects/here"))
     absolute = object_store_from_settings(Settings(data_dir=tmp_path, object_store_url=f"file://{tmp_path}/there"))
     assert (relative.root, absolute.root) == (tmp_path / "objects" / "here", tmp_path / "there")
+
+
+def test_an_s3_endpoint_without_a_scheme_is_tls_when_the_settings_say_so(monkeypatch):
+    monkeypatch.setattr(S3ObjectStore, "_ensure_bucket", lambda self: None)  # no such host: no request
+    settings = Settings(object_store_url="s3://llada", s3_endpoint="minio.internal:9000", s3_secure=True,
+                        s3_region="eu-west-3", s3_public_endpoint="files.example.com")
+    store = object_store_from_settings(settings)
+    internal = urlparse(store.client.presigned_get_object("llada", "results/j/1/image.png"))
+    assert (internal.scheme, internal.netloc) == ("https", "minio.internal:9000")
