@@ -58,9 +58,11 @@ def test_a_prefix_delete_counts_what_it_removed_and_keeps_the_neighbours(tmp_pat
 
 def test_a_prefix_that_ends_inside_a_name_takes_every_key_it_starts(tmp_path):
     store = LocalObjectStore(tmp_path)
-    for key in ("results/j1/1/a.png", "results/j1.txt", "results/j10/1/a.png", "results/j2/1/a.png"):
+    for key in ("results/j1/1/a.png", "results/j1.txt", "results/j10/1/a.png", "results/j2/1/a.png",
+                "inputs/j1/image", "inputs2/j1/image"):
         store.put(key, b"x")
     assert store.delete_prefix("results/j1") == 3
+    assert store.delete_prefix("inputs") == 2  # no folder named whole: from the top
     assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == ["results/j2/1/a.png"]
 
 
