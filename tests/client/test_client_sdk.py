@@ -51,8 +51,9 @@ def test_image_submits_carry_their_request_id_priority_and_params(llada):
     assert [(j.kind, j.request_id, j.priority) for j in (und, edit)] == [
         (pb.JOB_KIND_UNDERSTAND, "sync-und", 4), (pb.JOB_KIND_EDIT, "sync-edit", 6)]
     assert dict(und.params)["gen_length"] == 64 and dict(edit.params)["cfg_image_scale"] == 1.5
-    assert [j.priority for j in (llada.submit_understand(png_bytes(), "what?"),
-                                 llada.submit_edit(png_bytes(), "night"))] == [0, 0]
+    assert [j.priority for j in (llada.submit_text_to_image("no priority"),
+                                 llada.submit_understand(png_bytes(), "what?"),
+                                 llada.submit_edit(png_bytes(), "night"))] == [0, 0, 0]
     assert llada.submit_edit(png_bytes(), "make it red", request_id="sync-edit", priority=6,
                              cfg_image_scale=1.5).id == edit.id  # the same request again: the same job
 
@@ -119,6 +120,9 @@ def test_iter_jobs_goes_through_every_page_with_the_filters(llada, server, monke
     assert set(walked) >= {job.id for job in kept}
     assert len(pages) >= 2 and all(size <= 2 for size in pages)  # pages of the size asked for
     assert len(llada.list(state="succeeded", kind="text_to_image").jobs) >= 3  # unasked: the server's page size
+    everything = [job.id for job in llada.list(page_size=100).jobs]  # no filter: every state and kind
+    assert {kept[0].id, other_kind.id, still_queued.id} <= set(everything)
+    assert llada.list(kind="understand", page_size=1).jobs[0].id == other_kind.id  # newer text-to-image after it
     assert other_kind.id not in walked and still_queued.id not in walked
     assert len(walked) == len(set(walked))
     assert all(state_name(llada.get(job_id)) == "SUCCEEDED" for job_id in walked)
@@ -215,6 +219,7 @@ def test_the_async_client_submits_each_kind_with_its_request_id_and_priority_and
             read = await llada.get(und.id)
             cancelled = await llada.cancel(defaults[2].id)
             newest_understand = await llada.list(kind="understand", state="queued", page_size=1)
+            newest_text_to_image = await llada.list(kind="text_to_image", state="queued", page_size=1)
             newest_cancelled_edit = await llada.list(kind="edit", state="cancelled", page_size=1)
             everything = await llada.list(page_size=100)
             pages, token = [], ""
@@ -224,11 +229,11 @@ def test_the_async_client_submits_each_kind_with_its_request_id_and_priority_and
                 if not page.next_page_token:
                     break
                 token = page.next_page_token
-            return (t2i, und, edit, defaults, again, read, cancelled, newest_understand, newest_cancelled_edit,
-                    everything, pages)
+            return (t2i, und, edit, defaults, again, read, cancelled, newest_understand, newest_text_to_image,
+                    newest_cancelled_edit, everything, pages)
 
-    (t2i, und, edit, defaults, again, read, cancelled, newest_understand, newest_cancelled_edit, everything,
-     pages) = asyncio.run(scenario())
+    (t2i, und, edit, defaults, again, read, cancelled, newest_understand, newest_text_to_image, newest_cancelled_edit,
+     everything, pages) = asyncio.run(scenario())
     assert [(j.kind, j.request_id, j.priority) for j in (t2i, und, edit)] == [
         (pb.JOB_KIND_TEXT_TO_IMAGE, "async-t2i", 3), (pb.JOB_KIND_UNDERSTAND, "async-und", 4),
         (pb.JOB_KIND_EDIT, "async-edit", 5)]
@@ -241,6 +246,7 @@ def test_the_async_client_submits_each_kind_with_its_request_id_and_priority_and
     # Filters by kind and by state: the newest understanding job still queued (an edit and a text-to-image came
     # after it), the newest cancelled edit; no filter lists the cancelled job too.
     assert [j.id for j in newest_understand.jobs] == [defaults[1].id]
+    assert [j.id for j in newest_text_to_image.jobs] == [defaults[0].id]  # newer jobs of other kinds are queued
     assert [j.id for j in newest_cancelled_edit.jobs] == [cancelled.id]
     assert cancelled.id in [j.id for j in everything.jobs]
     queued = [job for page in pages for job in page]

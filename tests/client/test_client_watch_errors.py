@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from client import AsyncLladaClient, LladaClient, LladaError
+from tests.deadlines import deadline_s
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
 
@@ -138,7 +139,14 @@ def test_wait_returns_on_every_terminal_state(gateway_double, state):
 
 
 def test_wait_raises_deadline_exceeded_when_the_job_does_not_end_in_time(gateway_double):
-    address, _ = gateway_double((RUNNING[:1], "hang"))
+    address, _ = gateway_double((RUNNING[:1], "hang"), (RUNNING[:1], "hang"))
     with LladaClient(address, api_key="") as client, pytest.raises(LladaError) as err:
         client.wait(JOB, timeout=0.5)
+    assert err.value.code == "DEADLINE_EXCEEDED"
+
+    async def run():
+        async with AsyncLladaClient(address, api_key="") as client:
+            return await asyncio.wait_for(client.wait(JOB, timeout=0.5), deadline_s(30))  # the test's own bound
+    with pytest.raises(LladaError) as err:
+        asyncio.run(run())
     assert err.value.code == "DEADLINE_EXCEEDED"

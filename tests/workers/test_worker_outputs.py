@@ -1,6 +1,6 @@
 """What a finished job stores (workers.tasks): each output object under the attempt's key, with the content type a
 browser needs to show it; the answer or the thinking text; the model's own timings; and a job whose stored params
-no longer validate fails naming the field, without running the model."""
+no longer validate fails naming the field, without running the model; so does a field the model refuses at run time.
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from tests.store_doubles import ContentTypeRecordingStoreDouble
 from tests.workers.worker_harness import make_settings
 from shared.jobs import PARAMS_FIELD, InvalidArgument, JobKind, validate_params
 from workers.executor import JobOutput
+from workers.model.errors import ModelInputError
 
 
 class FixedOutputExecutorDouble:
@@ -87,3 +88,25 @@ def test_stored_params_that_no_longer_validate_fail_the_job_naming_the_field(har
     assert (job.error_code, job.error_message, job.error_field) == (
         "INVALID_ARGUMENT", refused.value.message, f"{PARAMS_FIELD[kind]}.{next(iter(params))}")
     assert executor.runs == 0
+
+
+class RefusingInputExecutorDouble(FixedOutputExecutorDouble):
+    """Refuses the job's input at run time, naming the field as the model does."""
+
+    def __init__(self, field: str):
+        super().__init__(JobOutput())
+        self.field = field
+
+    def run(self, kind, params, inputs, *, progress, should_cancel, answer=None):
+        raise ModelInputError(self.field, "is larger than this model allows")
+
+
+@pytest.mark.parametrize("field", ["steps", "text_to_image.steps"])
+def test_a_field_refused_at_run_time_is_named_under_the_kinds_params_once(harness, field):
+    harness.ctx = dataclasses.replace(harness.ctx, executor=RefusingInputExecutorDouble(field))
+    job_id = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="a fox")
+
+    assert harness.runner().run(job_id) == "FAILED"
+
+    job = harness.job(job_id)
+    assert (job.error_code, job.error_field) == ("INVALID_ARGUMENT", "text_to_image.steps")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -169,12 +170,18 @@ def test_run_time_input_error_fails_naming_the_field(harness):
     assert "too wide" in job.error_message
 
 
-def test_out_of_memory_and_model_errors_fail_with_a_code(harness):
+def test_out_of_memory_and_model_errors_fail_with_a_code(harness, caplog):
     oom = harness.submit(JobKind.TEXT_TO_IMAGE, prompt="oom", width=256, height=256)
     crash = harness.submit(JobKind.UNDERSTAND, question="crash", image=png_bytes())
 
-    assert harness.runner().run(oom) == "FAILED"
-    assert harness.runner().run(crash) == "FAILED"
+    with caplog.at_level(logging.INFO, logger="llada.worker"):
+        assert harness.runner().run(oom) == "FAILED"
+        assert harness.runner().run(crash) == "FAILED"
+
+    # Only the model's own breakage is an error for the operator, with its traceback; running out of memory
+    # is the job's size, told to its user.
+    [logged] = [r for r in caplog.records if r.getMessage() == "job failed"]
+    assert (logged.levelname, logged.job_id, logged.exc_info[0]) == ("ERROR", crash, RuntimeError)
 
     assert harness.job(oom).error_code == "RESOURCE_EXHAUSTED"
     assert "out of memory" in harness.job(oom).error_message
