@@ -12,9 +12,9 @@ import grpc
 import pytest
 
 from client import AsyncLladaClient, LladaClient, LladaError
-from tests.deadlines import deadline_s
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 from shared.proto.llada.serve.v1 import jobs_pb2_grpc as pb_grpc
+from tests.deadlines import deadline_s
 
 JOB = "00000000-0000-4000-8000-000000000001"
 
