@@ -1,6 +1,6 @@
 """The SDK's watch and wait on their error paths (sync and asyncio), against a scripted gateway double on
 loopback: only UNAVAILABLE is retried, a resumed stream never repeats a snapshot, `wait` honours its timeout
-and returns on every terminal state."""
+and returns on every terminal state; a call without an answer ends at the client's timeout."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ class ScriptedGatewayDouble(pb_grpc.JobServiceServicer):
     def __init__(self, scripts):
         self.scripts = list(scripts)
         self.calls = 0
+
+    def GetJob(self, request, context):  # an answer that never comes: the caller's deadline decides
+        done = threading.Event()
+        context.add_callback(done.set)
+        done.wait(30)
+        return pb.Job()
 
     def WatchJob(self, request, context):
         snapshots, ending = self.scripts[min(self.calls, len(self.scripts) - 1)]
@@ -104,6 +110,29 @@ def test_any_other_code_ends_the_watch_at_once_with_that_code(gateway_double, wa
 
 
 @pytest.mark.parametrize("watch", WATCHERS)
+def test_a_resumed_streams_repeated_snapshot_is_skipped_and_the_same_stream_goes_on(gateway_double, watch):
+    done = snap(pb.JOB_STATE_SUCCEEDED, 4)
+    address, double = gateway_double(
+        (RUNNING[:2], grpc.StatusCode.UNAVAILABLE),
+        ([RUNNING[1], RUNNING[2], done], None),
+    )
+    assert watch(address) == [RUNNING[0], RUNNING[1], RUNNING[2], done]
+    assert double.calls == 2  # no third stream
+
+
+@pytest.mark.parametrize("watch", WATCHERS)
+def test_a_snapshot_restarts_the_count_of_breaks(gateway_double, watch):
+    from client.sync_client import WATCH_RECONNECTS
+
+    done = snap(pb.JOB_STATE_SUCCEEDED, 4)
+    empty_breaks = [([], grpc.StatusCode.UNAVAILABLE)] * (WATCH_RECONNECTS - 1)
+    address, double = gateway_double((RUNNING[:1], grpc.StatusCode.UNAVAILABLE), *empty_breaks, ([done], None))
+    # A snapshot, then WATCH_RECONNECTS breaks in a row counting the first: still within the allowance.
+    assert watch(address) == [RUNNING[0], done]
+    assert double.calls == WATCH_RECONNECTS + 1
+
+
+@pytest.mark.parametrize("watch", WATCHERS)
 def test_a_stream_that_keeps_breaking_gives_up_after_the_reconnects(gateway_double, watch):
     from client.sync_client import WATCH_RECONNECTS
 
@@ -147,6 +176,20 @@ def test_wait_raises_deadline_exceeded_when_the_job_does_not_end_in_time(gateway
     async def run():
         async with AsyncLladaClient(address, api_key="") as client:
             return await asyncio.wait_for(client.wait(JOB, timeout=0.5), deadline_s(30))  # the test's own bound
+    with pytest.raises(LladaError) as err:
+        asyncio.run(run())
+    assert err.value.code == "DEADLINE_EXCEEDED"
+
+
+def test_a_call_that_gets_no_answer_ends_at_the_clients_timeout(gateway_double):
+    address, _ = gateway_double(([], None))
+    with LladaClient(address, api_key="", timeout=0.3) as client, pytest.raises(LladaError) as err:
+        client.get(JOB)
+    assert err.value.code == "DEADLINE_EXCEEDED"
+
+    async def run():
+        async with AsyncLladaClient(address, api_key="", timeout=0.3) as client:
+            return await asyncio.wait_for(client.get(JOB), deadline_s(30))
     with pytest.raises(LladaError) as err:
         asyncio.run(run())
     assert err.value.code == "DEADLINE_EXCEEDED"
