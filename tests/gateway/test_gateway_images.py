@@ -13,7 +13,6 @@ from PIL import ImageFile
 
 from tests.gateway.images_for_tests import black_png, encoded, png, text_bomb_png
 from tests.store_doubles import ContentTypeRecordingStoreDouble
-from shared import repository as repo
 from shared.proto.llada.serve.v1 import jobs_pb2 as pb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

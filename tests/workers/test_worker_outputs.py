@@ -1,6 +1,7 @@
 """What a finished job stores (workers.tasks): each output object under the attempt's key, with the content type a
 browser needs to show it; the answer or the thinking text; the model's own timings; and a job whose stored params
-no longer validate fails naming the field, without running the model; so does a field the model refuses at run time.
+no longer validate fails naming the field, without running the model; so does a field the model refuses at run
+time."""
 
 from __future__ import annotations
 
