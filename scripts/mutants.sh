@@ -2,7 +2,7 @@
 # Mutation testing of the critical modules (issue 21): mutmut plants small bugs in the modules that
 # pyproject.toml's [tool.mutmut] lists, runs the tests that reach each one (those of the module's own test
 # package: tests/conftest.py), and scripts/mutants_report.py prints the kill rate per module and every survivor.
-# Not part of .ci/run: all modules take more than an hour on a 2-core machine; one module takes minutes.
+# Not part of .ci/run: all modules take close to two hours on a 2-core machine; one module takes minutes.
 #
 #   bash scripts/mutants.sh                          every listed module, from scratch
 #   bash scripts/mutants.sh workers/executor.py ...  those modules only (their mutants are run again)
